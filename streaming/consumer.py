@@ -1,0 +1,203 @@
+"""The micro-batch consumer loop shared by the item and interaction consumers.
+
+One cycle: poll -> decode (pure) -> dead-letter the bad records -> hand the good
+ones to the handler (features written) -> commit offsets. Offsets are committed
+only after both the dead letters and the features are durably written, so a
+crash anywhere re-delivers the batch (at-least-once; the writes are idempotent).
+A handler failure is retried with back-off, never skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from learn_core.events import Event
+from streaming.dead_letter import DeadLetter, SourceRef, make_dead_letter
+from streaming.validate import Limits, Rejection, decode
+
+log = logging.getLogger(__name__)
+
+
+class ConsumerSettings(BaseSettings):
+    """Micro-batch loop settings; subclasses set the env prefix and the group."""
+
+    model_config = SettingsConfigDict(env_prefix="LEARNREC_CONSUMER_", extra="forbid")
+
+    group_id: str = Field("learn-consumer", min_length=1)
+    max_batch: int = Field(500, ge=1, le=100_000, description="records per micro-batch")
+    poll_timeout_ms: int = Field(100, ge=1, le=60_000)
+    retry_backoff_s: float = Field(0.5, gt=0)
+    retry_max_backoff_s: float = Field(10.0, gt=0)
+    log_every_s: float = Field(10.0, gt=0, description="period of the progress log line")
+    auto_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A valid event with where it came from."""
+
+    event: Event
+    source: SourceRef
+
+
+@dataclass
+class LoopStats:
+    batches: int = 0
+    records: int = 0
+    accepted: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def split_records(
+    records: Iterable[Any], limits: Limits, expect: str | None, now: datetime | None = None
+) -> tuple[list[Accepted], list[DeadLetter]]:
+    """Pure: kafka-python ``ConsumerRecord``-like objects -> accepted events and dead letters."""
+    good: list[Accepted] = []
+    bad: list[DeadLetter] = []
+    now = now or datetime.now(UTC)
+    for r in records:
+        src = SourceRef(r.topic, r.partition, r.offset, r.timestamp)
+        out = decode(r.value, limits=limits, now=now, expect=expect)
+        if isinstance(out, Rejection):
+            bad.append(make_dead_letter(r.key, r.value, src, out))
+        else:
+            good.append(Accepted(out, src))
+    return good, bad
+
+
+Handler = Callable[[list[Accepted]], None]
+
+
+class MicroBatchLoop:
+    """Drives a kafka-python consumer with at-least-once, commit-after-write semantics."""
+
+    def __init__(
+        self,
+        consumer: Any,
+        dlq_producer: Any,
+        dlq_topic: str,
+        handler: Handler,
+        *,
+        limits: Limits,
+        expect: str | None,
+        settings: ConsumerSettings,
+        on_batch: Callable[[int, int, float], None] | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.dlq = dlq_producer
+        self.dlq_topic = dlq_topic
+        self.handler = handler
+        self.limits = limits
+        self.expect = expect
+        self.s = settings
+        self.on_batch = on_batch
+        self.stats = LoopStats()
+        self._last_log = time.monotonic()
+        self._last_log_records = 0
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        *,
+        idle_exit_s: float | None = None,
+        max_records: int | None = None,
+    ) -> LoopStats:
+        """Loop until ``stop`` is set, ``idle_exit_s`` passes with no records, or ``max_records``."""
+        stop = stop or threading.Event()
+        idle_since = time.monotonic()
+        while not stop.is_set():
+            n = self.step(stop)
+            now = time.monotonic()
+            if n:
+                idle_since = now
+            elif idle_exit_s is not None and now - idle_since >= idle_exit_s:
+                break
+            if max_records is not None and self.stats.records >= max_records:
+                break
+        return self.stats
+
+    def step(self, stop: threading.Event | None = None) -> int:
+        """One poll-process-commit cycle; returns the number of records handled."""
+        polled = self.consumer.poll(timeout_ms=self.s.poll_timeout_ms, max_records=self.s.max_batch)
+        records = [r for batch in polled.values() for r in batch]
+        if not records:
+            self._maybe_log()
+            return 0
+        t0 = time.monotonic()
+        good, bad = split_records(records, self.limits, self.expect)
+        if not self._with_retry(lambda: self._write(good, bad), stop):
+            return 0  # stopping mid-retry: nothing committed, the batch is re-delivered
+        self._commit()
+        st = self.stats
+        st.batches += 1
+        st.records += len(records)
+        st.accepted += len(good)
+        st.dead_lettered += len(bad)
+        if self.on_batch:
+            self.on_batch(len(good), len(bad), time.monotonic() - t0)
+        self._maybe_log()
+        return len(records)
+
+    def _write(self, good: list[Accepted], bad: list[DeadLetter]) -> None:
+        futures = [
+            self.dlq.send(self.dlq_topic, key=d.key, value=d.value, headers=d.headers) for d in bad
+        ]
+        if good:
+            self.handler(good)
+        for f in futures:
+            f.get(timeout=30)  # raises if the dead letter was not acknowledged
+
+    def _with_retry(self, fn: Callable[[], None], stop: threading.Event | None) -> bool:
+        backoff = self.s.retry_backoff_s
+        while True:
+            try:
+                fn()
+                return True
+            except Exception as exc:  # noqa: BLE001 - any write failure means: retry, don't commit
+                self.stats.retries += 1
+                log.warning(
+                    "batch write failed (%s: %s); retrying in %.1fs without committing",
+                    type(exc).__name__,
+                    exc,
+                    backoff,
+                )
+                if stop is not None and stop.wait(backoff):
+                    return False
+                if stop is None:
+                    time.sleep(backoff)
+                backoff = min(backoff * 2, self.s.retry_max_backoff_s)
+
+    def _commit(self) -> None:
+        from kafka.errors import CommitFailedError
+
+        try:
+            self.consumer.commit()
+        except CommitFailedError as exc:
+            # A rebalance took the partitions; the new owner re-processes the batch (idempotent).
+            log.warning("offset commit failed after rebalance: %s", exc)
+
+    def _maybe_log(self) -> None:
+        now = time.monotonic()
+        if now - self._last_log < self.s.log_every_s:
+            return
+        st = self.stats
+        rate = (st.records - self._last_log_records) / (now - self._last_log)
+        log.info(
+            "consumed %d records (%.0f/s), %d dead-lettered, %d retries",
+            st.records,
+            rate,
+            st.dead_lettered,
+            st.retries,
+        )
+        self._last_log, self._last_log_records = now, st.records

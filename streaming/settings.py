@@ -1,0 +1,38 @@
+"""Kafka-side settings: where the broker is, topic names and input caps."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Broker and topics (env prefix ``LEARNREC_KAFKA_``; ``KAFKA_BOOTSTRAP_SERVERS`` also works)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LEARNREC_KAFKA_", extra="forbid", populate_by_name=True
+    )
+
+    bootstrap_servers: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "LEARNREC_KAFKA_BOOTSTRAP_SERVERS"
+        ),
+        description="host:port[,host:port]; unset = start/use the local broker from jars",
+    )
+    items_topic: str = Field("learn.items", min_length=1, max_length=249)
+    interactions_topic: str = Field("learn.interactions", min_length=1, max_length=249)
+    dlq_topic: str = Field("learn.dlq", min_length=1, max_length=249)
+    partitions: int = Field(4, ge=1, le=1024, description="partitions for topics we create")
+
+
+class LimitsSettings(BaseSettings):
+    """Caps on untrusted input (env prefix ``LEARNREC_LIMITS_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LEARNREC_LIMITS_", extra="forbid")
+
+    max_record_bytes: int = Field(256_000, ge=1_000, description="larger records are dead-lettered")
+    max_text_chars: int = Field(20_000, ge=100, description="item text (all fields) cap")
+    max_future_skew_s: float = Field(
+        300.0, ge=0, description="timestamps later than now+this are rejected"
+    )
