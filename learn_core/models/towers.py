@@ -1,0 +1,179 @@
+"""LEARN's user tower (PCH) and item tower over frozen content embeddings.
+
+The user tower reads a user's items, oldest first, as content vectors: a linear
+adaptor to ``d_model``, a causal transformer encoder with learned positions, and a
+projection to an L2-normalised ``out_dim`` embedding at every position. Position ``i``
+sees items ``0..i`` only, so one forward pass yields the user state after each item,
+which the dense all-action loss uses.
+
+The item tower has three variants (``TowerConfig.item_variant``):
+
+1. shares the user tower's weights and reads the user's *target sequence* causally
+   during training (the paper's best variant, the default);
+2. shares the weights and reads each item alone;
+3. projects the content embedding directly.
+
+At inference every variant takes one item at a time (``encode_items``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: Bumped whenever a change would make old weights or configs load wrongly.
+TOWER_SCHEMA = "learn-towers-v1"
+
+
+@dataclass
+class TowerConfig:
+    content_dim: int = 384
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    ff_mult: int = 4
+    max_len: int = 64
+    out_dim: int = 64
+    dropout: float = 0.1
+    item_variant: int = 1
+
+    def __post_init__(self) -> None:
+        if self.item_variant not in (1, 2, 3):
+            raise ValueError(f"item_variant must be 1, 2 or 3, got {self.item_variant}")
+        if self.d_model % self.n_heads:
+            raise ValueError("d_model must be divisible by n_heads")
+
+
+def attention_mask(valid: Tensor, n_heads: int) -> Tensor:
+    """Boolean ``[B*heads, L, L]`` mask, True = blocked: causal, padding keys hidden.
+
+    The diagonal always stays open so that a padded query still has one key and the
+    softmax never sees an all-blocked row (which would give NaN).
+    """
+    _, length = valid.shape
+    idx = torch.arange(length, device=valid.device)
+    causal = idx[None, :] <= idx[:, None]  # [L(query), L(key)]
+    allowed = causal[None] & (
+        valid[:, None, :] | torch.eye(length, dtype=torch.bool, device=valid.device)[None]
+    )
+    return (~allowed).repeat_interleave(n_heads, dim=0)
+
+
+class UserTower(nn.Module):
+    """Content sequence -> L2-normalised embedding per position (causal)."""
+
+    def __init__(self, cfg: TowerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.adaptor = nn.Linear(cfg.content_dim, cfg.d_model)
+        self.positions = nn.Embedding(cfg.max_len, cfg.d_model)
+        layer = nn.TransformerEncoderLayer(
+            cfg.d_model,
+            cfg.n_heads,
+            cfg.d_model * cfg.ff_mult,
+            cfg.dropout,
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.out_dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, content: Tensor, valid: Tensor) -> Tensor:
+        """``content [B, L, D]``, ``valid [B, L]`` (True = real item) -> ``[B, L, out_dim]``.
+
+        Positions count valid items, so left- and right-padding give the same result.
+        """
+        if content.shape[1] > self.cfg.max_len:
+            raise ValueError(f"sequence length {content.shape[1]} > max_len {self.cfg.max_len}")
+        valid = valid.bool()
+        pos = (valid.long().cumsum(1) - 1).clamp(min=0)
+        x = self.adaptor(content) + self.positions(pos)
+        x = self.dropout(x) * valid[..., None]
+        x = self.encoder(x, mask=attention_mask(valid, self.cfg.n_heads))
+        return F.normalize(self.proj(self.norm(x)), dim=-1)
+
+    @torch.no_grad()
+    def encode_histories(self, content_emb: Tensor, mask: Tensor) -> Tensor:
+        """Batched inference: the embedding at each row's last valid position, ``[B, out_dim]``.
+
+        Longer histories are cut to the most recent ``max_len`` items.
+        """
+        if content_emb.shape[1] > self.cfg.max_len:
+            content_emb = content_emb[:, -self.cfg.max_len :]
+            mask = mask[:, -self.cfg.max_len :]
+        mask = mask.bool()
+        out = self.forward(content_emb, mask)
+        length = mask.shape[1]
+        last = length - 1 - mask.flip(1).long().argmax(1)  # index of the last True
+        return out[torch.arange(out.shape[0], device=out.device), last]
+
+
+class ItemTower(nn.Module):
+    """Item embeddings in the user tower's space; see the module docstring for variants."""
+
+    def __init__(self, cfg: TowerConfig, user_tower: UserTower) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if cfg.item_variant in (1, 2):
+            self.shared = user_tower
+        else:
+            self.proj = nn.Linear(cfg.content_dim, cfg.out_dim)
+
+    def forward(self, content: Tensor, valid: Tensor) -> Tensor:
+        """Training path: a target sequence ``[B, T, D]`` -> ``[B, T, out_dim]``."""
+        if self.cfg.item_variant == 1:
+            return self.shared(content, valid)
+        b, t, d = content.shape
+        return self._single(content.reshape(b * t, d)).reshape(b, t, -1)
+
+    def _single(self, content: Tensor) -> Tensor:
+        if self.cfg.item_variant == 3:
+            return F.normalize(self.proj(content), dim=-1)
+        ones = torch.ones(content.shape[0], 1, dtype=torch.bool, device=content.device)
+        return self.shared(content[:, None, :], ones)[:, 0]
+
+    @torch.no_grad()
+    def encode_items(self, content_emb: Tensor, batch_size: int = 4096) -> Tensor:
+        """Batched inference: one embedding per item, ``[N, D] -> [N, out_dim]``."""
+        parts = [self._single(c) for c in content_emb.split(batch_size)]
+        return torch.cat(parts) if parts else content_emb.new_zeros(0, self.cfg.out_dim)
+
+
+class FrozenContent(nn.Module):
+    """Item index -> frozen content vector (a non-persistent buffer: never saved as weights)."""
+
+    def __init__(self, matrix: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("matrix", matrix.float(), persistent=False)
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return self.matrix[idx.clamp(min=0)]
+
+
+class ItemIdEmbedding(nn.Module):
+    """Item index -> learned vector: the ``learn_id`` ablation's stand-in for content."""
+
+    def __init__(self, n_items: int, dim: int = 64) -> None:
+        super().__init__()
+        self.table = nn.Embedding(n_items, dim)
+        nn.init.normal_(self.table.weight, std=dim**-0.5)
+
+    @property
+    def dim(self) -> int:
+        return int(self.table.embedding_dim)
+
+    @property
+    def matrix(self) -> Tensor:
+        return self.table.weight
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return self.table(idx.clamp(min=0))
