@@ -1,0 +1,5 @@
+import sys
+
+from learnrec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,71 @@
+"""``learnrec``: one entry point, one subcommand per component.
+
+Each component module exposes ``add_cli(subparsers)``; importing them is cheap
+(torch, transformers and feast are imported inside the handlers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from learn_core.settings import ConfigError
+
+#: Modules that register subcommands, in the order of the data flow.
+COMPONENTS = [
+    "streaming.broker",  # kafka up|down|status
+    "streaming.cli_events",  # produce, replay, dlq
+    "streaming.item_consumer",  # consume-items
+    "streaming.interaction_consumer",  # consume-interactions
+    "feature_repo.cli",  # feast apply/info
+    "trainers.cli",  # train, evaluate
+    "trainers.jobs.cli",  # scheduler, run-job
+    "ranking.cli",  # serve, rank
+    "learnrec.demo",  # demo
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="learnrec",
+        description="LEARN on streams: Kafka events -> LLM content embeddings and user-tower "
+        "embeddings -> Feast -> ranking.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMPONENTS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name or (exc.name and name.startswith(exc.name + ".")):
+                continue  # component not built yet / not installed
+            raise
+        module.add_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("kafka", "feast", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Thin kafka-python factories with the settings this project relies on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from learn_core.settings import ConfigError, load
+from streaming.settings import KafkaSettings
+
+
+def bootstrap_or_local(settings: KafkaSettings | None = None, *, start: bool = True) -> str:
+    """The configured bootstrap servers, else the local broker (started on demand)."""
+    s = settings or load(KafkaSettings)
+    if s.bootstrap_servers:
+        return s.bootstrap_servers
+    from streaming.broker import ensure_kafka
+
+    if not start:
+        raise ConfigError("KAFKA_BOOTSTRAP_SERVERS: not set and no local broker requested")
+    bootstrap, _ = ensure_kafka()
+    return bootstrap
+
+
+def make_producer(bootstrap: str, **overrides: Any) -> Any:
+    """A producer that waits for all in-sync replicas: accepted events are not lost."""
+    from kafka import KafkaProducer
+
+    cfg: dict[str, Any] = dict(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=5,
+        retries=10,
+        max_in_flight_requests_per_connection=1,  # keeps per-key order through retries
+        batch_size=256 * 1024,
+        compression_type=None,
+    )
+    cfg.update(overrides)
+    return KafkaProducer(**cfg)
+
+
+def make_consumer(
+    bootstrap: str, topics: Sequence[str], group_id: str | None, **overrides: Any
+) -> Any:
+    """A group consumer with manual commits (commit-after-write)."""
+    from kafka import KafkaConsumer
+
+    cfg: dict[str, Any] = dict(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_wait_ms=50,
+        session_timeout_ms=30_000,
+        max_poll_interval_ms=600_000,
+    )
+    cfg.update(overrides)
+    return KafkaConsumer(*topics, **cfg)
+
+
+def ensure_event_topics(bootstrap: str, settings: KafkaSettings) -> None:
+    """Create the event topics (keyed, several partitions) and the dead-letter topic if missing."""
+    from streaming.admin import create_topics
+
+    create_topics(
+        bootstrap,
+        [settings.items_topic, settings.interactions_topic],
+        partitions=settings.partitions,
+    )
+    create_topics(bootstrap, [settings.dlq_topic], partitions=1)
