@@ -1,0 +1,473 @@
+"""Interaction consumer: interactions -> user histories -> one user-tower pass -> Feast.
+
+Per micro-batch (``InteractionHandler``):
+
+1. merge the batch into the stored windows of its users (``streaming.history``, pure);
+2. look the windows' items up in the content store through an in-process LRU;
+3. run the current user tower once over every user whose window changed and is fully
+   resolved (held users whose late item has arrived included);
+4. write the user embeddings online (model version, history length, event time), then
+   append the interaction log and the user embeddings offline;
+5. store the new windows and the held set in one transaction.
+
+The loop commits the Kafka offsets only after all of that (``MicroBatchLoop``). A crash
+anywhere re-delivers the batch; since windows are a set function of the events and the
+writes are keyed by (user, event time) / event id, the replay writes the same values.
+
+Model: the registry's current user tower, re-checked every ``reload_check_s`` at a
+batch boundary. With no model in the registry the consumer runs a deterministic
+untrained *bootstrap* tower (seed 0, version ``bootstrap-<weights digest>``), so the
+pipeline is testable from an empty registry and every vector still names its maker;
+readers that want trained embeddings refuse ``bootstrap-*`` versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from learn_core.events import INTERACTION, Interaction
+from learn_core.settings import load
+from streaming.consumer import Accepted, ConsumerSettings, LoopStats, MicroBatchLoop
+from streaming.history import UserHistory, group_by_user, pad_windows, plan_batch, windows_from_log
+from streaming.metrics import MetricsSettings, StreamMetrics
+from streaming.user_sinks import ContentLookup, HistoryStore, UserFeatureSink
+
+if TYPE_CHECKING:
+    from learn_core.models.towers import TowerConfig, UserTower
+
+log = logging.getLogger(__name__)
+
+
+class InteractionConsumerSettings(ConsumerSettings):
+    """Interaction consumer (env prefix ``LEARNREC_INTERACTION_CONSUMER_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LEARNREC_INTERACTION_CONSUMER_", extra="forbid")
+
+    group_id: str = Field("learn-interaction-consumer", min_length=1)
+    max_batch: int = Field(2000, ge=1, le=100_000)
+    history_len: int = Field(50, ge=1, le=1024, description="H: items per user window")
+    content_cache_entries: int = Field(200_000, ge=1, description="LRU of content vectors")
+    reload_check_s: float = Field(5.0, ge=0, description="how often to ask the registry")
+    torch_threads: int = Field(1, ge=1, le=64, description="intra-op threads of the forward")
+    lag_every_s: float = Field(5.0, gt=0, description="period of the consumer-lag gauge")
+
+
+# ------------------------------------------------------------------------------ model
+
+
+@dataclass(frozen=True)
+class LoadedTower:
+    version: str
+    tower: UserTower
+
+
+class TowerSource(Protocol):
+    """Where the current user tower comes from (the model registry in production)."""
+
+    def current_version(self) -> str | None:
+        """Cheap: the version that ``load`` would return now (``None``: no model)."""
+        ...
+
+    def load(self, version: str) -> LoadedTower: ...
+
+
+def bootstrap_tower(cfg: TowerConfig | None = None, seed: int = 0) -> LoadedTower:
+    """A deterministic untrained tower; its version is a digest of its weights."""
+    import torch
+
+    from learn_core.models.towers import TowerConfig, UserTower
+
+    gen_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        tower = UserTower(cfg or TowerConfig()).eval()
+    finally:
+        torch.random.set_rng_state(gen_state)
+    h = hashlib.sha256()
+    for name, t in sorted(tower.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().contiguous().numpy().tobytes())
+    return LoadedTower(f"bootstrap-{h.hexdigest()[:12]}", tower)
+
+
+class BootstrapTowers:
+    """A ``TowerSource`` with only the bootstrap tower (no registry yet)."""
+
+    def __init__(self, cfg: TowerConfig | None = None) -> None:
+        self._tower = bootstrap_tower(cfg)
+
+    def current_version(self) -> str | None:
+        return self._tower.version
+
+    def load(self, version: str) -> LoadedTower:
+        return self._tower
+
+
+class FixedTowers:
+    """A ``TowerSource`` serving given towers; ``version`` may be switched (tests, benches)."""
+
+    def __init__(self, *towers: LoadedTower) -> None:
+        self.towers = {t.version: t for t in towers}
+        self.version = towers[0].version
+
+    def current_version(self) -> str | None:
+        return self.version
+
+    def load(self, version: str) -> LoadedTower:
+        return self.towers[version]
+
+
+def embed_windows(
+    tower: UserTower, windows: list[list[str]], content: dict[str, np.ndarray], h: int
+) -> np.ndarray:
+    """One batched forward: item windows -> ``[B, out_dim]`` float32 user embeddings."""
+    import torch
+
+    if not windows:
+        return np.zeros((0, tower.cfg.out_dim), np.float32)
+    x, mask = pad_windows(windows, content, h, tower.cfg.content_dim)
+    with torch.inference_mode():
+        out = tower.encode_histories(torch.from_numpy(x), torch.from_numpy(mask))
+    return out.numpy().astype(np.float32, copy=False)
+
+
+def recompute_users(
+    interaction_log: pd.DataFrame,
+    content: dict[str, np.ndarray],
+    tower: UserTower,
+    h: int,
+) -> dict[str, tuple[np.ndarray, int, int]]:
+    """The batch reference path: user -> (embedding, history_len, event time ms).
+
+    Rebuilds each window from the offline interaction log and embeds users one at a
+    time; the streaming path must agree with it (``tests/.../test_interaction_*``).
+    """
+    out: dict[str, tuple[np.ndarray, int, int]] = {}
+    for user, hist in windows_from_log(interaction_log, h).items():
+        if all(i in content for i in hist.item_ids):
+            vec = embed_windows(tower, [hist.item_ids], content, h)[0]
+            out[user] = (vec, len(hist), hist.latest_ms)
+    return out
+
+
+# ---------------------------------------------------------------------------- handler
+
+
+@dataclass
+class HandlerStats:
+    events: int = 0
+    users_written: int = 0
+    held_interactions: int = 0
+    held_users: int = 0
+    released_users: int = 0
+    model_switches: int = 0
+    #: produce-to-readable seconds of recent events whose embedding was written
+    freshness_s: list[float] = field(default_factory=list)
+
+
+def _ms_to_ts(ms: list[int]) -> pd.DatetimeIndex:
+    return pd.to_datetime(np.asarray(ms, dtype="int64"), unit="ms", utc=True)
+
+
+class InteractionHandler:
+    """The loop's handler; raises on any write failure so that the loop retries."""
+
+    def __init__(
+        self,
+        towers: TowerSource,
+        history: HistoryStore,
+        content: ContentLookup,
+        sink: UserFeatureSink,
+        settings: InteractionConsumerSettings,
+        metrics: StreamMetrics | None = None,
+        owned_partitions: Callable[[], set[int] | None] = lambda: None,
+        keep_freshness: int = 1_000_000,
+    ) -> None:
+        self.towers = towers
+        self.history = history
+        self.content = content
+        self.sink = sink
+        self.s = settings
+        self.metrics = metrics or StreamMetrics()
+        self.owned_partitions = owned_partitions
+        self.keep_freshness = keep_freshness
+        self.stats = HandlerStats()
+        self.model: LoadedTower | None = None
+        self._checked = -float("inf")
+
+    def reload_model(self, force: bool = False) -> None:
+        """Switch to the registry's current version (called at batch boundaries)."""
+        now = time.monotonic()
+        if not force and self.model is not None and now - self._checked < self.s.reload_check_s:
+            return
+        self._checked = now
+        version = self.towers.current_version()
+        if version is None:
+            raise RuntimeError("tower source has no model and no bootstrap")
+        if self.model is None or version != self.model.version:
+            loaded = self.towers.load(version)
+            loaded.tower.eval()
+            if self.model is not None:
+                self.stats.model_switches += 1
+                log.info("user tower %s -> %s", self.model.version, loaded.version)
+            self.model = loaded
+
+    def __call__(self, accepted: list[Accepted]) -> None:
+        self.reload_model()
+        assert self.model is not None
+        h = self.s.history_len
+        inter = [(a.event, a.source) for a in accepted if isinstance(a.event, Interaction)]
+        batch = group_by_user((ev, src.partition) for ev, src in inter)
+        old = self.history.get_many(batch)
+        held_before = self.history.held(self.owned_partitions())
+        items = {e.item_id for rows in batch.values() for e, _ in rows}
+        for hist in (*old.values(), *held_before.values()):
+            items.update(hist.item_ids)
+        content = self.content.get_many(items)
+        plan = plan_batch(old, batch, held_before, content.__contains__, h)
+
+        windows = [plan.histories[u].item_ids for u in plan.ready]
+        vecs = embed_windows(self.model.tower, windows, content, h)
+        now = pd.Timestamp(datetime.now(UTC))
+        users = pd.DataFrame(
+            {
+                "user_id": plan.ready,
+                "embedding": list(vecs),
+                "model_version": self.model.version,
+                "history_len": np.asarray(
+                    [len(plan.histories[u]) for u in plan.ready], dtype=np.int64
+                ),
+                "event_timestamp": _ms_to_ts([plan.histories[u].latest_ms for u in plan.ready]),
+                "created": now,
+            }
+        )
+        log_rows = interaction_rows([ev for ev, _ in inter], now)
+
+        t0 = time.monotonic()
+        self.sink.write_users_online(users)
+        readable = time.time()
+        self.sink.append_offline(log_rows, users)
+        self.history.apply(plan.histories, plan.held)
+        write_s = time.monotonic() - t0
+
+        ready = set(plan.ready)
+        fresh = [
+            readable - src.timestamp_ms / 1000
+            for ev, src in inter
+            if ev.user_id in ready and src.timestamp_ms
+        ]
+        st = self.stats
+        st.events += len(inter)
+        st.users_written += len(plan.ready)
+        released = sum(1 for u in held_before if u in ready)
+        st.released_users += released
+        st.held_users = len(plan.held)
+        st.held_interactions = plan.held_interactions
+        if len(st.freshness_s) < self.keep_freshness:
+            st.freshness_s.extend(fresh)
+        self.metrics.record_write(write_s, fresh)
+        self.metrics.record_held(plan.held_interactions, released)
+
+
+def interaction_rows(events: list[Interaction], created: pd.Timestamp) -> pd.DataFrame:
+    """The offline ``interaction_log`` rows of a batch (duplicates collapse on read)."""
+    return pd.DataFrame(
+        {
+            "event_id": [e.event_id for e in events],
+            "user_id": [e.user_id for e in events],
+            "item_id": [e.item_id for e in events],
+            "event_type": [e.event_type for e in events],
+            "value": np.asarray(
+                [np.nan if e.value is None else e.value for e in events], dtype=np.float64
+            ),
+            "event_timestamp": pd.to_datetime([e.occurred_at for e in events], utc=True),
+            "created": created,
+        }
+    )
+
+
+# ------------------------------------------------------------------------------ wiring
+
+
+def consumer_lag(consumer: Any) -> int:
+    """Records between the committed position and the log end, over owned partitions."""
+    parts = consumer.assignment()
+    if not parts:
+        return 0
+    ends = consumer.end_offsets(list(parts))
+    return int(sum(max(0, ends[tp] - consumer.position(tp)) for tp in parts))
+
+
+def build_interaction_loop(
+    bootstrap: str,
+    sink: UserFeatureSink,
+    history: HistoryStore,
+    towers: TowerSource,
+    *,
+    settings: InteractionConsumerSettings | None = None,
+    kafka: Any | None = None,
+    metrics: StreamMetrics | None = None,
+    **consumer_overrides: Any,
+) -> tuple[MicroBatchLoop, InteractionHandler]:
+    """Wire a consumer-group loop for the interactions topic (tests pass tiny settings)."""
+    import torch
+
+    from streaming.kafka_io import make_consumer, make_producer
+    from streaming.settings import KafkaSettings
+    from streaming.validate import limits_from_env
+
+    s = settings or load(InteractionConsumerSettings)
+    k = kafka or load(KafkaSettings)
+    torch.set_num_threads(s.torch_threads)
+    metrics = metrics or StreamMetrics(load(MetricsSettings))
+    consumer = make_consumer(
+        bootstrap,
+        [k.interactions_topic],
+        s.group_id,
+        auto_offset_reset=s.auto_offset_reset,
+        **consumer_overrides,
+    )
+
+    def owned() -> set[int]:
+        return {tp.partition for tp in consumer.assignment() if tp.topic == k.interactions_topic}
+
+    probe = towers.load(towers.current_version() or "")
+    content = ContentLookup(sink.read_content, s.content_cache_entries, probe.tower.cfg.content_dim)
+    handler = InteractionHandler(towers, history, content, sink, s, metrics, owned)
+    last_lag = [0.0]
+
+    def on_batch(n_good: int, n_bad: int, seconds: float) -> None:
+        metrics.record_batch(n_good, n_bad, seconds)
+        now = time.monotonic()
+        if metrics.enabled and now - last_lag[0] >= s.lag_every_s:
+            last_lag[0] = now
+            metrics.record_lag(consumer_lag(consumer))
+
+    loop = MicroBatchLoop(
+        consumer,
+        make_producer(bootstrap),
+        k.dlq_topic,
+        handler,
+        limits=limits_from_env(),
+        expect=INTERACTION,
+        settings=s,
+        on_batch=on_batch,
+    )
+    return loop, handler
+
+
+def default_towers() -> TowerSource:
+    """The registry's current tower when a registry is available, else the bootstrap."""
+    try:
+        from learn_core.registry import ModelRegistry  # noqa: F401
+    except ModuleNotFoundError:
+        log.warning("no model registry module; using the bootstrap user tower")
+        return BootstrapTowers()
+    return RegistryTowers.open()
+
+
+class RegistryTowers:
+    """``TowerSource`` over ``learn_core.registry``: current model, else the bootstrap."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+        self.bootstrap = BootstrapTowers()
+
+    @classmethod
+    def open(cls) -> RegistryTowers:
+        from learn_core.registry import ModelRegistry
+
+        return cls(ModelRegistry())
+
+    def current_version(self) -> str | None:
+        v = self.registry.current_version()
+        return v if v is not None else self.bootstrap.current_version()
+
+    def load(self, version: str) -> LoadedTower:
+        if version.startswith("bootstrap-"):
+            return self.bootstrap.load(version)
+        model = self.registry.load(version)
+        return LoadedTower(version, model.user_tower)
+
+
+def run_interaction_consumer(
+    stop: threading.Event | None = None, idle_exit_s: float | None = None
+) -> LoopStats:
+    """The long-running service: ``learnrec consume-interactions``."""
+    from feature_repo.store import open_store
+    from streaming.item_consumer import close_loop
+    from streaming.kafka_io import bootstrap_or_local, ensure_event_topics
+    from streaming.settings import KafkaSettings
+    from streaming.user_sinks import FeastUserSink, open_history_store
+
+    s = load(InteractionConsumerSettings)
+    k = load(KafkaSettings)
+    bootstrap = bootstrap_or_local(k)
+    ensure_event_topics(bootstrap, k)
+    handle = open_store()
+    history = open_history_store(handle)
+    loop, handler = build_interaction_loop(
+        bootstrap, FeastUserSink(handle), history, default_towers(), settings=s, kafka=k
+    )
+    log.info(
+        "interaction consumer %s reading %s from %s", s.group_id, k.interactions_topic, bootstrap
+    )
+    try:
+        return loop.run(stop, idle_exit_s=idle_exit_s)
+    finally:
+        close_loop(loop)
+        history.close()
+        handle.close()
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "consume-interactions",
+        help="run the interaction consumer (user histories -> user tower -> Feast)",
+    )
+    p.add_argument(
+        "--idle-exit",
+        type=float,
+        default=None,
+        metavar="S",
+        help="exit after S seconds without records (default: run until Ctrl-C)",
+    )
+    p.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    stats = run_interaction_consumer(idle_exit_s=args.idle_exit)
+    print(
+        f"consumed {stats.records} records: {stats.accepted} accepted, "
+        f"{stats.dead_lettered} dead-lettered"
+    )
+    return 0
+
+
+__all__ = [
+    "BootstrapTowers",
+    "FixedTowers",
+    "InteractionConsumerSettings",
+    "InteractionHandler",
+    "LoadedTower",
+    "TowerSource",
+    "UserHistory",
+    "bootstrap_tower",
+    "build_interaction_loop",
+    "embed_windows",
+    "recompute_users",
+    "run_interaction_consumer",
+]

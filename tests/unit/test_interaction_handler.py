@@ -1,0 +1,239 @@
+"""The interaction handler with in-memory ports: consistency, late items, retries, reload."""
+
+from __future__ import annotations
+
+import random
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from learn_core.events import Interaction
+from learn_core.models.towers import TowerConfig
+from streaming.consumer import Accepted
+from streaming.dead_letter import SourceRef
+from streaming.history import Entry, UserHistory
+from streaming.interaction_consumer import (
+    FixedTowers,
+    InteractionConsumerSettings,
+    InteractionHandler,
+    LoadedTower,
+    bootstrap_tower,
+    recompute_users,
+)
+from streaming.metrics import MetricsSettings, StreamMetrics
+from streaming.user_sinks import (
+    ContentLookup,
+    MemoryHistoryStore,
+    MemoryUserSink,
+    SqliteHistoryStore,
+)
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+CFG = TowerConfig(content_dim=16, d_model=16, n_heads=2, n_layers=1, max_len=16, out_dim=8)
+H = 6
+
+
+def _content(n_items: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((n_items, CFG.content_dim)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return {f"i{k}": v[k] for k in range(n_items)}
+
+
+def _accepted(n: int, users: int = 8, items: int = 12, seed: int = 0) -> list[Accepted]:
+    rng = random.Random(seed)
+    out = []
+    for k in range(n):
+        ev = Interaction(
+            event_id=f"e{k:05d}",
+            user_id=f"u{rng.randrange(users)}",
+            item_id=f"i{rng.randrange(items)}",
+            event_type="click",
+            occurred_at=T0 + timedelta(seconds=k),
+        )
+        out.append(Accepted(ev, SourceRef("t", int(ev.user_id[1:]) % 2, k, 1_700_000_000_000 + k)))
+    return out
+
+
+def _handler(sink: MemoryUserSink, store=None, towers=None, **kw) -> InteractionHandler:  # noqa: ANN001
+    s = InteractionConsumerSettings(history_len=H, reload_check_s=0)
+    towers = towers or FixedTowers(bootstrap_tower(CFG))
+    return InteractionHandler(
+        towers,
+        store or MemoryHistoryStore(),
+        ContentLookup(sink.read_content, 1000, CFG.content_dim),
+        sink,
+        s,
+        **kw,
+    )
+
+
+def _log(sink: MemoryUserSink) -> pd.DataFrame:
+    return pd.concat(sink.offline_interactions, ignore_index=True)
+
+
+def _run(handler: InteractionHandler, acc: list[Accepted], cuts: list[int]) -> None:
+    bounds = [0, *cuts, len(acc)]
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        handler(acc[a:b])
+
+
+def test_streaming_equals_batch_recomputation() -> None:
+    sink = MemoryUserSink(_content(12))
+    handler = _handler(sink)
+    acc = _accepted(300)
+    _run(handler, acc, [1, 2, 50, 51, 190])
+    model = handler.model
+    assert model is not None
+    ref = recompute_users(_log(sink), sink.content, model.tower, H)
+    assert set(ref) == set(sink.online)
+    for user, (vec, n, t_ms) in ref.items():
+        row = sink.online[user]
+        np.testing.assert_allclose(row["embedding"], vec, atol=1e-5, rtol=0)
+        assert row["history_len"] == n == H
+        assert row["model_version"] == model.version
+        assert pd.Timestamp(row["event_timestamp"]).value // 1_000_000 == t_ms
+    assert np.isclose(np.linalg.norm(next(iter(ref.values()))[0]), 1.0, atol=1e-5)
+
+
+def test_replay_writes_nothing_new_and_same_features() -> None:
+    sink = MemoryUserSink(_content(12))
+    handler = _handler(sink)
+    acc = _accepted(120)
+    _run(handler, acc, [60])
+    before = {u: r["embedding"].copy() for u, r in sink.online.items()}
+    written = handler.stats.users_written
+    _run(handler, acc, [30, 90])  # a crash after the state write re-delivers everything
+    assert handler.stats.users_written == written
+    assert {u: r["embedding"].tolist() for u, r in sink.online.items()} == {
+        u: v.tolist() for u, v in before.items()
+    }
+
+
+def test_late_item_is_held_then_released() -> None:
+    content = _content(12)
+    late = content.pop("i3")
+    sink = MemoryUserSink(content)
+    store = MemoryHistoryStore()
+    handler = _handler(sink, store)
+    acc = _accepted(80)
+    handler(acc)
+    held = set(store.held_users)
+    assert held and handler.stats.held_interactions >= len(held)
+    assert not held & set(sink.online)
+    assert all("i3" in store.rows[u].item_ids for u in held)
+    # A batch without the item keeps them held; the content lookup asks again each time.
+    handler([])
+    assert set(store.held_users) == held
+    sink.content["i3"] = late
+    handler([])
+    assert not store.held_users and handler.stats.released_users == len(held)
+    ref = recompute_users(_log(sink), sink.content, handler.model.tower, H)  # type: ignore[union-attr]
+    for u in held:
+        np.testing.assert_allclose(sink.online[u]["embedding"], ref[u][0], atol=1e-5, rtol=0)
+
+
+def test_failed_write_leaves_state_for_retry() -> None:
+    sink = MemoryUserSink(_content(12))
+    store = MemoryHistoryStore()
+    handler = _handler(sink, store)
+    acc = _accepted(40)
+    sink.fail_writes = True
+    with pytest.raises(ConnectionError):
+        handler(acc)
+    assert store.rows == {} and sink.offline_interactions == []
+    sink.fail_writes = False
+    handler(acc)  # the loop's retry
+    clean = MemoryUserSink(_content(12))
+    _handler(clean)(acc)
+    assert {u: r["embedding"].tolist() for u, r in sink.online.items()} == {
+        u: r["embedding"].tolist() for u, r in clean.online.items()
+    }
+
+
+def test_hot_reload_switches_at_batch_boundary() -> None:
+    a = bootstrap_tower(CFG, seed=0)
+    b = bootstrap_tower(CFG, seed=1)
+    assert a.version != b.version
+    towers = FixedTowers(a, b)
+    sink = MemoryUserSink(_content(12))
+    handler = _handler(sink, towers=towers)
+    acc = _accepted(100)
+    handler(acc[:50])
+    assert {r["model_version"] for r in sink.online.values()} == {a.version}
+    towers.version = b.version
+    handler(acc[50:])
+    new = [r for r in sink.online.values() if r["model_version"] == b.version]
+    assert new and handler.stats.model_switches == 1
+    ref = recompute_users(_log(sink), sink.content, b.tower, H)
+    for r in new:
+        np.testing.assert_allclose(r["embedding"], ref[r["user_id"]][0], atol=1e-5, rtol=0)
+
+
+def test_bootstrap_tower_is_deterministic() -> None:
+    one, two = bootstrap_tower(CFG), bootstrap_tower(CFG)
+    assert one.version == two.version and one.version.startswith("bootstrap-")
+    assert isinstance(one, LoadedTower)
+
+
+def test_content_lookup_caches_hits_only() -> None:
+    calls: list[list[str]] = []
+    data = _content(3)
+
+    def fetch(ids: list[str]) -> dict[str, np.ndarray]:
+        calls.append(ids)
+        return {i: data[i] for i in ids if i in data}
+
+    lru = ContentLookup(fetch, max_entries=2, dim=CFG.content_dim)
+    assert set(lru.get_many(["i0", "i1", "zz"])) == {"i0", "i1"}
+    assert set(lru.get_many(["i0", "zz"])) == {"i0"}
+    assert calls[-1] == ["zz"]  # the miss is asked again, the hit is not
+    lru.get_many(["i2"])  # evicts the least recently used (i1)
+    lru.get_many(["i1"])
+    assert calls[-1] == ["i1"]
+
+
+def test_sqlite_history_store_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    store = SqliteHistoryStore(path)
+    h1 = UserHistory((Entry(1, "e1", "i1"),), partition=0)
+    h2 = UserHistory((Entry(2, "e2", "i2"),), partition=1)
+    store.apply({"u1": h1, "u2": h2}, held=["u2"])
+    store.close()
+    store = SqliteHistoryStore(path)  # durable across a restart
+    assert store.get_many(["u1", "u2", "nobody"]) == {"u1": h1, "u2": h2}
+    assert store.held({1}) == {"u2": h2} and store.held({0}) == {}
+    store.apply({"u2": h2}, held=[])
+    assert store.held(None) == {}
+    store.close()
+
+
+def test_metrics_endpoint_when_enabled() -> None:
+    m = StreamMetrics(MetricsSettings(enabled=True, port=0))
+    m.record_batch(10, 2, 0.05)
+    m.record_write(0.01, [0.2, 0.3])
+    m.record_held(4, 1)
+    m.record_lag(7)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{m.port}/metrics", timeout=5).read().decode()
+    for name in (
+        "learnrec_events_total",
+        "learnrec_events_per_second",
+        "learnrec_consumer_lag",
+        "learnrec_batch_seconds_bucket",
+        "learnrec_write_seconds_bucket",
+        "learnrec_freshness_seconds_bucket",
+        "learnrec_dead_letters_total",
+        "learnrec_held_interactions",
+    ):
+        assert name in body, name
+    assert 'learnrec_dead_letters_total{consumer="interactions"} 2.0' in body
+
+
+def test_metrics_off_by_default() -> None:
+    m = StreamMetrics(MetricsSettings())
+    assert not m.enabled and m.port is None
+    m.record_batch(1, 0, 0.1)  # no-op
