@@ -1,0 +1,182 @@
+"""The feature store in both profiles: online round trip, offline log, point-in-time join."""
+
+# The fixtures are imported so this file runs whether or not tests/conftest.py lists
+# tests.integration.conftest_feast in pytest_plugins; pytest passes them as arguments.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feature_repo.settings import FeastSettings
+from feature_repo.store import FeatureStoreHandle, open_store
+from tests.integration.conftest_feast import (  # noqa: F401 - fixtures
+    cleanup,
+    feast_handle,
+    feast_profile,
+    feast_settings,
+)
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+CONTENT = "item_content_embedding"
+
+
+def vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def item_rows(
+    ids: list[str], vecs: np.ndarray, version: str, at: datetime, key: str = "item_id"
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {key: ids, "embedding": list(vecs), "model_version": version, "event_timestamp": at}
+    )
+
+
+def test_online_round_trip_fast_read_equals_stock_read(feast_handle: FeatureStoreHandle) -> None:
+    ids = [f"item-{i}" for i in range(20)]
+    vecs = vectors(20, 384, seed=1)
+    assert feast_handle.write_online(CONTENT, item_rows(ids, vecs, "ceg-v1", T0)) == 20
+
+    ask = ids[::3] + ["never-written"]
+    fast = feast_handle.read_embeddings(CONTENT, ask)
+    ref = feast_handle.online.read_embeddings_reference(CONTENT, ask)
+    assert fast.vectors.dtype == np.float32 and fast.vectors.shape == (len(ask), 384)
+    np.testing.assert_array_equal(fast.vectors[:-1], vecs[::3])  # float32 survives exactly
+    np.testing.assert_array_equal(fast.vectors, ref.vectors)
+    assert list(fast.found) == [True] * (len(ask) - 1) + [False]
+    np.testing.assert_array_equal(fast.found, ref.found)
+    assert fast.model_version == ref.model_version == ["ceg-v1"] * (len(ask) - 1) + [None]
+
+    # A newer row replaces the old one; a reader pinned to the old version sees nothing.
+    new = vectors(1, 384, seed=2)
+    feast_handle.write_online(CONTENT, item_rows(ids[:1], new, "ceg-v2", T0 + timedelta(hours=1)))
+    latest = feast_handle.read_embeddings(CONTENT, ids[:2])
+    np.testing.assert_array_equal(latest.vectors[0], new[0])
+    assert latest.model_version == ["ceg-v2", "ceg-v1"]
+    pinned = feast_handle.online.read_embeddings(CONTENT, ids[:2], model_version="ceg-v1")
+    assert list(pinned.found) == [False, True]
+
+
+def test_user_tower_and_ranking_service(feast_handle: FeatureStoreHandle) -> None:
+    users = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "embedding": list(vectors(2, 64, seed=3)),
+            "model_version": "tower-7",
+            "history_len": [12, 0],
+            "event_timestamp": T0,
+        }
+    )
+    feast_handle.write_online("user_tower_embedding", users)
+    feast_handle.write_online(
+        "item_tower_embedding", item_rows(["i1"], vectors(1, 64, 4), "tower-7", T0)
+    )
+    feast_handle.write_online(CONTENT, item_rows(["i1"], vectors(1, 384, 5), "ceg-v1", T0))
+
+    got = feast_handle.read_embeddings("user_tower_embedding", ["u2", "u1"])
+    assert got.extra["history_len"] == [0, 12]
+    np.testing.assert_array_equal(got.vectors, np.stack(users["embedding"][::-1].to_list()))
+
+    store = feast_handle.store
+    service = store.get_feature_service("ranking")
+    out = store.get_online_features(
+        features=service, entity_rows=[{"user_id": "u1", "item_id": "i1"}], full_feature_names=True
+    ).to_dict()
+    assert len(out["user_tower_embedding__embedding"][0]) == 64
+    assert len(out["item_tower_embedding__embedding"][0]) == 64
+    assert len(out["item_content_embedding__embedding"][0]) == 384
+    assert out["user_tower_embedding__history_len"] == [12]
+
+
+def test_offline_append_read_and_idempotent_replay(feast_handle: FeatureStoreHandle) -> None:
+    ids = [f"i{i:02d}" for i in range(10)]
+    vecs = vectors(10, 384, seed=6)
+    first = item_rows(ids, vecs, "ceg-v1", T0)
+    assert feast_handle.append_offline(CONTENT, first) == 10
+    # Replay after a crash, with other batch boundaries and later wall-clock `created`:
+    # the overlap must read back once, with the first write's values.
+    replay = item_rows(ids[5:] + ["i10"], vectors(6, 384, seed=7), "ceg-v1-replay", T0)
+    replay["created"] = pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=5)
+    feast_handle.append_offline(CONTENT, replay)
+    feast_handle.append_offline(CONTENT, first)  # the exact same batch again
+
+    out = feast_handle.read_offline(CONTENT)
+    assert list(out["item_id"]) == ids + ["i10"]
+    assert list(out["model_version"]) == ["ceg-v1"] * 10 + ["ceg-v1-replay"]
+    np.testing.assert_array_equal(np.stack(out["embedding"].to_list())[:10], vecs)
+
+    window = feast_handle.read_offline(CONTENT, start=T0, end=T0 + timedelta(seconds=1))
+    assert len(window) == 11
+    assert feast_handle.read_offline(CONTENT, start=T0 + timedelta(seconds=1)).empty
+
+    events = pd.DataFrame(
+        {
+            "event_id": ["e1", "e2", "e3"],
+            "user_id": ["u1", "u1", "u2"],
+            "item_id": ["i01", "i02", "i01"],
+            "event_type": ["rating", "click", "rating"],
+            "value": [5.0, None, 3.0],
+            "event_timestamp": [T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)],
+        }
+    )
+    assert feast_handle.append_offline("interaction_log", events) == 3
+    feast_handle.append_offline("interaction_log", events.iloc[1:])
+    log = feast_handle.read_offline("interaction_log")
+    assert list(log["event_id"]) == ["e1", "e2", "e3"]
+    assert log["value"].isna().tolist() == [False, True, False]
+
+
+def test_point_in_time_join_of_content_embeddings(feast_handle: FeatureStoreHandle) -> None:
+    v1, v2 = vectors(2, 384, seed=8), vectors(2, 384, seed=9)
+    feast_handle.append_offline(CONTENT, item_rows(["a", "b"], v1, "ceg-v1", T0))
+    later = T0 + timedelta(days=1)
+    feast_handle.append_offline(CONTENT, item_rows(["a"], v2[:1], "ceg-v2", later))
+
+    entity_df = pd.DataFrame(
+        {
+            "item_id": ["a", "a", "b", "a", "c", "a"],
+            "event_timestamp": [
+                T0 + timedelta(hours=1),  # -> v1
+                later + timedelta(hours=1),  # -> v2
+                later,  # b only has v1
+                T0 - timedelta(hours=1),  # before any value -> null
+                later,  # unknown item -> null
+                T0 + timedelta(hours=1),  # a duplicate request row is kept
+            ],
+            "label": [1, 0, 1, 0, 1, 0],
+        }
+    )
+    out = feast_handle.historical(entity_df, [f"{CONTENT}:embedding", f"{CONTENT}:model_version"])
+    assert len(out) == len(entity_df)
+    assert list(out["label"]) == [1, 0, 1, 0, 1, 0]  # caller's rows, in order
+    versions = [None if pd.isna(v) else v for v in out["model_version"]]
+    assert versions == ["ceg-v1", "ceg-v2", "ceg-v1", None, None, "ceg-v1"]
+    np.testing.assert_allclose(np.asarray(out["embedding"][0], np.float32), v1[0])
+    np.testing.assert_allclose(np.asarray(out["embedding"][1], np.float32), v2[0])
+    np.testing.assert_allclose(np.asarray(out["embedding"][2], np.float32), v1[1])
+
+
+def test_reopen_keeps_registry_and_data(feast_settings: FeastSettings) -> None:
+    h1 = open_store(feast_settings)
+    try:
+        h1.write_online(CONTENT, item_rows(["x"], vectors(1, 8, 10), "v", T0))
+        h1.append_offline(CONTENT, item_rows(["x"], vectors(1, 8, 10), "v", T0))
+        h2 = open_store(feast_settings, apply=False)
+        assert sorted(v.name for v in h2.store.list_feature_views()) == [
+            "item_content_embedding",
+            "item_tower_embedding",
+            "user_tower_embedding",
+        ]
+        assert h2.read_embeddings(CONTENT, ["x"]).found.tolist() == [True]
+        assert len(h2.read_offline(CONTENT)) == 1
+        h2.close()
+    finally:
+        cleanup(h1)
