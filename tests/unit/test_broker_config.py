@@ -1,0 +1,108 @@
+"""Pure parts of the local-broker adapter: rendered configs, ids, state files. No JVM."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from learn_core.settings import ConfigError, load
+from streaming.broker import (
+    STATE_FILE,
+    BrokerSettings,
+    BrokerState,
+    _previous_ports,
+    default_pom,
+    new_cluster_id,
+    read_state,
+    render_log4j2,
+    render_server_properties,
+    running_broker,
+)
+
+
+def _props(text: str) -> dict[str, str]:
+    return dict(
+        line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+
+
+def test_pom_and_settings_name_the_same_kafka_version() -> None:
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    pom_version = ET.parse(default_pom()).getroot().find("m:properties/m:kafka.version", ns)
+    assert pom_version is not None
+    assert pom_version.text == BrokerSettings().version
+
+
+def test_server_properties_single_node_kraft_on_loopback(tmp_path: Path) -> None:
+    props = _props(
+        render_server_properties(
+            port=19092, controller_port=19093, log_dir=tmp_path / "kraft", settings=BrokerSettings()
+        )
+    )
+    assert props["process.roles"] == "broker,controller"
+    assert props["controller.quorum.bootstrap.servers"] == "127.0.0.1:19093"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert "0.0.0.0" not in props["listeners"] + props["advertised.listeners"]
+    for key in (
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+        "min.insync.replicas",
+    ):
+        assert props[key] == "1", key
+    assert props["auto.create.topics.enable"] == "false"
+    assert props["log.dirs"] == str(tmp_path / "kraft")
+    assert "controller.quorum.voters" not in props  # --standalone forbids it
+
+
+def test_log4j2_config_writes_to_the_file_not_stdout(tmp_path: Path) -> None:
+    text = render_log4j2(tmp_path / "broker.log", "WARN")
+    assert f"appender.file.fileName = {tmp_path / 'broker.log'}" in text
+    assert "rootLogger.level = WARN" in text
+    assert "Console" not in text
+
+
+def test_cluster_id_is_22_char_urlsafe_base64_of_16_bytes() -> None:
+    ids = {new_cluster_id() for _ in range(50)}
+    assert len(ids) == 50
+    for cid in ids:
+        assert len(cid) == 22 and "=" not in cid
+        assert len(base64.urlsafe_b64decode(cid + "==")) == 16
+
+
+def test_previous_ports_only_for_formatted_data_dirs(tmp_path: Path) -> None:
+    text = render_server_properties(
+        port=4001, controller_port=4002, log_dir=tmp_path / "kraft", settings=BrokerSettings()
+    )
+    (tmp_path / "server.properties").write_text(text)
+    assert _previous_ports(tmp_path) is None  # never formatted: ports are free to change
+    (tmp_path / "kraft").mkdir()
+    (tmp_path / "kraft" / "meta.properties").write_text("node.id=1\n")
+    assert _previous_ports(tmp_path) == (4001, 4002)
+
+
+def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEARNREC_BROKER_START_TIMEOUT_S", "soon")
+    with pytest.raises(ConfigError, match="LEARNREC_BROKER_START_TIMEOUT_S"):
+        load(BrokerSettings)
+
+
+def test_state_of_a_dead_process_is_not_running(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    state = BrokerState(
+        pid=dead.pid,
+        port=1,
+        controller_port=2,
+        data_dir=str(tmp_path),
+        version="4.3.1",
+        started_at="2026-01-01T00:00:00+00:00",
+    )
+    (tmp_path / STATE_FILE).write_text(state.model_dump_json())
+    assert read_state(tmp_path) == state
+    assert running_broker(tmp_path) is None
