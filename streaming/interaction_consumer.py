@@ -63,6 +63,9 @@ class InteractionConsumerSettings(ConsumerSettings):
     reload_check_s: float = Field(5.0, ge=0, description="how often to ask the registry")
     torch_threads: int = Field(1, ge=1, le=64, description="intra-op threads of the forward")
     lag_every_s: float = Field(5.0, gt=0, description="period of the consumer-lag gauge")
+    held_recheck_s: float = Field(
+        1.0, gt=0, description="when idle, how often held users are re-checked for content"
+    )
 
 
 # ------------------------------------------------------------------------------ model
@@ -207,6 +210,7 @@ class InteractionHandler:
         self.stats = HandlerStats()
         self.model: LoadedTower | None = None
         self._checked = -float("inf")
+        self.last_call = -float("inf")
 
     def reload_model(self, force: bool = False) -> None:
         """Switch to the registry's current version (called at batch boundaries)."""
@@ -226,6 +230,7 @@ class InteractionHandler:
             self.model = loaded
 
     def __call__(self, accepted: list[Accepted]) -> None:
+        self.last_call = time.monotonic()
         self.reload_model()
         assert self.model is not None
         h = self.s.history_len
@@ -233,6 +238,8 @@ class InteractionHandler:
         batch = group_by_user((ev, src.partition) for ev, src in inter)
         old = self.history.get_many(batch)
         held_before = self.history.held(self.owned_partitions())
+        if not inter and not held_before:
+            return
         items = {e.item_id for rows in batch.values() for e, _ in rows}
         for hist in (*old.values(), *held_before.values()):
             items.update(hist.item_ids)
@@ -302,6 +309,24 @@ def interaction_rows(events: list[Interaction], created: pd.Timestamp) -> pd.Dat
 # ------------------------------------------------------------------------------ wiring
 
 
+class InteractionLoop(MicroBatchLoop):
+    """The micro-batch loop plus an idle trigger for held users.
+
+    Held users are re-checked with every batch; on a quiet topic an empty handler call
+    every ``held_recheck_s`` does the same, so a late item releases its users even when
+    no new interaction arrives. Nothing is consumed, so nothing is committed.
+    """
+
+    def step(self, stop: threading.Event | None = None) -> int:
+        n = super().step(stop)
+        handler = self.handler
+        if n == 0 and isinstance(handler, InteractionHandler):
+            now = time.monotonic()
+            if now - handler.last_call >= handler.s.held_recheck_s:
+                self._with_retry(lambda: handler([]), stop)
+        return n
+
+
 def consumer_lag(consumer: Any) -> int:
     """Records between the committed position and the log end, over owned partitions."""
     parts = consumer.assignment()
@@ -309,6 +334,20 @@ def consumer_lag(consumer: Any) -> int:
         return 0
     ends = consumer.end_offsets(list(parts))
     return int(sum(max(0, ends[tp] - consumer.position(tp)) for tp in parts))
+
+
+def _await_metadata(consumer: Any, topic: str, timeout_s: float = 15.0) -> None:
+    """Fetch the topic's partitions before the first poll joins the group.
+
+    Otherwise a group that forms right after the topic is created can be assigned
+    nothing ("No partition metadata for topic") and sit idle until the next rebalance.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not consumer.partitions_for_topic(topic):
+        if time.monotonic() > deadline:
+            log.warning("no partition metadata for %s after %.0fs", topic, timeout_s)
+            return
+        time.sleep(0.2)
 
 
 def build_interaction_loop(
@@ -341,6 +380,8 @@ def build_interaction_loop(
         **consumer_overrides,
     )
 
+    _await_metadata(consumer, k.interactions_topic)
+
     def owned() -> set[int]:
         return {tp.partition for tp in consumer.assignment() if tp.topic == k.interactions_topic}
 
@@ -356,7 +397,7 @@ def build_interaction_loop(
             last_lag[0] = now
             metrics.record_lag(consumer_lag(consumer))
 
-    loop = MicroBatchLoop(
+    loop = InteractionLoop(
         consumer,
         make_producer(bootstrap),
         k.dlq_topic,
