@@ -76,9 +76,14 @@ def test_user_tower_and_ranking_service(feast_handle: FeatureStoreHandle) -> Non
         }
     )
     feast_handle.write_online("user_tower_embedding", users)
-    feast_handle.write_online(
-        "item_tower_embedding", item_rows(["i1"], vectors(1, 64, 4), "tower-7", T0)
-    )
+    # Streaming writers may also go through the view's PushSource (online only: pushing to
+    # the offline side would make Feast rewrite the parquet; the OfflineLog appends).
+    from feast.data_source import PushMode
+
+    tower = item_rows(["i1"], vectors(1, 64, 4), "tower-7", T0)
+    tower["embedding"] = tower["embedding"].map(np.ndarray.tolist)
+    tower["created"] = pd.Timestamp.now(tz="UTC")
+    feast_handle.store.push("item_tower_embedding_push", tower, to=PushMode.ONLINE)
     feast_handle.write_online(CONTENT, item_rows(["i1"], vectors(1, 384, 5), "ceg-v1", T0))
 
     got = feast_handle.read_embeddings("user_tower_embedding", ["u2", "u1"])
