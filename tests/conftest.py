@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import pytest
 
+from learn_core.settings import load
 from streaming.admin import create_topics, delete_topics
 from streaming.broker import EXTERNAL_BOOTSTRAP_ENV, BrokerSettings, LocalKafka, start_local_kafka
 
@@ -89,7 +89,7 @@ def _container_kafka(version: str) -> Iterator[str]:
         .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
     )
     with container:
-        wait_for_logs(container, re.compile(r"Kafka Server started"), timeout=120)
+        wait_for_logs(container, r"Kafka Server started", timeout=120)
         yield f"127.0.0.1:{port}"
 
 
@@ -100,7 +100,7 @@ def kafka_service() -> Iterator[KafkaService]:
     if external:
         yield KafkaService(external, "external")
         return
-    settings = BrokerSettings()
+    settings = load(BrokerSettings)  # bad LEARNREC_BROKER_* fails here, by name
     if docker_available():
         log.info("Docker answers: using an apache/kafka:%s container", settings.version)
         for bootstrap in _container_kafka(settings.version):
