@@ -99,6 +99,9 @@ class HFEmbedder:
         if self.tokenizer.pad_token is None:
             # Decoder LLMs (Qwen, Llama, Baichuan) ship no pad token; padding is masked anyway.
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        # Right padding keeps position ids of real tokens identical to the unpadded text
+        # (LLM tokenizers often pad left, which would shift a decoder's positions).
+        self.tokenizer.padding_side = "right"
         self.model = AutoModel.from_pretrained(
             str(path),
             local_files_only=True,
