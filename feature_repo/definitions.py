@@ -2,8 +2,8 @@
 
 The same views exist in both profiles; only the batch sources differ (a parquet
 directory per view for ``embedded``, a PostgreSQL table for ``production``).
-``build_definitions`` is what ``open_store`` applies; the module-level names at the
-bottom let the ``feast`` CLI apply the same objects from a rendered repo.
+``build_definitions`` is what ``open_store`` applies; ``repo.py`` exposes the same
+objects at module level for the ``feast`` CLI. Importing this module reads no settings.
 """
 
 from __future__ import annotations
@@ -135,20 +135,3 @@ def build_definitions(profile: str, project: str, data_dir: Path) -> Definitions
         views=views,
         services={ranking.name: ranking},
     )
-
-
-def _module_objects() -> Definitions:
-    """For ``feast apply`` run in a rendered repo: the profile comes from the environment."""
-    from feature_repo.settings import FeastSettings
-    from learn_core.settings import load
-
-    s = load(FeastSettings)
-    return build_definitions(s.profile, s.project, s.resolved_data_dir())
-
-
-_defs = _module_objects()
-item_content_embedding = _defs.views[schema.ITEM_CONTENT.name]
-item_tower_embedding = _defs.views[schema.ITEM_TOWER.name]
-user_tower_embedding = _defs.views[schema.USER_TOWER.name]
-interaction_log_source = _defs.sources[f"{schema.INTERACTION_LOG.name}_source"]
-ranking = _defs.services[RANKING_SERVICE]
