@@ -24,6 +24,7 @@ COMPONENTS = [
     "trainers.jobs.cli",  # scheduler, run-job
     "ranking.cli",  # serve, rank
     "learnrec.demo",  # demo
+    "learnrec.settings_doc",  # settings
 ]
 
 

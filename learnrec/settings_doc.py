@@ -1,0 +1,91 @@
+"""``learnrec settings``: the table of every environment variable, generated from the code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+from pydantic_settings import BaseSettings
+
+#: "module:Class" of every component's settings, in data-flow order.
+SETTINGS = [
+    "streaming.settings:KafkaSettings",
+    "streaming.broker:BrokerSettings",
+    "streaming.settings:LimitsSettings",
+    "learn_core.embedding.hf:EmbedderSettings",
+    "streaming.item_consumer:ItemConsumerSettings",
+    "streaming.interaction_consumer:InteractionConsumerSettings",
+    "streaming.metrics:MetricsSettings",
+    "feature_repo.settings:FeastSettings",
+    "learn_core.registry:RegistrySettings",
+    "trainers.jobs.settings:JobSettings",
+    "ranking.settings:RankingSettings",
+]
+
+START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+
+
+def _classes() -> list[type[BaseSettings]]:
+    out = []
+    for ref in SETTINGS:
+        mod, _, name = ref.partition(":")
+        try:
+            cls = getattr(importlib.import_module(mod), name)
+        except (ImportError, AttributeError):
+            continue  # component not present in this build
+        out.append(cls)
+    return out
+
+
+def _default(field) -> str:  # noqa: ANN001 - pydantic FieldInfo
+    if field.is_required():
+        return "(required)"
+    d = field.get_default(call_default_factory=True)
+    if d is None:
+        return "unset"
+    if hasattr(d, "get_secret_value"):
+        return "(secret)"
+    return f"`{d}`"
+
+
+def table() -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for cls in _classes():
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else cls.__name__
+        rows.append(f"| **{cls.__name__}** | | {doc} |")
+        for name, field in cls.model_fields.items():
+            env = f"{prefix}{name}".upper()
+            alias = field.validation_alias
+            if alias is not None and hasattr(alias, "choices"):
+                env = " / ".join(str(c) for c in alias.choices)
+            desc = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{env}` | {_default(field)} | {desc} |")
+    return "\n".join(rows)
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("settings", help="print the table of settings (environment variables)")
+    p.add_argument(
+        "--write-readme",
+        type=Path,
+        default=None,
+        metavar="README",
+        help="replace the table between the settings-table markers in README",
+    )
+    p.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    t = table()
+    if args.write_readme is None:
+        print(t)
+        return 0
+    text = args.write_readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{args.write_readme}: no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    args.write_readme.write_text(f"{head}{START}\n{t}\n{END}{tail}")
+    return 0
