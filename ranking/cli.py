@@ -1,0 +1,54 @@
+"""``learnrec serve`` (the HTTP ranking reader) and ``learnrec rank`` (one request, JSON out)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the ranking reader over HTTP (FastAPI + uvicorn)")
+    p.add_argument("--host", default=None, help="bind address (default LEARNREC_RANKING_HOST)")
+    p.add_argument("--port", type=int, default=None, help="port (default LEARNREC_RANKING_PORT)")
+    p.set_defaults(func=_serve)
+
+    r = sub.add_parser("rank", help="rank candidates (or retrieve the top-K) for one user")
+    r.add_argument("user_id")
+    r.add_argument("item_ids", nargs="*", help="candidates; none: retrieve the top-K instead")
+    r.add_argument("-k", type=int, default=10, help="top-K when no candidates are given")
+    r.add_argument("--full", action="store_true", help="include the vectors in the output")
+    r.set_defaults(func=_rank)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import torch
+
+    from learn_core.settings import load
+    from ranking.reader import open_reader
+    from ranking.service import serve
+    from ranking.settings import RankingSettings
+
+    s = load(RankingSettings)
+    torch.set_num_threads(s.torch_threads)
+    serve(open_reader(s), args.host or s.host, args.port or s.port)
+    return 0
+
+
+def _rank(args: argparse.Namespace) -> int:
+    from ranking.reader import open_reader
+
+    reader = open_reader()
+    try:
+        if args.item_ids:
+            out = reader.rank(args.user_id, args.item_ids).to_dict()
+            if not args.full:
+                out.pop("user_embedding")
+                for it in out["items"]:
+                    it.pop("embedding")
+                    it.pop("mid_emb")
+        else:
+            out = reader.retrieve(args.user_id, args.k).to_dict()
+    finally:
+        reader.close()
+    print(json.dumps(out, indent=2))
+    return 0

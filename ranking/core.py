@@ -1,0 +1,234 @@
+"""The ranking reader's pure core: request checks, pair scoring and the exact index.
+
+Nothing here touches Kafka, Feast or the registry; ``reader.py`` wires these to the
+online store and the current model, and the tests call them directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from learn_core.models.cvr import CVRHead
+
+#: Per-item status in a response. ``stale``: the store holds a row of another model
+#: version (e.g. mid-backfill); it is reported, never scored with this version's model.
+OK, UNKNOWN, STALE = "ok", "unknown", "stale"
+
+
+class RequestError(ValueError):
+    """A request the reader refuses (HTTP 400/422); the message says what to fix."""
+
+
+class UnknownUserError(LookupError):
+    """No embedding of the serving version for this user (HTTP 404)."""
+
+
+class VersionError(RuntimeError):
+    """No servable model version, or the version changed under a request (HTTP 503)."""
+
+
+def check_ids(
+    user_id: str, item_ids: Sequence[str], *, max_candidates: int, max_id_chars: int
+) -> list[str]:
+    """Validate one rank request; return the item ids as a list (order kept)."""
+    check_id("user_id", user_id, max_id_chars)
+    if not item_ids:
+        raise RequestError("item_ids is empty: give at least one candidate")
+    if len(item_ids) > max_candidates:
+        raise RequestError(
+            f"{len(item_ids)} candidates > LEARNREC_RANKING_MAX_CANDIDATES={max_candidates}"
+        )
+    for i in item_ids:
+        check_id("item_id", i, max_id_chars)
+    if len(set(item_ids)) != len(item_ids):
+        dup = sorted({i for i in item_ids if item_ids.count(i) > 1})[:5]
+        raise RequestError(f"duplicate item ids {dup}")
+    return list(item_ids)
+
+
+def check_id(what: str, value: object, max_chars: int) -> str:
+    if not isinstance(value, str) or not value or not value.strip():
+        raise RequestError(f"{what} must be a non-empty string, got {value!r}")
+    if len(value) > max_chars:
+        raise RequestError(f"{what} is {len(value)} chars > {max_chars}")
+    return value
+
+
+def check_k(k: int, max_k: int) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise RequestError(f"k must be a positive integer, got {k!r}")
+    if k > max_k:
+        raise RequestError(f"k={k} > LEARNREC_RANKING_MAX_K={max_k}")
+    return k
+
+
+def score_pairs(
+    head: CVRHead, user: np.ndarray, items: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One batched CVR forward: ``user [d]``, ``items [n, d]`` -> ``(mid [n, m], cvr [n])``.
+
+    ``cvr`` is the sigmoid of the head's logit, i.e. a probability.
+    """
+    import torch
+
+    n = items.shape[0]
+    if n == 0:
+        return np.zeros((0, head.cfg.mid_dim), np.float32), np.zeros(0, np.float32)
+    with torch.inference_mode():
+        it = torch.from_numpy(np.ascontiguousarray(items, dtype=np.float32))
+        u = torch.from_numpy(np.ascontiguousarray(user, dtype=np.float32)).expand(n, -1)
+        mid, logit = head(u, it)
+        return mid.numpy(), torch.sigmoid(logit).numpy()
+
+
+def score_pairs_reference(
+    head: CVRHead, user: np.ndarray, items: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The plain per-pair path that ``score_pairs`` must equal (tests only)."""
+    import torch
+
+    mids, cvrs = [], []
+    with torch.no_grad():
+        for row in items:
+            mid, logit = head(
+                torch.tensor(user, dtype=torch.float32)[None],
+                torch.tensor(row, dtype=torch.float32)[None],
+            )
+            mids.append(mid[0].numpy())
+            cvrs.append(float(torch.sigmoid(logit)[0]))
+    return np.stack(mids), np.asarray(cvrs, np.float32)
+
+
+@dataclass
+class RankResult:
+    """Everything one rank request returns, all made by ``model_version``.
+
+    Rows of ``item_embeddings``, ``mid_emb`` and ``cvr`` follow ``item_ids``; rows whose
+    ``status`` is not ``ok`` are zero / NaN.
+    """
+
+    model_version: str
+    user_id: str
+    user_embedding: np.ndarray
+    item_ids: list[str]
+    status: list[str]
+    item_embeddings: np.ndarray
+    mid_emb: np.ndarray
+    cvr: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        items = []
+        for r, iid in enumerate(self.item_ids):
+            ok = self.status[r] == OK
+            items.append(
+                {
+                    "item_id": iid,
+                    "status": self.status[r],
+                    "embedding": self.item_embeddings[r].tolist() if ok else None,
+                    "mid_emb": self.mid_emb[r].tolist() if ok else None,
+                    "cvr": float(self.cvr[r]) if ok else None,
+                }
+            )
+        return {
+            "model_version": self.model_version,
+            "user_id": self.user_id,
+            "user_embedding": self.user_embedding.tolist(),
+            "items": items,
+        }
+
+
+@dataclass
+class Retrieved:
+    model_version: str
+    user_id: str
+    item_ids: list[str]
+    scores: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_version": self.model_version,
+            "user_id": self.user_id,
+            "items": [
+                {"item_id": i, "score": float(s)}
+                for i, s in zip(self.item_ids, self.scores, strict=True)
+            ],
+        }
+
+
+@dataclass
+class ExactIndex:
+    """Exact maximum-inner-product search over the item vectors of one model version.
+
+    Upserts are O(batch) amortised (the matrix grows by doubling); a search is one
+    matrix-vector product plus ``argpartition``. Thread-safe: the retrieval thread
+    upserts while request threads search.
+    """
+
+    model_version: str
+    dim: int
+    _ids: list[str] = field(default_factory=list)
+    _pos: dict[str, int] = field(default_factory=dict)
+    _mat: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._pos
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray) -> int:
+        """Insert or replace vectors; returns how many ids were new."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(ids), self.dim):
+            raise ValueError(f"vectors {vectors.shape} != ({len(ids)}, {self.dim})")
+        new = 0
+        with self._lock:
+            if self._mat.shape[1] != self.dim:
+                self._mat = np.zeros((max(16, len(ids)), self.dim), np.float32)
+            for iid, vec in zip(ids, vectors, strict=True):
+                r = self._pos.get(iid)
+                if r is None:
+                    r = len(self._ids)
+                    if r == self._mat.shape[0]:
+                        grown = np.zeros((2 * r, self.dim), np.float32)
+                        grown[:r] = self._mat
+                        self._mat = grown
+                    self._ids.append(iid)
+                    self._pos[iid] = r
+                    new += 1
+                self._mat[r] = vec
+        return new
+
+    def search(
+        self, query: np.ndarray, k: int, exclude: Iterable[str] = ()
+    ) -> tuple[list[str], np.ndarray]:
+        """Top-``k`` ids by inner product with ``query`` (best first), skipping ``exclude``."""
+        with self._lock:
+            n = len(self._ids)
+            scores = self._mat[:n] @ np.asarray(query, dtype=np.float32)
+            ids = self._ids[:n]
+            skip = [self._pos[i] for i in exclude if i in self._pos]
+        if skip:
+            scores[skip] = -np.inf
+        k = min(k, n - len(skip))
+        if k <= 0:
+            return [], np.zeros(0, np.float32)
+        top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
+        top = top[np.lexsort((top, -scores[top]))]  # score desc, then insertion order
+        return [ids[t] for t in top], scores[top]
+
+
+def exact_topk_reference(
+    ids: Sequence[str], matrix: np.ndarray, query: np.ndarray, k: int
+) -> list[str]:
+    """Sort-everything reference for ``ExactIndex.search`` (tests only)."""
+    scores = matrix @ query
+    order = sorted(range(len(ids)), key=lambda r: (-scores[r], r))
+    return [ids[r] for r in order[:k]]

@@ -1,0 +1,133 @@
+"""The ranking reader: one user, N candidates -> embeddings, mid-emb and CVR of one version.
+
+Every value in a response comes from the registry's current model version ``v``:
+the user and item rows are read from the online store through the fast path
+(``OnlineEmbeddings.read_embeddings``) *filtered on* ``model_version == v``, and the
+mid-emb and CVR come from ``v``'s CVR head. A row made by another version (an item
+already overwritten by a backfill in progress, a user the consumer has not re-embedded
+yet) is reported as ``stale`` and never scored, so a response cannot mix versions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ranking.core import (
+    OK,
+    STALE,
+    UNKNOWN,
+    RankResult,
+    Retrieved,
+    UnknownUserError,
+    check_id,
+    check_ids,
+    check_k,
+    score_pairs,
+)
+from ranking.item_tower import ITEM_TOWER_VIEW, USER_TOWER_VIEW
+from ranking.models import ModelCache, ModelSource, ServingModel
+from ranking.settings import RankingSettings
+
+if TYPE_CHECKING:
+    from feature_repo.store import FeatureStoreHandle
+    from ranking.retrieval import Retrieval
+
+log = logging.getLogger(__name__)
+
+
+class RankingReader:
+    """Python client over the online store and the current model (thread-safe reads)."""
+
+    def __init__(
+        self,
+        handle: FeatureStoreHandle,
+        models: ModelSource | ModelCache,
+        settings: RankingSettings | None = None,
+        retrieval: Retrieval | None = None,
+    ) -> None:
+        self.handle = handle
+        self.s = settings or RankingSettings()
+        self.models = (
+            models if isinstance(models, ModelCache) else ModelCache(models, self.s.version_check_s)
+        )
+        if retrieval is None:
+            from ranking.retrieval import make_retrieval
+
+            retrieval = make_retrieval(handle, self.s)
+        self.retrieval = retrieval
+
+    def model(self) -> ServingModel:
+        return self.models.current()
+
+    def user_embedding(self, user_id: str, model: ServingModel) -> np.ndarray:
+        got = self.handle.read_embeddings(USER_TOWER_VIEW, [user_id])
+        version = got.model_version[0]
+        if version is None:
+            raise UnknownUserError(f"unknown user {user_id!r}: no user embedding in the store")
+        if version != model.version:
+            raise UnknownUserError(
+                f"user {user_id!r} has an embedding of model {version}, not of the serving "
+                f"model {model.version} (not yet re-embedded)"
+            )
+        return got.vectors[0]
+
+    def rank(self, user_id: str, item_ids: Sequence[str]) -> RankResult:
+        """Embeddings, mid-emb and CVR for ``user_id`` x ``item_ids``, one model version."""
+        ids = check_ids(
+            user_id,
+            item_ids,
+            max_candidates=self.s.max_candidates,
+            max_id_chars=self.s.max_id_chars,
+        )
+        model = self.model()
+        user = self.user_embedding(user_id, model)
+        items = self.handle.read_embeddings(ITEM_TOWER_VIEW, ids)
+        ok = np.asarray(
+            [
+                f and v == model.version
+                for f, v in zip(items.found, items.model_version, strict=True)
+            ],
+            dtype=bool,
+        )
+        status = [
+            OK if o else (UNKNOWN if v is None else STALE)
+            for o, v in zip(ok, items.model_version, strict=True)
+        ]
+        dim, mid_dim = model.dim, model.cvr_head.cfg.mid_dim
+        item_vecs = np.zeros((len(ids), dim), np.float32)
+        mid = np.zeros((len(ids), mid_dim), np.float32)
+        cvr = np.full(len(ids), np.nan, np.float32)
+        if ok.any():
+            item_vecs[ok] = items.vectors[ok]
+            mid[ok], cvr[ok] = score_pairs(model.cvr_head, user, item_vecs[ok])
+        return RankResult(model.version, user_id, user, ids, status, item_vecs, mid, cvr)
+
+    def retrieve(self, user_id: str, k: int = 10, exclude: Sequence[str] = ()) -> Retrieved:
+        """Top-``k`` items for ``user_id`` by inner product of the serving version's vectors."""
+        check_id("user_id", user_id, self.s.max_id_chars)
+        check_k(k, self.s.max_k)
+        model = self.model()
+        user = self.user_embedding(user_id, model)
+        ids, scores = self.retrieval.search(model.version, model.dim, user, k, set(exclude))
+        return Retrieved(model.version, user_id, ids, scores)
+
+    def start(self) -> None:
+        """Start the index's background refresh (the service calls this)."""
+        self.retrieval.start()
+
+    def close(self) -> None:
+        self.retrieval.close()
+
+
+def open_reader(settings: RankingSettings | None = None) -> RankingReader:
+    """The reader over the configured Feast store and the default model registry."""
+    from feature_repo.store import open_store
+    from learn_core.settings import load
+    from ranking.models import open_registry
+
+    s = settings or load(RankingSettings)
+    return RankingReader(open_store(), open_registry(), s)

@@ -1,0 +1,34 @@
+"""Ranking-reader settings (env prefix ``LEARNREC_RANKING_``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RankingSettings(BaseSettings):
+    """Caps on requests, the retrieval backend and the HTTP bind address.
+
+    The caps bound the work one request can cause (an online read of ``max_candidates``
+    rows and one CVR forward over them); larger requests are refused, not truncated.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LEARNREC_RANKING_", extra="forbid")
+
+    max_candidates: int = Field(1000, ge=1, le=100_000, description="items per rank request")
+    max_k: int = Field(1000, ge=1, le=100_000, description="largest top-K for retrieval")
+    max_id_chars: int = Field(128, ge=1, le=4096, description="longest accepted user/item id")
+    #: ``auto``: pgvector in the production profile when the extension is available,
+    #: else the exact in-process index; ``exact``/``pgvector`` force one.
+    retrieval: Literal["auto", "exact", "pgvector"] = "auto"
+    index_refresh_s: float = Field(
+        0.5, ge=0.05, le=3600, description="how often the index picks up new item vectors"
+    )
+    version_check_s: float = Field(
+        0.2, ge=0, le=60, description="how often the registry's current pointer is re-read"
+    )
+    torch_threads: int = Field(1, ge=1, le=64)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)

@@ -1,0 +1,192 @@
+"""Ranking reader core: request checks, the exact index, batched scoring, version refusal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from feature_repo.online import EmbeddingRows
+from learn_core.models import LearnConfig, LearnModel
+from ranking.core import (
+    OK,
+    STALE,
+    UNKNOWN,
+    ExactIndex,
+    RequestError,
+    UnknownUserError,
+    VersionError,
+    check_ids,
+    check_k,
+    exact_topk_reference,
+    score_pairs,
+    score_pairs_reference,
+)
+from ranking.models import ModelCache
+from ranking.reader import RankingReader
+from ranking.settings import RankingSettings
+
+
+def unit_rows(n: int, d: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+# ------------------------------------------------------------------- request checks
+
+
+def test_check_ids_refuses_bad_requests_with_clear_messages() -> None:
+    kw = dict(max_candidates=3, max_id_chars=8)
+    assert check_ids("u1", ("a", "b"), **kw) == ["a", "b"]
+    with pytest.raises(RequestError, match="empty"):
+        check_ids("u1", [], **kw)
+    with pytest.raises(RequestError, match="MAX_CANDIDATES=3"):
+        check_ids("u1", ["a", "b", "c", "d"], **kw)
+    with pytest.raises(RequestError, match="duplicate item ids \\['a'\\]"):
+        check_ids("u1", ["a", "b", "a"], **kw)
+    with pytest.raises(RequestError, match="user_id must be a non-empty"):
+        check_ids(" ", ["a"], **kw)
+    with pytest.raises(RequestError, match="item_id is 9 chars > 8"):
+        check_ids("u1", ["x" * 9], **kw)
+    with pytest.raises(RequestError, match="MAX_K=5"):
+        check_k(6, 5)
+    with pytest.raises(RequestError, match="positive"):
+        check_k(0, 5)
+
+
+# --------------------------------------------------------------------- exact index
+
+
+def test_exact_index_matches_sorting_everything_and_takes_upserts() -> None:
+    ids = [f"i{n:03d}" for n in range(300)]
+    mat = unit_rows(300, 16, seed=1)
+    idx = ExactIndex("v1", 16)
+    assert idx.upsert(ids[:100], mat[:100]) == 100
+    assert idx.upsert(ids[100:], mat[100:]) == 200  # grows past its initial capacity
+    for q in unit_rows(20, 16, seed=2):
+        got, scores = idx.search(q, 10)
+        assert got == exact_topk_reference(ids, mat, q, 10)
+        assert np.all(np.diff(scores) <= 0)
+    # Replacing a vector moves the item; exclusion removes it.
+    q = mat[5]
+    assert idx.upsert(["i005"], -mat[5:6]) == 0
+    assert "i005" not in idx.search(q, 300)[0][:299]
+    got, _ = idx.search(q, 5, exclude={"i007"})
+    assert "i007" not in got and len(got) == 5
+    assert len(idx.search(q, 1000)[0]) == 300
+
+
+def test_exact_index_refuses_wrong_width() -> None:
+    with pytest.raises(ValueError, match="vectors"):
+        ExactIndex("v1", 8).upsert(["a"], np.zeros((1, 4), np.float32))
+
+
+# ------------------------------------------------------------------------ scoring
+
+
+def small_model(seed: int) -> LearnModel:
+    torch.manual_seed(seed)
+    return LearnModel(LearnConfig()).eval()
+
+
+def test_batched_scoring_equals_per_pair_reference() -> None:
+    m = small_model(0)
+    user = unit_rows(1, 64, 3)[0]
+    items = unit_rows(100, 64, 4)
+    mid, cvr = score_pairs(m.cvr_head, user, items)
+    ref_mid, ref_cvr = score_pairs_reference(m.cvr_head, user, items)
+    assert mid.shape == (100, m.cfg.cvr.mid_dim)
+    np.testing.assert_allclose(mid, ref_mid, atol=1e-5)
+    np.testing.assert_allclose(cvr, ref_cvr, atol=1e-6)
+    assert np.all((cvr > 0) & (cvr < 1))
+
+
+# ------------------------------------------------------- reader over in-memory ports
+
+
+class MemoryOnline:
+    """In-memory stand-in for the online store's fast read (one row per entity)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], tuple[np.ndarray, str]] = {}
+
+    def put(self, view: str, ids: list[str], vecs: np.ndarray, version: str) -> None:
+        for i, v in zip(ids, vecs, strict=True):
+            self.rows[(view, i)] = (v, version)
+
+    def read_embeddings(self, view: str, ids: list[str]) -> EmbeddingRows:
+        got = [self.rows.get((view, i)) for i in ids]
+        dim = next((len(g[0]) for g in got if g), 0)
+        vecs = np.stack([g[0] if g else np.zeros(dim, np.float32) for g in got])
+        return EmbeddingRows(
+            ids,
+            vecs,
+            [g[1] if g else None for g in got],
+            np.asarray([g is not None for g in got]),
+            [None] * len(ids),
+            {},
+        )
+
+
+class MemoryModels:
+    def __init__(self, **models: LearnModel) -> None:
+        self.models = models
+        self.version: str | None = next(iter(models), None)
+
+    def current_version(self) -> str | None:
+        return self.version
+
+    def load(self, version: str) -> LearnModel:
+        return self.models[version]
+
+
+class NoRetrieval:
+    backend = "none"
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def test_reader_marks_other_versions_and_never_scores_them() -> None:
+    online = MemoryOnline()
+    models = MemoryModels(v1=small_model(0), v2=small_model(1))
+    reader = RankingReader(
+        online,  # type: ignore[arg-type]
+        ModelCache(models, check_s=0),
+        RankingSettings(max_candidates=10),
+        retrieval=NoRetrieval(),  # type: ignore[arg-type]
+    )
+    online.put("user_tower_embedding", ["u1"], unit_rows(1, 64, 5), "v1")
+    online.put("item_tower_embedding", ["a", "b", "c"], unit_rows(3, 64, 6), "v1")
+    online.put("item_tower_embedding", ["b"], unit_rows(1, 64, 7), "v2")  # mid-backfill
+
+    res = reader.rank("u1", ["a", "b", "c", "zz"])
+    assert res.model_version == "v1"
+    assert res.status == [OK, STALE, OK, UNKNOWN]
+    assert np.isnan(res.cvr[[1, 3]]).all() and not np.isnan(res.cvr[[0, 2]]).any()
+    want_mid, want_cvr = score_pairs(
+        models.models["v1"].cvr_head, res.user_embedding, res.item_embeddings[[0, 2]]
+    )
+    np.testing.assert_allclose(res.cvr[[0, 2]], want_cvr, atol=1e-6)
+    np.testing.assert_allclose(res.mid_emb[[0, 2]], want_mid, atol=1e-6)
+    body = res.to_dict()
+    assert body["items"][1] == {
+        "item_id": "b",
+        "status": STALE,
+        "embedding": None,
+        "mid_emb": None,
+        "cvr": None,
+    }
+
+    # The pointer moves to v2: the user still has a v1 row, so the reader refuses.
+    models.version = "v2"
+    with pytest.raises(UnknownUserError, match="not of the serving model v2"):
+        reader.rank("u1", ["a"])
+    with pytest.raises(UnknownUserError, match="unknown user 'nobody'"):
+        reader.rank("nobody", ["a"])
+    models.version = None
+    with pytest.raises(VersionError, match="no model has been promoted"):
+        reader.rank("u1", ["a"])
+    with pytest.raises(RequestError):
+        reader.rank("u1", [str(i) for i in range(11)])
