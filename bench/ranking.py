@@ -1,0 +1,269 @@
+"""Ranking-reader latency: one user x 100 candidates, on SQLite and on Redis.
+
+    python -m bench.ranking --out out/ranking.json [--requests 2000 --candidates 100]
+
+For each profile (``embedded``: SQLite; ``production``: Redis + PostgreSQL, when
+``LEARNREC_FEAST_*`` point at reachable servers or ``.ci/services.sh`` has started
+them), a throwaway Feast project gets ``--items`` item-tower vectors and ``--users``
+user vectors of one (untrained, seeded) LEARN model. Then, in the same process and
+interleaved in blocks so that machine noise hits both alike:
+
+* ``reader``: ``RankingReader.rank`` -- user embedding, 100 item embeddings, 100
+  mid-embs and CVR scores, all checked to be of the serving version;
+* ``feast_sdk``: stock ``FeatureStore.get_online_features`` for the same features
+  (user and item embeddings + model_version of 100 (user, item) rows), no scoring.
+
+JSON: per profile ``p50_ms``, ``p99_ms``, ``feast_sdk_p50_ms``, ``feast_sdk_p99_ms`` and
+``speedup_p99``; the top level repeats the Redis figures (targets: p99 <= 15 ms,
+>= 3x faster than the stock call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from feature_repo.settings import FeastSettings
+from learn_core.settings import ConfigError, load
+
+log = logging.getLogger(__name__)
+
+SERVICES = Path(__file__).resolve().parents[1] / ".ci" / "services.sh"
+VERSION = "bench-v1"
+
+
+class _OneModel:
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def current_version(self) -> str:
+        return VERSION
+
+    def load(self, version: str) -> Any:
+        return self.model
+
+
+def production_settings(project: str, data_dir: Path) -> FeastSettings | None:
+    """Production settings from the environment or ``.ci/services.sh env``; None if absent."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("LEARNREC_FEAST_")}
+    if "LEARNREC_FEAST_PG_PASSWORD" not in env and SERVICES.exists():
+        out = subprocess.run(
+            ["bash", str(SERVICES), "env"], capture_output=True, text=True, check=False
+        ).stdout
+        for line in out.splitlines():
+            if line.startswith("export "):
+                k, _, v = line[len("export ") :].partition("=")
+                env.setdefault(k, v.strip("'\""))
+    if "LEARNREC_FEAST_PG_PASSWORD" not in env:
+        return None
+    fields = {k[len("LEARNREC_FEAST_") :].lower(): v for k, v in env.items()}
+    fields = {k: v for k, v in fields.items() if k in FeastSettings.model_fields}
+    fields.update(profile="production", project=project, data_dir=data_dir)
+    try:
+        return load(FeastSettings, **fields)
+    except ConfigError as exc:
+        log.warning("production profile skipped: %s", exc)
+        return None
+
+
+def _unit(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    v = rng.standard_normal((n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def fill(handle: Any, n_items: int, n_users: int, dim: int, seed: int) -> tuple[list, list]:
+    rng = np.random.default_rng(seed)
+    now = pd.Timestamp(datetime.now(UTC))
+    items = [f"i{n:06d}" for n in range(n_items)]
+    users = [f"u{n:05d}" for n in range(n_users)]
+    handle.write_online(
+        "item_tower_embedding",
+        pd.DataFrame(
+            {
+                "item_id": items,
+                "embedding": list(_unit(n_items, dim, rng)),
+                "model_version": VERSION,
+                "event_timestamp": now,
+            }
+        ),
+    )
+    handle.write_online(
+        "user_tower_embedding",
+        pd.DataFrame(
+            {
+                "user_id": users,
+                "embedding": list(_unit(n_users, dim, rng)),
+                "model_version": VERSION,
+                "history_len": np.int64(10),
+                "event_timestamp": now,
+            }
+        ),
+    )
+    return items, users
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs) * 1000.0, q))
+
+
+def bench_profile(settings: FeastSettings, cfg: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from feature_repo.store import open_store
+    from learn_core.models import LearnConfig, LearnModel
+    from ranking.core import OK
+    from ranking.reader import RankingReader
+    from ranking.retrieval import ExactRetrieval
+    from ranking.settings import RankingSettings
+
+    torch.manual_seed(0)
+    model = LearnModel(LearnConfig()).eval()
+    handle = open_store(settings)
+    try:
+        items, users = fill(handle, cfg.items, cfg.users, model.cfg.tower.out_dim, cfg.seed)
+        reader = RankingReader(
+            handle,
+            _OneModel(model),
+            RankingSettings(version_check_s=0.2),
+            retrieval=ExactRetrieval(handle),
+        )
+        refs = [
+            f"{v}:{f}"
+            for v in ("user_tower_embedding", "item_tower_embedding")
+            for f in ("embedding", "model_version")
+        ]
+        rnd = random.Random(cfg.seed)
+        requests = [
+            (rnd.choice(users), rnd.sample(items, cfg.candidates))
+            for _ in range(cfg.requests + cfg.warmup)
+        ]
+
+        def ours(u: str, c: list[str]) -> None:
+            res = reader.rank(u, c)
+            assert res.status.count(OK) == len(c)
+
+        def stock(u: str, c: list[str]) -> None:
+            out = handle.store.get_online_features(
+                features=refs,
+                entity_rows=[{"user_id": u, "item_id": i} for i in c],
+                full_feature_names=True,
+            ).to_dict()
+            assert sum(v is not None for v in out["item_tower_embedding__embedding"]) == len(c)
+
+        times: dict[str, list[float]] = {"reader": [], "feast_sdk": []}
+        block = 100
+        for start in range(0, len(requests), block):
+            chunk = requests[start : start + block]
+            for name, fn in (("reader", ours), ("feast_sdk", stock)):
+                for r, (u, c) in enumerate(chunk):
+                    t0 = time.perf_counter()
+                    fn(u, c)
+                    dt = time.perf_counter() - t0
+                    if start + r >= cfg.warmup:
+                        times[name].append(dt)
+        p99, sdk99 = _pct(times["reader"], 99), _pct(times["feast_sdk"], 99)
+        return {
+            "profile": settings.profile,
+            "online_store": "sqlite" if settings.profile == "embedded" else "redis",
+            "requests": len(times["reader"]),
+            "candidates": cfg.candidates,
+            "p50_ms": _pct(times["reader"], 50),
+            "p99_ms": p99,
+            "mean_ms": float(np.mean(times["reader"]) * 1000),
+            "feast_sdk_p50_ms": _pct(times["feast_sdk"], 50),
+            "feast_sdk_p99_ms": sdk99,
+            "speedup_p99": sdk99 / p99,
+        }
+    finally:
+        _cleanup(handle)
+
+
+def _cleanup(handle: Any) -> None:
+    store = handle.store
+    views = list(handle.definitions.views.values())
+    store._get_provider().teardown_infra(store.project, views, handle.definitions.entities)
+    if handle.settings.profile == "production":
+        from feature_repo.schema import LOGS
+
+        for name in LOGS:
+            handle.offline.drop(name)
+    handle.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--candidates", type=int, default=100)
+    p.add_argument("--items", type=int, default=5000)
+    p.add_argument("--users", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profiles", default="embedded,production")
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("feast").setLevel(logging.WARNING)
+    import torch
+
+    torch.set_num_threads(1)
+    tmp = Path(tempfile.mkdtemp(prefix="learnrec-bench-ranking-"))
+    result: dict[str, Any] = {
+        "bench": "ranking",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "profiles": {},
+    }
+    try:
+        for profile in args.profiles.split(","):
+            project = f"bench_{uuid.uuid4().hex[:10]}"
+            if profile == "embedded":
+                s: FeastSettings | None = load(
+                    FeastSettings, profile="embedded", project=project, data_dir=tmp / project
+                )
+            else:
+                s = production_settings(project, tmp / project)
+                if s is None:
+                    log.warning("production profile skipped: no LEARNREC_FEAST_PG_* / services")
+                    result["profiles"]["production"] = {"skipped": "no services"}
+                    continue
+            log.info("benchmarking %s", profile)
+            r = bench_profile(s, args)
+            log.info(
+                "%s: p50 %.2f ms p99 %.2f ms; stock p99 %.2f ms (x%.1f)",
+                profile,
+                r["p50_ms"],
+                r["p99_ms"],
+                r["feast_sdk_p99_ms"],
+                r["speedup_p99"],
+            )
+            result["profiles"][r["online_store"]] = r
+        head = result["profiles"].get("redis") or result["profiles"].get("sqlite")
+        for key in ("p50_ms", "p99_ms", "feast_sdk_p99_ms", "speedup_p99"):
+            result[key] = head[key]
+        result["headline_profile"] = head["online_store"]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "profiles"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
