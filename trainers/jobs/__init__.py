@@ -1,0 +1,1 @@
+"""Scheduled jobs: retrain the towers and CVR head, evaluate, backfill, switch."""
