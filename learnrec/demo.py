@@ -192,7 +192,6 @@ def run_demo(
     from learn_core.datasets import load_dataset
     from learn_core.embedding.cache import CachedEmbedder, EmbeddingCache
     from learn_core.embedding.hf import HFEmbedder
-    from learn_core.registry import ModelRegistry
     from learn_core.settings import cache_dir, load
     from ranking.reader import RankingReader
     from ranking.settings import RankingSettings
@@ -234,7 +233,7 @@ def run_demo(
         project="demo",
         data_dir=cache_dir() / "demo" / run_id / "feast",
     )
-    registry = ModelRegistry(cache_dir() / "demo" / run_id / "models")
+    registry = _registry(cache_dir() / "demo" / run_id / "models")
     secs["start_stack"] = time.monotonic() - t0
     print(f"[2/6] Kafka at {bootstrap}; Feast (embedded) in {feast.resolved_data_dir()}")
 
@@ -302,6 +301,13 @@ def run_demo(
     write_html(res, fresh, np.asarray(lat) * 1000, out_dir / "demo.html")
     print("[6/6] report written")
     return res
+
+
+def _registry(root: Path) -> Any:
+    """A fresh model registry for this demo run (``learn_core.registry``)."""
+    from learn_core.registry import ModelRegistry
+
+    return ModelRegistry(root)
 
 
 def _jsonable(obj: Any) -> Any:
