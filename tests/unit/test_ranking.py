@@ -190,3 +190,31 @@ def test_reader_marks_other_versions_and_never_scores_them() -> None:
         reader.rank("u1", ["a"])
     with pytest.raises(RequestError):
         reader.rank("u1", [str(i) for i in range(11)])
+
+
+def test_http_service_maps_errors_to_status_codes() -> None:
+    from fastapi.testclient import TestClient
+
+    from ranking.service import create_app
+
+    online = MemoryOnline()
+    models = MemoryModels(v1=small_model(0))
+    reader = RankingReader(
+        online,  # type: ignore[arg-type]
+        ModelCache(models, check_s=0),
+        RankingSettings(max_candidates=5),
+        retrieval=NoRetrieval(),  # type: ignore[arg-type]
+    )
+    online.put("user_tower_embedding", ["u1"], unit_rows(1, 64, 5), "v1")
+    online.put("item_tower_embedding", ["a", "b"], unit_rows(2, 64, 6), "v1")
+    client = TestClient(create_app(reader))
+    ok = client.post("/rank", json={"user_id": "u1", "item_ids": ["a", "b"]})
+    assert ok.status_code == 200
+    body = ok.json()
+    assert body["model_version"] == "v1" and [i["status"] for i in body["items"]] == [OK, OK]
+    assert len(body["user_embedding"]) == 64 and 0 < body["items"][0]["cvr"] < 1
+    too_many = client.post("/rank", json={"user_id": "u1", "item_ids": list("abcdef")})
+    assert too_many.status_code == 400 and "MAX_CANDIDATES" in too_many.json()["detail"]
+    assert client.post("/rank", json={"user_id": "zz", "item_ids": ["a"]}).status_code == 404
+    models.version = None
+    assert client.post("/rank", json={"user_id": "u1", "item_ids": ["a"]}).status_code == 503
