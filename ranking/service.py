@@ -7,6 +7,8 @@ Python client returns, as JSON. Errors map to status codes with the reader's mes
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -28,7 +30,15 @@ def create_app(reader: RankingReader) -> FastAPI:
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse
 
-    app = FastAPI(title="learnrec ranking reader")
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        reader.start()  # the retrieval index's background refresh
+        try:
+            yield
+        finally:
+            reader.close()
+
+    app = FastAPI(title="learnrec ranking reader", lifespan=lifespan)
 
     @app.exception_handler(RequestError)
     async def _bad(_: Request, exc: RequestError) -> JSONResponse:
@@ -63,14 +73,6 @@ def create_app(reader: RankingReader) -> FastAPI:
             "retrieval": reader.retrieval.backend,
             "indexed_items": reader.retrieval.size(),
         }
-
-    @app.on_event("startup")
-    def _start() -> None:
-        reader.start()
-
-    @app.on_event("shutdown")
-    def _stop() -> None:
-        reader.close()
 
     return app
 
