@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 INTERACTION_LOG = "interaction_log"
 CONTENT_FEATURE = f"{ITEM_CONTENT_VIEW}:embedding"
+CONTENT_VERSION_FEATURE = f"{ITEM_CONTENT_VIEW}:model_version"
 
 
 class RetrainSettings(BaseSettings):
@@ -89,6 +90,7 @@ class TrainingData:
     token_items: list[str]  # item id of each token
     dropped_no_content: int
     cutoff: datetime
+    content_model: str = "unknown"  # model_version of the content embeddings trained on
 
 
 @dataclass
@@ -125,10 +127,17 @@ def point_in_time_frame(
     rows = log_df[pd.to_datetime(log_df["event_timestamp"], utc=True) < cutoff]
     rows = rows.sort_values(["event_timestamp", "event_id"], kind="stable").reset_index(drop=True)
     entity = rows[["event_id", "user_id", "item_id", "event_type", "value", "event_timestamp"]]
-    joined = handle.historical(entity, [CONTENT_FEATURE])
+    joined = handle.historical(entity, [CONTENT_FEATURE, CONTENT_VERSION_FEATURE])
     has = joined["embedding"].notna()
     dropped = int((~has).sum())
     joined = joined[has].reset_index(drop=True)
+    versions = joined["model_version"].value_counts()
+    if len(versions) > 1:
+        log.warning(
+            "training rows mix content-model versions %s; recording the most common", dict(versions)
+        )
+    content_model = str(versions.index[0]) if len(versions) else "unknown"
+    joined = joined.drop(columns=["model_version"])
     keys: dict[tuple[str, str], int] = {}
     vectors: list[np.ndarray] = []
     items: list[str] = []
@@ -145,7 +154,7 @@ def point_in_time_frame(
     joined = joined.drop(columns=["embedding"]).assign(token=tokens)
     dim = vectors[0].shape[0] if vectors else 0
     matrix = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
-    return TrainingData(joined, matrix, items, dropped, cutoff)
+    return TrainingData(joined, matrix, items, dropped, cutoff, content_model)
 
 
 def training_split(data: TrainingData) -> Split:
@@ -381,6 +390,7 @@ def retrain(
         return report
 
     meta = {
+        "content_model": data.content_model,
         "data_window": {"end": cutoff.isoformat(), "eval_end": end.isoformat()},
         "metrics": {"holdout": cand_metrics, "cvr": cvr, "valid": result.valid},
         "parent_version": cur_version,
