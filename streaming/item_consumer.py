@@ -156,6 +156,8 @@ def run_item_consumer(
     stop: threading.Event | None = None, idle_exit_s: float | None = None
 ) -> LoopStats:
     """The long-running service: ``learnrec consume items``."""
+    from ranking.item_tower import ItemTowerSink
+    from ranking.models import ModelCache, open_registry
     from streaming.kafka_io import bootstrap_or_local, ensure_event_topics
     from streaming.settings import KafkaSettings
     from streaming.sinks import open_sink
@@ -164,7 +166,10 @@ def run_item_consumer(
     k = load(KafkaSettings)
     bootstrap = bootstrap_or_local(k)
     ensure_event_topics(bootstrap, k)
-    sink = open_sink()
+    content = open_sink()
+    # New items also get an item-tower vector from the current model at once, so they are
+    # retrievable seconds after their event, before any retraining (cold start).
+    sink = ItemTowerSink(content, content.handle, ModelCache(open_registry()))
     loop, handler = build_item_loop(bootstrap, sink, default_embedder(s), settings=s, kafka=k)
     log.info("item consumer %s reading %s from %s", s.group_id, k.items_topic, bootstrap)
     try:
