@@ -1,0 +1,268 @@
+"""Quality benchmark: LEARN vs SASRec vs popularity vs LEARN-with-IDs, same splits, one run.
+
+    python -m bench.quality --dataset ml-100k --data ../shared/data/ml-100k --out FILE.json
+    python -m bench.quality --dataset ml-1m-subset --data ../shared/data/ml-1m --out FILE.json
+
+Writes FILE.json (``models.<name>.<metric>``, ``slices.<slice>.<name>.<metric>``, wall
+time and peak memory per model), FILE.md (a Markdown table) and FILE.png (a plot).
+Model selection uses the validation targets only; the test targets are read once,
+after training, for the reported numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("bench.quality")
+
+MODELS = ("learn", "sasrec", "popularity", "learn_id")
+SHOWN = ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200", "mrr")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux ``clear_refs`` 5) so each model gets its own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """Run ``fn``; return its result, wall seconds and peak RSS (MiB) during the call."""
+    _reset_peak_rss()
+    t0 = time.monotonic()
+    out = fn()
+    return out, time.monotonic() - t0, _peak_rss_mb()
+
+
+def run(
+    dataset: str,
+    data: str | None,
+    seed: int = 0,
+    models: tuple[str, ...] = MODELS,
+    quick: bool = False,
+) -> dict[str, Any]:
+    """Train and evaluate the models; return the report dictionary."""
+    import torch
+
+    from learn_core.datasets import load_dataset
+    from learn_core.embedding.hf import HFEmbedder
+    from learn_core.models import (
+        FrozenContent,
+        ItemIdEmbedding,
+        LearnConfig,
+        Popularity,
+        TowerConfig,
+    )
+    from trainers.content_cache import content_matrix
+    from trainers.evaluation import eval_loop, summarise
+    from trainers.learn import LearnTrainConfig, learn_score_fn, train_learn
+    from trainers.sasrec import SASRecTrainConfig, sasrec_score_fn, train_sasrec
+    from trainers.splits import leave_one_out
+
+    t_start = time.monotonic()
+    ds = load_dataset(dataset, data)
+    split = leave_one_out(ds, cold_fraction=0.1, seed=seed)
+    log.info("%s: %s, %d cold items", ds.name, ds.summary(), int(split.cold.sum()))
+
+    embedder = HFEmbedder()
+    content, emb_s, _ = _measure(lambda: content_matrix(ds.items, embedder))
+    report: dict[str, Any] = {
+        "dataset": ds.name,
+        "data": ds.summary(),
+        "seed": seed,
+        "protocol": "leave-one-out (last=test, second-to-last=valid), full ranking over all items, "
+        "seen items excluded; 10% random items held out of training (cold)",
+        "content_model": {
+            "id": embedder.model_id,
+            "dim": embedder.dim,
+            "seconds_incl_cache": emb_s,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "models": {},
+        "slices": {},
+        "settings": {},
+    }
+    epochs = 2 if quick else None
+    ranks: dict[str, np.ndarray] = {}
+    for name in models:
+        torch.manual_seed(seed)
+        if name == "popularity":
+            pop, wall, peak = _measure(lambda: Popularity(split.n_items).fit(split.train))
+            score = lambda u, h, pop=pop: pop.scores(len(u))  # noqa: E731
+            extra: dict[str, Any] = {}
+        elif name in ("learn", "learn_id"):
+            if name == "learn":
+                inputs = FrozenContent(torch.from_numpy(content))
+                tower = TowerConfig(content_dim=inputs.dim)
+            else:
+                inputs = ItemIdEmbedding(split.n_items, 64)
+                tower = TowerConfig(content_dim=64)
+            cfg = LearnTrainConfig(model=LearnConfig(tower=tower), seed=seed)
+            if epochs:
+                cfg.epochs = epochs
+            report["settings"][name] = asdict(cfg)
+            res, wall, peak = _measure(
+                lambda cfg=cfg, inputs=inputs: train_learn(cfg, split, inputs)
+            )
+            score = learn_score_fn(res.model, res.inputs, cfg.history_len)
+            extra = {"best_epoch": res.best_epoch, "valid": res.valid, "epochs": res.history}
+        elif name == "sasrec":
+            scfg = SASRecTrainConfig(seed=seed)
+            if epochs:
+                scfg.epochs, scfg.eval_every = epochs, 1
+            report["settings"][name] = asdict(scfg)
+            sres, wall, peak = _measure(lambda scfg=scfg: train_sasrec(scfg, split))
+            score = sasrec_score_fn(sres.model, scfg.max_len)
+            extra = {"best_epoch": sres.best_epoch, "valid": sres.valid}
+        else:
+            raise ValueError(f"unknown model {name!r}")
+        (r, eval_s, _) = _measure(lambda score=score: eval_loop(score, split, "test"))
+        ranks[name] = r
+        summary = summarise(r, split)
+        report["models"][name] = (
+            summary["all"]
+            | {"train_seconds": wall, "eval_seconds": eval_s, "peak_rss_mb": peak}
+            | extra
+        )
+        for sl in ("cold", "warm", "long_tail", "short_history"):
+            report["slices"].setdefault(sl, {})[name] = summary[sl]
+        log.info(
+            "%s test hr@10 %.4f ndcg@10 %.4f (train %.0fs)",
+            name,
+            summary["all"]["hr@10"],
+            summary["all"]["ndcg@10"],
+            wall,
+        )
+    m, s = report["models"], report["slices"]
+    targets: dict[str, Any] = {}
+    if "learn" in m and "sasrec" in m:
+        targets["learn_over_sasrec_hr@10"] = m["learn"]["hr@10"] / max(m["sasrec"]["hr@10"], 1e-12)
+    if "learn" in m:
+        targets["learn_cold_over_warm_hr@10"] = s["cold"]["learn"]["hr@10"] / max(
+            s["warm"]["learn"]["hr@10"], 1e-12
+        )
+        targets["learn_train_seconds"] = m["learn"]["train_seconds"]
+    report["targets"] = targets
+    report["total_seconds"] = time.monotonic() - t_start
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The Markdown table for docs: overall metrics, then HR@10/NDCG@10 per slice."""
+    names = list(report["models"])
+    lines = [
+        f"### {report['dataset']} ({report['data']['users']} users, {report['data']['items']} items, "
+        f"{report['data']['interactions']} interactions; seed {report['seed']})",
+        "",
+        "| model | " + " | ".join(SHOWN) + " | train s | peak RSS MiB |",
+        "|---|" + "---:|" * (len(SHOWN) + 2),
+    ]
+    for n in names:
+        r = report["models"][n]
+        lines.append(
+            f"| {n} | "
+            + " | ".join(f"{r[k]:.4f}" for k in SHOWN)
+            + f" | {r['train_seconds']:.0f} | {r['peak_rss_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        "| slice (n users) | " + " | ".join(f"{n} HR@10 / NDCG@10" for n in names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for sl, per in report["slices"].items():
+        n_users = next(iter(per.values()))["n"]
+        cells = [
+            "n/a" if v["n"] == 0 else f"{v['hr@10']:.4f} / {v['ndcg@10']:.4f}"
+            for v in (per[n] for n in names)
+        ]
+        lines.append(f"| {sl} ({n_users}) | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Targets: " + ", ".join(f"{k} = {v:.3f}" for k, v in report["targets"].items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["models"])
+    groups = ["all", "warm", "cold", "long_tail", "short_history"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, metric in zip(axes, ("hr@10", "ndcg@10"), strict=True):
+        width = 0.8 / len(names)
+        for i, n in enumerate(names):
+            vals = [
+                report["models"][n][metric]
+                if g == "all"
+                else report["slices"][g][n].get(metric, np.nan)
+                for g in groups
+            ]
+            ax.bar(np.arange(len(groups)) + i * width, np.nan_to_num(vals), width, label=n)
+        ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
+        ax.set_title(f"{report['dataset']}: {metric.upper()} (test, full ranking)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="LEARN quality benchmark (see module docstring)")
+    ap.add_argument("--dataset", required=True, choices=["ml-100k", "ml-1m-subset", "sample"])
+    ap.add_argument("--data", default=None, help="data directory (MovieLens); default for sample")
+    ap.add_argument(
+        "--out", type=Path, required=True, help="report JSON; .md and .png go next to it"
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--quick", action="store_true", help="2 epochs per model (smoke test)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    report = run(args.dataset, args.data, args.seed, tuple(args.models.split(",")), args.quick)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=float))
+    md = markdown(report)
+    args.out.with_suffix(".md").write_text(md)
+    plot(report, args.out.with_suffix(".png"))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

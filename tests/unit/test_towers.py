@@ -1,0 +1,102 @@
+"""Tower shapes, normalisation, the causal mask and padding invariance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from learn_core.models import CVRConfig, CVRHead, LearnConfig, LearnModel, TowerConfig
+
+
+def _model(variant: int = 1, **kw: int) -> LearnModel:
+    torch.manual_seed(0)
+    m = LearnModel(
+        LearnConfig(TowerConfig(content_dim=16, d_model=32, max_len=12, item_variant=variant, **kw))
+    )
+    return m.eval()
+
+
+@pytest.mark.parametrize("variant", [1, 2, 3])
+def test_shapes_and_unit_norm(variant: int) -> None:
+    m = _model(variant)
+    x, valid = torch.randn(3, 7, 16), torch.ones(3, 7, dtype=torch.bool)
+    states = m.user_tower(x, valid)
+    assert states.shape == (3, 7, 64)
+    assert torch.allclose(states.norm(dim=-1), torch.ones(3, 7), atol=1e-5)
+    assert m.item_tower(x[:, :4], valid[:, :4]).shape == (3, 4, 64)
+    items = m.item_tower.encode_items(torch.randn(5, 16))
+    assert items.shape == (5, 64)
+    assert torch.allclose(items.norm(dim=-1), torch.ones(5), atol=1e-5)
+    assert m.user_tower.encode_histories(x, valid).shape == (3, 64)
+
+
+def test_causal_mask_later_item_cannot_change_earlier_output() -> None:
+    m = _model()
+    x, valid = torch.randn(2, 6, 16), torch.ones(2, 6, dtype=torch.bool)
+    before = m.user_tower(x, valid)
+    x2 = x.clone()
+    x2[:, 4:] = torch.randn(2, 2, 16)  # change the last two items only
+    after = m.user_tower(x2, valid)
+    assert torch.allclose(before[:, :4], after[:, :4], atol=1e-6)
+    assert not torch.allclose(before[:, 4:], after[:, 4:], atol=1e-3)
+
+
+def test_padding_is_invisible_and_side_independent() -> None:
+    m = _model()
+    x = torch.randn(1, 4, 16)
+    ref = m.user_tower.encode_histories(x, torch.ones(1, 4, dtype=torch.bool))
+    right = torch.cat([x, torch.randn(1, 3, 16)], 1)
+    left = torch.cat([torch.randn(1, 3, 16), x], 1)
+    right_mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    assert torch.allclose(m.user_tower.encode_histories(right, right_mask), ref, atol=1e-5)
+    assert torch.allclose(m.user_tower.encode_histories(left, right_mask.flip(1)), ref, atol=1e-5)
+
+
+def test_encode_histories_equals_last_valid_position_of_forward() -> None:
+    """The batched inference path against the plain per-row reference."""
+    m = _model()
+    x = torch.randn(3, 8, 16)
+    mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3, [1] + [0] * 7], dtype=torch.bool)
+    batched = m.user_tower.encode_histories(x, mask)
+    for r, n in enumerate([8, 5, 1]):
+        ref = m.user_tower(x[r : r + 1, :n], torch.ones(1, n, dtype=torch.bool))[0, -1]
+        assert torch.allclose(batched[r], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_shared_item_tower_at_inference_is_user_tower_on_one_item(variant: int) -> None:
+    m = _model(variant)
+    x = torch.randn(4, 16)
+    one = m.user_tower(x[:, None], torch.ones(4, 1, dtype=torch.bool))[:, 0]
+    assert torch.allclose(m.item_tower.encode_items(x), one, atol=1e-6)
+
+
+def test_variant_2_reads_items_alone_variant_1_causally() -> None:
+    x, valid = torch.randn(1, 3, 16), torch.ones(1, 3, dtype=torch.bool)
+    alone = _model(2)
+    seq = alone.item_tower(x, valid)[0]
+    assert torch.allclose(seq, alone.item_tower.encode_items(x[0]), atol=1e-5)
+    causal = _model(1)
+    seq1 = causal.item_tower(x, valid)[0]
+    assert not torch.allclose(seq1[2], causal.item_tower.encode_items(x[0])[2], atol=1e-3)
+
+
+def test_too_long_history_is_cut_to_most_recent() -> None:
+    m = _model()
+    x = torch.randn(1, 20, 16)
+    full = m.user_tower.encode_histories(x, torch.ones(1, 20, dtype=torch.bool))
+    recent = m.user_tower.encode_histories(x[:, -12:], torch.ones(1, 12, dtype=torch.bool))
+    assert torch.allclose(full, recent, atol=1e-6)
+
+
+def test_cvr_head_shapes() -> None:
+    head = CVRHead(CVRConfig(in_dim=64, mid_dim=32)).eval()
+    mid, logit = head(torch.randn(5, 64), torch.randn(5, 64))
+    assert mid.shape == (5, 32) and logit.shape == (5,)
+
+
+def test_bad_config_is_refused() -> None:
+    with pytest.raises(ValueError):
+        TowerConfig(item_variant=4)
+    with pytest.raises(ValueError):
+        TowerConfig(d_model=30, n_heads=4)

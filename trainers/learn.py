@@ -1,0 +1,273 @@
+"""Train LEARN (or its ID-input ablation) on a leave-one-out split, selecting on validation.
+
+``train_learn(cfg, split, inputs) -> LearnResult`` is the typed entry point that the
+benchmark, the retraining jobs and the tests call with their own sizes.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from learn_core.models import FrozenContent, ItemIdEmbedding, LearnConfig, LearnModel
+from trainers.evaluation import eval_loop
+from trainers.learn_task import LearnTaskConfig, LearnTrainTask
+from trainers.loop import Progress, make_optimizer, train_loop
+from trainers.metrics import ranking_metrics
+from trainers.splits import Split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LearnTrainConfig:
+    model: LearnConfig = field(default_factory=LearnConfig)
+    task: LearnTaskConfig = field(default_factory=LearnTaskConfig)
+    history_len: int = 50  # H
+    target_len: int = 10  # T
+    queries: int = 8  # history positions paired with every target (dense all-action)
+    recency_decay: float | None = None  # e.g. 0.9: sample query positions ~ decay**age
+    windows_per_user: int = 8  # cap on (history, target) windows per user per epoch
+    batch_size: int = 128
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.05
+    grad_clip: float = 1.0
+    patience: int = 3  # epochs without validation gain before stopping
+    seed: int = 0
+
+
+@dataclass
+class LearnResult:
+    model: LearnModel
+    inputs: FrozenContent | ItemIdEmbedding
+    best_epoch: int
+    valid: dict[str, float | int]
+    history: list[dict[str, float]]
+    train_seconds: float
+
+
+def make_windows(
+    split: Split, cfg: LearnTrainConfig, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Sample (history, target) windows: a cut point splits a user's sequence into H | T.
+
+    The last history position is always a query (it is what inference reads); the
+    other K-1 query positions are sampled uniformly or by recency.
+    """
+    h_len, t_len, k = cfg.history_len, cfg.target_len, cfg.queries
+    hists, tgts, convs, qposs = [], [], [], []
+    for seq, conv in zip(split.train, split.train_conv, strict=True):
+        n = len(seq)
+        if n < 2:
+            continue
+        n_win = min(cfg.windows_per_user, max(1, n // t_len))
+        for cut in rng.integers(1, n, size=n_win):
+            hist = seq[max(0, cut - h_len) : cut]
+            hb = np.full(h_len, -1, dtype=np.int64)
+            hb[: len(hist)] = hist
+            tb = np.full(t_len, -1, dtype=np.int64)
+            cb = np.zeros(t_len, dtype=bool)
+            tgt = seq[cut : cut + t_len]
+            tb[: len(tgt)] = tgt
+            cb[: len(tgt)] = conv[cut : cut + t_len]
+            qb = np.full(k, -1, dtype=np.int64)
+            qb[0] = len(hist) - 1
+            others = np.arange(len(hist) - 1)
+            if len(others):
+                m = min(k - 1, len(others))
+                p = None
+                if cfg.recency_decay is not None:
+                    p = cfg.recency_decay ** (len(hist) - 1 - others).astype(float)
+                    p /= p.sum()
+                qb[1 : 1 + m] = rng.choice(others, size=m, replace=False, p=p)
+            hists.append(hb)
+            tgts.append(tb)
+            convs.append(cb)
+            qposs.append(qb)
+    return {
+        "hist": np.stack(hists),
+        "tgt": np.stack(tgts),
+        "tgt_conv": np.stack(convs),
+        "qpos": np.stack(qposs),
+    }
+
+
+def _batches(windows: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator):
+    order = rng.permutation(len(windows["hist"]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        yield {k: torch.from_numpy(v[idx]) for k, v in windows.items()}
+
+
+def learn_score_fn(model: LearnModel, inputs: FrozenContent | ItemIdEmbedding, history_len: int):
+    """Scores for the evaluation loop: user state after the history · every item embedding."""
+    model.eval()
+    with torch.no_grad():
+        items = model.item_tower.encode_items(inputs.matrix.detach())
+
+    def score(users: np.ndarray, hists: list[np.ndarray]) -> np.ndarray:
+        h = np.full((len(hists), history_len), -1, dtype=np.int64)
+        for r, seq in enumerate(hists):
+            tail = seq[-history_len:]
+            h[r, : len(tail)] = tail
+        ht = torch.from_numpy(h)
+        with torch.no_grad():
+            u = model.user_tower.encode_histories(inputs(ht), ht >= 0)
+        return (u @ items.T).numpy()
+
+    return score
+
+
+def train_learn(
+    cfg: LearnTrainConfig, split: Split, inputs: FrozenContent | ItemIdEmbedding
+) -> LearnResult:
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.model.tower.content_dim != inputs.dim:
+        raise ValueError(
+            f"tower content_dim {cfg.model.tower.content_dim} != input dim {inputs.dim}"
+        )
+    if cfg.history_len > cfg.model.tower.max_len or cfg.target_len > cfg.model.tower.max_len:
+        raise ValueError("history_len and target_len must fit in tower.max_len")
+    model = LearnModel(cfg.model)
+    task = LearnTrainTask(model, inputs, cfg.task)
+    task.set_item_counts(torch.from_numpy(split.train_counts()))
+    params = list(task.parameters())
+    n_windows = len(make_windows(split, cfg, np.random.default_rng(cfg.seed))["hist"])
+    steps_per_epoch = -(-n_windows // cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    opt, sched = make_optimizer(
+        params, cfg.lr, cfg.weight_decay, total, int(cfg.warmup_frac * total)
+    )
+    progress = Progress(total, "learn")
+    best, best_state, best_epoch, since, history = -1.0, None, -1, 0, []
+    t0 = time.monotonic()
+    for epoch in range(cfg.epochs):
+        task.train()
+        windows = make_windows(split, cfg, rng)
+        loss = train_loop(
+            task,
+            _batches(windows, cfg.batch_size, rng),
+            opt,
+            sched,
+            params,
+            progress,
+            cfg.grad_clip,
+        )
+        ranks = eval_loop(learn_score_fn(model, inputs, cfg.history_len), split, "valid")
+        val = ranking_metrics(ranks[~np.isnan(ranks)])
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": loss,
+                "valid_hr@10": val["hr@10"],
+                "valid_ndcg@10": val["ndcg@10"],
+            }
+        )
+        log.info(
+            "learn epoch %d loss %.4f valid hr@10 %.4f ndcg@10 %.4f",
+            epoch,
+            loss,
+            val["hr@10"],
+            val["ndcg@10"],
+        )
+        if val["ndcg@10"] > best:
+            best, best_epoch, since = val["ndcg@10"], epoch, 0
+            best_state = copy.deepcopy(task.state_dict())
+            best_val = val
+        else:
+            since += 1
+            if since >= cfg.patience:
+                break
+    assert best_state is not None
+    task.load_state_dict(best_state)
+    model.eval()
+    return LearnResult(model, inputs, best_epoch, best_val, history, time.monotonic() - t0)
+
+
+@dataclass
+class CVRStageConfig:
+    epochs: int = 3
+    batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    seed: int = 0
+
+
+def train_cvr_stage(
+    model: LearnModel,
+    inputs: FrozenContent | ItemIdEmbedding,
+    split: Split,
+    history_len: int,
+    cfg: CVRStageConfig,
+) -> dict[str, float]:
+    """The separate CVR stage: towers frozen, the head learns conversion from inference-time embeddings.
+
+    Pairs are (user state before an interaction, that item), labelled by ``is_conversion``.
+    Returns the training log-loss and the validation AUC on held-out pairs (a 10% user split).
+    """
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model.eval()
+    with torch.no_grad():
+        items = model.item_tower.encode_items(inputs.matrix.detach())
+    users, item_idx, labels = [], [], []
+    for seq, conv in zip(split.train, split.train_conv, strict=True):
+        for cut in range(1, len(seq)):
+            hist = seq[max(0, cut - history_len) : cut]
+            users.append(np.pad(hist, (0, history_len - len(hist)), constant_values=-1))
+            item_idx.append(seq[cut])
+            labels.append(conv[cut])
+    if not users:
+        raise ValueError("no (history, item) pairs to train the CVR head on")
+    hist = torch.from_numpy(np.stack(users))
+    with torch.no_grad():
+        u = torch.cat(
+            [model.user_tower.encode_histories(inputs(h), h >= 0) for h in hist.split(2048)]
+        )
+    it = items[torch.from_numpy(np.asarray(item_idx))]
+    y = torch.from_numpy(np.asarray(labels, dtype=np.float32))
+    held = torch.from_numpy(rng.random(len(y)) < 0.1)
+    head = model.cvr_head
+    head.train()
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tr = torch.flatnonzero(~held)
+    loss_v = float("nan")
+    for _ in range(cfg.epochs):
+        for idx in tr[torch.from_numpy(rng.permutation(len(tr)))].split(cfg.batch_size):
+            _, logit = head(u[idx], it[idx])
+            loss = F.binary_cross_entropy_with_logits(logit, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_v = float(loss)
+    head.eval()
+    with torch.no_grad():
+        _, logit = head(u[held], it[held])
+    return {"train_logloss": loss_v, "valid_auc": auc(y[held].numpy(), logit.numpy())}
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by the rank-sum formula (ties averaged)."""
+    pos = labels > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    ranks[order] = np.arange(1, len(scores) + 1)
+    # average ranks over ties
+    _, inv, counts = np.unique(sorted_scores, return_inverse=True, return_counts=True)
+    csum = np.cumsum(counts)
+    avg = csum - (counts - 1) / 2.0
+    ranks[order] = avg[inv]
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

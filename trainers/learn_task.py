@@ -1,0 +1,113 @@
+"""LEARN's training task: dense all-action InfoNCE with in-batch negatives (+ optional CVR BCE).
+
+The towers only return embeddings; this task pairs them and adds the loss
+(TorchRec's ``TwoTowerTrainTask`` pattern).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from learn_core.models import FrozenContent, ItemIdEmbedding, LearnModel
+
+
+def info_nce(
+    queries: Tensor,
+    q_valid: Tensor,
+    cands: Tensor,
+    c_valid: Tensor,
+    cand_items: Tensor,
+    user_items: Tensor,
+    temperature: Tensor | float,
+    cand_logq: Tensor | None = None,
+) -> Tensor:
+    """Dense all-action InfoNCE with in-batch negatives.
+
+    ``queries [B, K, E]`` are user states at K history positions, ``cands [B, T, E]``
+    the embeddings of each user's T target items. Every valid (query, own target)
+    pair is a positive; the candidates of all users form the softmax. A candidate
+    whose item is one of the query user's own items (``user_items [B, M]``, -1 =
+    padding), other than the positive itself, is masked rather than counted as a
+    negative. Per pair: ``-s_pos + log(exp(s_pos) + sum_neg exp(s_neg))``.
+
+    ``cand_logq [B, T]``, if given, is subtracted from every candidate's logit (the
+    logQ correction of Yi et al., 2019): in-batch negatives are drawn in proportion to
+    popularity, and without it the model learns to demote popular items.
+    """
+    b, k, e = queries.shape
+    t = cands.shape[1]
+    logits = queries.reshape(b * k, e) @ cands.reshape(b * t, e).T / temperature  # [BK, BT]
+    pos = torch.einsum("bke,bte->bkt", queries, cands) / temperature
+    if cand_logq is not None:
+        logits = logits - cand_logq.reshape(1, b * t)
+        pos = pos - cand_logq[:, None, :]
+    flat_items = cand_items.reshape(1, 1, b * t)
+    own = (flat_items == user_items[:, :, None]).any(1)  # [B, BT]
+    blocked = own | ~c_valid.reshape(1, b * t)
+    blocked = blocked.repeat_interleave(k, dim=0)  # [BK, BT]
+    lse_neg = torch.logsumexp(logits.masked_fill(blocked, -math.inf), dim=1).reshape(b, k, 1)
+    loss = -pos + torch.logaddexp(lse_neg, pos)
+    pair_valid = q_valid[:, :, None] & c_valid[:, None, :]
+    return (loss * pair_valid).sum() / pair_valid.sum().clamp(min=1)
+
+
+@dataclass
+class LearnTaskConfig:
+    temperature: float = 0.07
+    learn_temperature: bool = False
+    cvr_weight: float = 0.0  # > 0: joint training with the CVR BCE as an auxiliary loss
+    logq_correction: bool = True
+
+
+class LearnTrainTask(nn.Module):
+    """Adds LEARN's loss to the model; ``inputs`` maps item indices to tower inputs."""
+
+    def __init__(
+        self, model: LearnModel, inputs: FrozenContent | ItemIdEmbedding, cfg: LearnTaskConfig
+    ) -> None:
+        super().__init__()
+        self.model, self.inputs, self.cfg = model, inputs, cfg
+        # log of each item's share of training interactions, for the logQ correction
+        self.register_buffer("log_q", torch.zeros(0), persistent=False)
+        log_tau = torch.tensor(math.log(cfg.temperature))
+        if cfg.learn_temperature:
+            self.log_tau = nn.Parameter(log_tau)
+        else:
+            self.register_buffer("log_tau", log_tau)
+
+    def set_item_counts(self, counts: Tensor) -> None:
+        self.log_q = torch.log(counts.float().clamp(min=1.0) / counts.float().sum().clamp(min=1.0))
+
+    @property
+    def temperature(self) -> Tensor:
+        return self.log_tau.exp().clamp(0.01, 1.0)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """``batch``: hist [B,H], tgt [B,T] item indices (-1 pad), qpos [B,K] (-1 pad), tgt_conv [B,T]."""
+        hist, tgt, qpos = batch["hist"], batch["tgt"], batch["qpos"]
+        h_valid, t_valid, q_valid = hist >= 0, tgt >= 0, qpos >= 0
+        states = self.model.user_tower(self.inputs(hist), h_valid)  # [B, H, E]
+        queries = states.gather(1, qpos.clamp(min=0)[..., None].expand(-1, -1, states.shape[-1]))
+        cands = self.model.item_tower(self.inputs(tgt), t_valid)  # [B, T, E]
+        user_items = torch.cat([hist, tgt], dim=1)
+        logq = (
+            self.log_q[tgt.clamp(min=0)] if self.cfg.logq_correction and len(self.log_q) else None
+        )
+        loss = info_nce(queries, q_valid, cands, t_valid, tgt, user_items, self.temperature, logq)
+        if self.cfg.cvr_weight > 0:
+            last = states[torch.arange(hist.shape[0]), h_valid.sum(1) - 1]  # [B, E]
+            user = last[:, None, :].expand_as(cands)
+            _, logit = self.model.cvr_head(
+                user.reshape(-1, user.shape[-1]), cands.reshape(-1, cands.shape[-1])
+            )
+            bce = F.binary_cross_entropy_with_logits(
+                logit, batch["tgt_conv"].reshape(-1).float(), reduction="none"
+            )
+            mask = t_valid.reshape(-1).float()
+            loss = loss + self.cfg.cvr_weight * (bce * mask).sum() / mask.sum().clamp(min=1)
+        return loss

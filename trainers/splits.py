@@ -1,0 +1,89 @@
+"""Leave-one-out splits with a cold-start item hold-out, shared by every model.
+
+Per user, interactions are ordered by time; the last is the test target. A random
+``cold_fraction`` of items is held out of training entirely: those items are removed
+from every history and training sequence and can only appear as test targets. Of the
+remaining items the last is the validation target and the rest is training data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from learn_core.datasets import Dataset, conversion_labels
+
+
+@dataclass
+class Split:
+    """Item indices refer to ``dataset.items`` order; ``-1`` marks a missing target."""
+
+    item_ids: list[str]
+    users: list[str]
+    train: list[np.ndarray]  # per user, oldest first, no cold items, no valid/test target
+    train_conv: list[np.ndarray]  # conversion label of each training interaction
+    valid: np.ndarray  # [U] validation target
+    test: np.ndarray  # [U] test target
+    cold: np.ndarray  # [N] bool: held out of training
+    n_events: np.ndarray  # [U] interactions per user before any hold-out
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def history(self, u: int, which: str) -> np.ndarray:
+        """What a model may read before the target: train (+ the validation item for test)."""
+        if which == "valid" or self.valid[u] < 0:
+            return self.train[u]
+        return np.append(self.train[u], self.valid[u])
+
+    def train_counts(self) -> np.ndarray:
+        counts = np.zeros(self.n_items, dtype=np.int64)
+        for seq in self.train:
+            np.add.at(counts, seq, 1)
+        return counts
+
+
+def leave_one_out(dataset: Dataset, cold_fraction: float = 0.1, seed: int = 0) -> Split:
+    item_ids = dataset.item_ids
+    index = {iid: i for i, iid in enumerate(item_ids)}
+    df = dataset.interactions
+    items = df["item_id"].map(index).to_numpy(dtype=np.int64)
+    conv = conversion_labels(df)
+    users_col = df["user_id"].to_numpy()
+
+    rng = np.random.default_rng(seed)
+    seen = np.unique(items)
+    cold = np.zeros(len(item_ids), dtype=bool)
+    cold[rng.choice(seen, size=int(round(cold_fraction * len(seen))), replace=False)] = True
+
+    order = np.argsort(users_col, kind="stable")  # keeps time order inside each user
+    users, starts = np.unique(users_col[order], return_index=True)
+    bounds = np.append(starts, len(order))
+    train, train_conv, valid, test, n_events = [], [], [], [], []
+    for k in range(len(users)):
+        rows = order[bounds[k] : bounds[k + 1]]
+        seq, lab = items[rows], conv[rows]
+        n_events.append(len(seq))
+        rest, rest_lab = seq[:-1], lab[:-1]
+        keep = ~cold[rest]
+        rest, rest_lab = rest[keep], rest_lab[keep]
+        test.append(seq[-1] if len(rest) else -1)  # a test target needs some history
+        if len(rest) >= 2:
+            valid.append(rest[-1])
+            rest, rest_lab = rest[:-1], rest_lab[:-1]
+        else:
+            valid.append(-1)
+        train.append(rest)
+        train_conv.append(rest_lab)
+    return Split(
+        item_ids=item_ids,
+        users=[str(u) for u in users],
+        train=train,
+        train_conv=train_conv,
+        valid=np.asarray(valid, dtype=np.int64),
+        test=np.asarray(test, dtype=np.int64),
+        cold=cold,
+        n_events=np.asarray(n_events, dtype=np.int64),
+    )
