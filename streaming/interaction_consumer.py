@@ -317,6 +317,34 @@ class InteractionLoop(MicroBatchLoop):
     no new interaction arrives. Nothing is consumed, so nothing is committed.
     """
 
+    #: How long a failing offset commit is retried before the loop moves on.
+    commit_retry_s = 60.0
+
+    def _commit(self) -> None:
+        """Commit, retrying connection errors (a broker restart) instead of dying.
+
+        Giving up after ``commit_retry_s`` is safe: the features are already written,
+        so an uncommitted batch is only re-delivered (and rewritten identically) after a
+        restart, and the next successful commit covers it anyway.
+        """
+        from kafka.errors import KafkaError
+
+        deadline = time.monotonic() + self.commit_retry_s
+        backoff = self.s.retry_backoff_s
+        while True:
+            try:
+                super()._commit()
+                return
+            except KafkaError as exc:
+                if time.monotonic() + backoff > deadline:
+                    log.error(
+                        "offset commit failed for %.0fs (%s); moving on", self.commit_retry_s, exc
+                    )
+                    return
+                log.warning("offset commit failed (%s); retrying in %.1fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.s.retry_max_backoff_s)
+
     def step(self, stop: threading.Event | None = None) -> int:
         n = super().step(stop)
         handler = self.handler
@@ -336,7 +364,7 @@ def consumer_lag(consumer: Any) -> int:
     return int(sum(max(0, ends[tp] - consumer.position(tp)) for tp in parts))
 
 
-def _await_metadata(consumer: Any, topic: str, timeout_s: float = 15.0) -> None:
+def await_partitions(consumer: Any, topic: str, timeout_s: float = 15.0) -> None:
     """Fetch the topic's partitions before the first poll joins the group.
 
     Otherwise a group that forms right after the topic is created can be assigned
@@ -380,7 +408,7 @@ def build_interaction_loop(
         **consumer_overrides,
     )
 
-    _await_metadata(consumer, k.interactions_topic)
+    await_partitions(consumer, k.interactions_topic)
 
     def owned() -> set[int]:
         return {tp.partition for tp in consumer.assignment() if tp.topic == k.interactions_topic}

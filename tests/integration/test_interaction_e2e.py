@@ -68,10 +68,16 @@ def write_content(handle: FeatureStoreHandle, vecs: dict[str, np.ndarray]) -> No
     )
 
 
+#: The data sets carry their original (2024 or older) event times as record timestamps;
+#: with the broker's default time-based retention (7 days) it may delete them as soon as
+#: a segment rolls. Replayed topics must keep everything.
+KEEP = {"retention.ms": "-1"}
+
+
 def kafka_settings(bootstrap: str, topic_factory: Callable[..., str]) -> KafkaSettings:
     return KafkaSettings(
         bootstrap_servers=bootstrap,
-        interactions_topic=topic_factory("inter", partitions=2),
+        interactions_topic=topic_factory("inter", partitions=2, configs=KEEP),
         items_topic=topic_factory("items"),
         dlq_topic=topic_factory("dlq"),
     )
