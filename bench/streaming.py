@@ -27,6 +27,7 @@ import json
 import logging
 import platform
 import resource
+import shutil
 import tempfile
 import threading
 import time
@@ -172,6 +173,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     history.close()
     handle.close()
+    from streaming.admin import delete_topics
+
+    delete_topics(bootstrap, [k.interactions_topic, f"{k.interactions_topic}-fresh", k.dlq_topic])
+    delete_topics(bootstrap, [k.items_topic])
+    shutil.rmtree(data_dir, ignore_errors=True)  # the temporary Feast store
     return out
 
 
