@@ -60,8 +60,7 @@ def _content(handle: Any, item_ids: list[str], dim: int) -> None:
 
 def read_only_rate(bootstrap: str, topic: str, n: int, timeout_s: float = 600) -> float:
     """Events/s of a kafka-python consumer that reads ``n`` records and discards them."""
-    from streaming.interaction_consumer import await_partitions
-    from streaming.kafka_io import make_consumer
+    from streaming.kafka_io import await_partitions, make_consumer
 
     c = make_consumer(bootstrap, [topic], f"bench-ro-{uuid.uuid4().hex[:8]}")
     await_partitions(c, topic)

@@ -39,6 +39,9 @@ class ConsumerSettings(BaseSettings):
     retry_max_backoff_s: float = Field(10.0, gt=0)
     log_every_s: float = Field(10.0, gt=0, description="period of the progress log line")
     auto_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$")
+    commit_retry_s: float = Field(
+        60.0, gt=0, description="how long a failing offset commit is retried"
+    )
 
 
 @dataclass(frozen=True)
@@ -179,13 +182,33 @@ class MicroBatchLoop:
                 backoff = min(backoff * 2, self.s.retry_max_backoff_s)
 
     def _commit(self) -> None:
-        from kafka.errors import CommitFailedError
+        """Commit, retrying connection errors (a broker restart) instead of dying.
 
-        try:
-            self.consumer.commit()
-        except CommitFailedError as exc:
-            # A rebalance took the partitions; the new owner re-processes the batch (idempotent).
-            log.warning("offset commit failed after rebalance: %s", exc)
+        Giving up after ``commit_retry_s`` is safe: the features are already written,
+        so an uncommitted batch is only re-delivered (and rewritten identically) after a
+        restart, and the next successful commit covers it anyway.
+        """
+        from kafka.errors import CommitFailedError, KafkaError
+
+        deadline = time.monotonic() + self.s.commit_retry_s
+        backoff = self.s.retry_backoff_s
+        while True:
+            try:
+                self.consumer.commit()
+                return
+            except CommitFailedError as exc:
+                # A rebalance took the partitions; the new owner re-processes the batch.
+                log.warning("offset commit failed after rebalance: %s", exc)
+                return
+            except KafkaError as exc:
+                if time.monotonic() + backoff > deadline:
+                    log.error(
+                        "offset commit failed for %.0fs (%s); moving on", self.s.commit_retry_s, exc
+                    )
+                    return
+                log.warning("offset commit failed (%s); retrying in %.1fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.s.retry_max_backoff_s)
 
     def _maybe_log(self) -> None:
         now = time.monotonic()

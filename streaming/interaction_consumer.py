@@ -317,34 +317,6 @@ class InteractionLoop(MicroBatchLoop):
     no new interaction arrives. Nothing is consumed, so nothing is committed.
     """
 
-    #: How long a failing offset commit is retried before the loop moves on.
-    commit_retry_s = 60.0
-
-    def _commit(self) -> None:
-        """Commit, retrying connection errors (a broker restart) instead of dying.
-
-        Giving up after ``commit_retry_s`` is safe: the features are already written,
-        so an uncommitted batch is only re-delivered (and rewritten identically) after a
-        restart, and the next successful commit covers it anyway.
-        """
-        from kafka.errors import KafkaError
-
-        deadline = time.monotonic() + self.commit_retry_s
-        backoff = self.s.retry_backoff_s
-        while True:
-            try:
-                super()._commit()
-                return
-            except KafkaError as exc:
-                if time.monotonic() + backoff > deadline:
-                    log.error(
-                        "offset commit failed for %.0fs (%s); moving on", self.commit_retry_s, exc
-                    )
-                    return
-                log.warning("offset commit failed (%s); retrying in %.1fs", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.s.retry_max_backoff_s)
-
     def step(self, stop: threading.Event | None = None) -> int:
         n = super().step(stop)
         handler = self.handler
@@ -364,20 +336,6 @@ def consumer_lag(consumer: Any) -> int:
     return int(sum(max(0, ends[tp] - consumer.position(tp)) for tp in parts))
 
 
-def await_partitions(consumer: Any, topic: str, timeout_s: float = 15.0) -> None:
-    """Fetch the topic's partitions before the first poll joins the group.
-
-    Otherwise a group that forms right after the topic is created can be assigned
-    nothing ("No partition metadata for topic") and sit idle until the next rebalance.
-    """
-    deadline = time.monotonic() + timeout_s
-    while not consumer.partitions_for_topic(topic):
-        if time.monotonic() > deadline:
-            log.warning("no partition metadata for %s after %.0fs", topic, timeout_s)
-            return
-        time.sleep(0.2)
-
-
 def build_interaction_loop(
     bootstrap: str,
     sink: UserFeatureSink,
@@ -392,7 +350,7 @@ def build_interaction_loop(
     """Wire a consumer-group loop for the interactions topic (tests pass tiny settings)."""
     import torch
 
-    from streaming.kafka_io import make_consumer, make_producer
+    from streaming.kafka_io import await_partitions, make_consumer, make_producer
     from streaming.settings import KafkaSettings
     from streaming.validate import limits_from_env
 

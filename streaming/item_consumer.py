@@ -120,7 +120,7 @@ def build_item_loop(
     **consumer_overrides: Any,
 ) -> tuple[MicroBatchLoop, ItemHandler]:
     """Wire a consumer-group loop for the items topic (tests call this with tiny settings)."""
-    from streaming.kafka_io import make_consumer, make_producer
+    from streaming.kafka_io import await_partitions, make_consumer, make_producer
     from streaming.settings import KafkaSettings
     from streaming.validate import limits_from_env
 
@@ -133,6 +133,7 @@ def build_item_loop(
         auto_offset_reset=s.auto_offset_reset,
         **consumer_overrides,
     )
+    await_partitions(consumer, k.items_topic)
     handler = ItemHandler(embedder, sink)
     loop = MicroBatchLoop(
         consumer,

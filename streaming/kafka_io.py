@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from learn_core.settings import ConfigError, load
 from streaming.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
 
 
 def bootstrap_or_local(settings: KafkaSettings | None = None, *, start: bool = True) -> str:
@@ -63,9 +67,25 @@ def ensure_event_topics(bootstrap: str, settings: KafkaSettings) -> None:
     """Create the event topics (keyed, several partitions) and the dead-letter topic if missing."""
     from streaming.admin import create_topics
 
+    configs = {"retention.ms": str(settings.retention_ms)}
     create_topics(
         bootstrap,
         [settings.items_topic, settings.interactions_topic],
         partitions=settings.partitions,
+        configs=configs,
     )
-    create_topics(bootstrap, [settings.dlq_topic], partitions=1)
+    create_topics(bootstrap, [settings.dlq_topic], partitions=1, configs=configs)
+
+
+def await_partitions(consumer: Any, topic: str, timeout_s: float = 15.0) -> None:
+    """Fetch the topic's partitions before the first poll joins the group.
+
+    Otherwise a group that forms right after the topic is created can be assigned
+    nothing ("No partition metadata for topic") and sit idle until the next rebalance.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not consumer.partitions_for_topic(topic):
+        if time.monotonic() > deadline:
+            log.warning("no partition metadata for %s after %.0fs", topic, timeout_s)
+            return
+        time.sleep(0.2)

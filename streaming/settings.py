@@ -24,6 +24,12 @@ class KafkaSettings(BaseSettings):
     interactions_topic: str = Field("learn.interactions", min_length=1, max_length=249)
     dlq_topic: str = Field("learn.dlq", min_length=1, max_length=249)
     partitions: int = Field(4, ge=1, le=1024, description="partitions for topics we create")
+    retention_ms: int = Field(
+        -1,
+        ge=-1,
+        description="retention of topics we create; -1 keeps events (replays carry old "
+        "timestamps, which time-based retention would delete before they are consumed)",
+    )
 
 
 class LimitsSettings(BaseSettings):
