@@ -49,18 +49,42 @@ def _default(field) -> str:  # noqa: ANN001 - pydantic FieldInfo
     return f"`{d}`"
 
 
+def _comments(cls: type) -> dict[str, str]:
+    """Field descriptions written as ``#:`` comments above the field (Sphinx style)."""
+    import inspect
+    import re
+
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    out: dict[str, str] = {}
+    pending: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+            continue
+        m = re.match(r"^([a-z_][a-z0-9_]*)\s*:", stripped)
+        if m and pending:
+            out[m.group(1)] = " ".join(pending)
+        pending = []
+    return out
+
+
 def table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for cls in _classes():
         prefix = str(cls.model_config.get("env_prefix", ""))
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else cls.__name__
         rows.append(f"| **{cls.__name__}** | | {doc} |")
+        notes = _comments(cls)
         for name, field in cls.model_fields.items():
             env = f"{prefix}{name}".upper()
             alias = field.validation_alias
             if alias is not None and hasattr(alias, "choices"):
                 env = " / ".join(str(c) for c in alias.choices)
-            desc = (field.description or "").replace("|", "\\|")
+            desc = (field.description or notes.get(name, "")).replace("|", "\\|")
             rows.append(f"| `{env}` | {_default(field)} | {desc} |")
     return "\n".join(rows)
 

@@ -32,13 +32,15 @@ class ConsumerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LEARNREC_CONSUMER_", extra="forbid")
 
-    group_id: str = Field("learn-consumer", min_length=1)
+    group_id: str = Field("learn-consumer", min_length=1, description="Kafka consumer group")
     max_batch: int = Field(500, ge=1, le=100_000, description="records per micro-batch")
-    poll_timeout_ms: int = Field(100, ge=1, le=60_000)
-    retry_backoff_s: float = Field(0.5, gt=0)
-    retry_max_backoff_s: float = Field(10.0, gt=0)
+    poll_timeout_ms: int = Field(100, ge=1, le=60_000, description="longest wait for a batch")
+    retry_backoff_s: float = Field(0.5, gt=0, description="first back-off after a failed write")
+    retry_max_backoff_s: float = Field(10.0, gt=0, description="back-off cap (doubles per failure)")
     log_every_s: float = Field(10.0, gt=0, description="period of the progress log line")
-    auto_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$")
+    auto_offset_reset: str = Field(
+        "earliest", pattern="^(earliest|latest)$", description="where a new group starts"
+    )
     commit_retry_s: float = Field(
         60.0, gt=0, description="how long a failing offset commit is retried"
     )

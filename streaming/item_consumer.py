@@ -32,8 +32,8 @@ class ItemConsumerSettings(ConsumerSettings):
 
     model_config = SettingsConfigDict(env_prefix="LEARNREC_ITEM_CONSUMER_", extra="forbid")
 
-    group_id: str = Field("learn-item-consumer", min_length=1)
-    max_batch: int = Field(256, ge=1, le=100_000)
+    group_id: str = Field("learn-item-consumer", min_length=1, description="Kafka consumer group")
+    max_batch: int = Field(256, ge=1, le=100_000, description="records per micro-batch")
     cache_entries: int = Field(200_000, ge=0, description="in-process embedding cache size")
     disk_cache: bool = Field(True, description="persist the embedding cache in the cache dir")
 

@@ -20,9 +20,24 @@ class KafkaSettings(BaseSettings):
         ),
         description="host:port[,host:port]; unset = start/use the local broker from jars",
     )
-    items_topic: str = Field("learn.items", min_length=1, max_length=249)
-    interactions_topic: str = Field("learn.interactions", min_length=1, max_length=249)
-    dlq_topic: str = Field("learn.dlq", min_length=1, max_length=249)
+    items_topic: str = Field(
+        "learn.items",
+        min_length=1,
+        max_length=249,
+        description="item-created events, keyed by item_id",
+    )
+    interactions_topic: str = Field(
+        "learn.interactions",
+        min_length=1,
+        max_length=249,
+        description="interactions, keyed by user_id",
+    )
+    dlq_topic: str = Field(
+        "learn.dlq",
+        min_length=1,
+        max_length=249,
+        description="dead letters: original bytes + reason headers",
+    )
     partitions: int = Field(4, ge=1, le=1024, description="partitions for topics we create")
     retention_ms: int = Field(
         -1,

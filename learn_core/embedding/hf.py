@@ -50,11 +50,11 @@ class EmbedderSettings(BaseSettings):
         DEFAULT_MODEL,
         description="'default' (bundled all-MiniLM-L6-v2) or a local directory of any AutoModel",
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when visible")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on GPU, float32 on CPU"
     )
-    batch_size: int = Field(64, ge=1, le=4096)
+    batch_size: int = Field(64, ge=1, le=4096, description="texts per forward pass")
     max_length: int = Field(256, ge=8, le=32768, description="tokens kept per item text")
     trust_remote_code: bool = Field(False, description="needed by some LLMs (e.g. Baichuan)")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (CPU)")
