@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from learn_core.events import Event
 from streaming.dead_letter import DeadLetter, SourceRef, make_dead_letter
-from streaming.validate import Limits, Rejection, decode
+from streaming.validate import Limits, Rejection, decode_fast
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def split_records(
     now = now or datetime.now(UTC)
     for r in records:
         src = SourceRef(r.topic, r.partition, r.offset, r.timestamp)
-        out = decode(r.value, limits=limits, now=now, expect=expect)
+        out = decode_fast(r.value, limits=limits, now=now, expect=expect)
         if isinstance(out, Rejection):
             bad.append(make_dead_letter(r.key, r.value, src, out))
         else:
