@@ -239,7 +239,7 @@ def train_cvr_stage(
     head = model.cvr_head
     head.train()
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    tr = torch.flatnonzero(~held)
+    tr = torch.nonzero(~held).squeeze(1)
     loss_v = float("nan")
     for _ in range(cfg.epochs):
         for idx in tr[torch.from_numpy(rng.permutation(len(tr)))].split(cfg.batch_size):
@@ -248,7 +248,7 @@ def train_cvr_stage(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_v = float(loss)
+            loss_v = float(loss.detach())
     head.eval()
     with torch.no_grad():
         _, logit = head(u[held], it[held])

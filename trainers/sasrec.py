@@ -92,7 +92,7 @@ def train_sasrec(cfg: SASRecTrainConfig, split: Split) -> SASRecResult:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            progress.step(loss=float(loss))
+            progress.step(loss=float(loss.detach()))
         if (epoch + 1) % cfg.eval_every and epoch + 1 != cfg.epochs:
             continue
         ranks = eval_loop(sasrec_score_fn(model, cfg.max_len), split, "valid")

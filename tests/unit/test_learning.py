@@ -1,0 +1,73 @@
+"""LEARN learns planted topic preferences and beats popularity by a wide margin, in seconds.
+
+Content vectors are the generator's planted topic structure (no language model), so
+the test isolates the towers, the loss and the loop.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from learn_core.datasets import synthetic
+from learn_core.models import FrozenContent, LearnConfig, Popularity, TowerConfig
+from trainers.evaluation import eval_loop, summarise
+from trainers.learn import (
+    CVRStageConfig,
+    LearnTrainConfig,
+    learn_score_fn,
+    train_cvr_stage,
+    train_learn,
+)
+from trainers.splits import leave_one_out
+
+
+def test_learn_beats_popularity_on_planted_topics() -> None:
+    torch.set_num_threads(2)
+    ds, topics = synthetic.generate(n_items=200, n_users=150, mean_events=30, seed=1)
+    split = leave_one_out(ds, cold_fraction=0.1, seed=0)
+    inputs = FrozenContent(torch.from_numpy(synthetic.planted_content(topics, dim=32)))
+    cfg = LearnTrainConfig(
+        model=LearnConfig(TowerConfig(content_dim=32, d_model=32, n_layers=1, max_len=32)),
+        history_len=20,
+        target_len=5,
+        windows_per_user=8,
+        batch_size=64,
+        epochs=5,
+        lr=3e-3,
+        patience=5,
+    )
+    t0 = time.monotonic()
+    res = train_learn(cfg, split, inputs)
+    assert time.monotonic() - t0 < 60
+    learn = summarise(eval_loop(learn_score_fn(res.model, inputs, 20), split), split)
+    pop = Popularity(split.n_items).fit(split.train)
+    popm = summarise(eval_loop(lambda u, h: pop.scores(len(u)), split), split)
+    # a wide margin: measured about 0.7 against 0.25
+    assert learn["all"]["hr@10"] > 2.0 * popm["all"]["hr@10"], (learn["all"], popm["all"])
+    # cold items (never trained on) are found through their content alone
+    assert learn["cold"]["n"] > 0 and learn["cold"]["hr@10"] > 0.5 * learn["warm"]["hr@10"]
+    assert popm["cold"]["hr@10"] == 0.0
+    # the separate CVR stage trains on frozen towers and returns finite numbers
+    before = {k: v.clone() for k, v in res.model.user_tower.state_dict().items()}
+    cvr = train_cvr_stage(res.model, inputs, split, 20, CVRStageConfig(epochs=1))
+    assert np.isfinite(cvr["train_logloss"])
+    assert all(torch.equal(before[k], v) for k, v in res.model.user_tower.state_dict().items())
+
+
+def test_training_is_deterministic() -> None:
+    ds, topics = synthetic.generate(n_items=60, n_users=40, mean_events=15, seed=2)
+    split = leave_one_out(ds, cold_fraction=0.1, seed=0)
+    inputs = FrozenContent(torch.from_numpy(synthetic.planted_content(topics, dim=16)))
+    cfg = LearnTrainConfig(
+        model=LearnConfig(TowerConfig(content_dim=16, d_model=16, n_layers=1, max_len=16)),
+        history_len=10,
+        target_len=4,
+        epochs=2,
+        batch_size=32,
+    )
+    a = eval_loop(learn_score_fn(train_learn(cfg, split, inputs).model, inputs, 10), split)
+    b = eval_loop(learn_score_fn(train_learn(cfg, split, inputs).model, inputs, 10), split)
+    np.testing.assert_array_equal(a, b)

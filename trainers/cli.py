@@ -1,0 +1,149 @@
+"""``learnrec train`` (train LEARN on a data set, register it) and ``learnrec evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from learn_core.settings import load
+
+log = logging.getLogger(__name__)
+
+
+class TrainSettings(BaseSettings):
+    """Offline training defaults (env prefix ``LEARNREC_TRAIN_``); flags override them."""
+
+    model_config = SettingsConfigDict(env_prefix="LEARNREC_TRAIN_", extra="forbid")
+
+    dataset: str = Field("sample", description="sample | ml-100k | ml-1m-subset")
+    data: Path | None = Field(
+        None, description="data directory (MovieLens); default: shipped sample"
+    )
+    epochs: int = Field(20, ge=1)
+    cvr_epochs: int = Field(3, ge=0, description="separate CVR stage on frozen towers (0 = skip)")
+    seed: int = 0
+    threads: int | None = Field(None, ge=1, description="torch CPU threads")
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser(
+        "train", help="train LEARN (towers + CVR head) on a data set and register it"
+    )
+    t.add_argument("--dataset", help="sample | ml-100k | ml-1m-subset")
+    t.add_argument("--data", type=Path, help="data directory")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--registry", type=Path, help="registry root (default LEARNREC_REGISTRY_ROOT)")
+    t.add_argument("--promote", action="store_true", help="make the new version current")
+    t.set_defaults(func=_train)
+    e = sub.add_parser("evaluate", help="leave-one-out test metrics of a registered model")
+    e.add_argument("--dataset", help="sample | ml-100k | ml-1m-subset")
+    e.add_argument("--data", type=Path)
+    e.add_argument("--registry", type=Path)
+    e.add_argument("--version", help="default: current")
+    e.set_defaults(func=_evaluate)
+
+
+def _settings(args: argparse.Namespace) -> TrainSettings:
+    over = {
+        k: getattr(args, k)
+        for k in ("dataset", "data", "epochs")
+        if getattr(args, k, None) is not None
+    }
+    return load(TrainSettings, **over)
+
+
+def _prepare(s: TrainSettings) -> tuple[Any, Any, Any, Any]:
+    import torch
+
+    from learn_core.datasets import load_dataset
+    from learn_core.embedding.hf import HFEmbedder
+    from trainers.content_cache import content_matrix
+    from trainers.splits import leave_one_out
+
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    ds = load_dataset(s.dataset, s.data)
+    split = leave_one_out(ds, cold_fraction=0.1, seed=s.seed)
+    embedder = HFEmbedder()
+    return ds, split, embedder, content_matrix(ds.items, embedder)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from learn_core.models import FrozenContent, LearnConfig, TowerConfig
+    from learn_core.registry import ModelRegistry
+    from trainers.evaluation import eval_loop, summarise
+    from trainers.learn import (
+        CVRStageConfig,
+        LearnTrainConfig,
+        learn_score_fn,
+        train_cvr_stage,
+        train_learn,
+    )
+
+    s = _settings(args)
+    ds, split, embedder, content = _prepare(s)
+    inputs = FrozenContent(torch.from_numpy(content))
+    cfg = LearnTrainConfig(
+        model=LearnConfig(TowerConfig(content_dim=inputs.dim)), epochs=s.epochs, seed=s.seed
+    )
+    res = train_learn(cfg, split, inputs)
+    cvr = {}
+    if s.cvr_epochs:
+        cvr = train_cvr_stage(
+            res.model,
+            inputs,
+            split,
+            cfg.history_len,
+            CVRStageConfig(epochs=s.cvr_epochs, seed=s.seed),
+        )
+    test = summarise(eval_loop(learn_score_fn(res.model, inputs, cfg.history_len), split), split)
+    times = ds.interactions["occurred_at"]
+    reg = ModelRegistry(args.registry)
+    version = reg.save(
+        res.model,
+        content_model=embedder.model_id,
+        data_window={"dataset": ds.name, "start": str(times.min()), "end": str(times.max())},
+        metrics={"valid": res.valid, "test": test["all"], "cold": test["cold"], "cvr": cvr},
+        parent_version=reg.current_version(),
+        history_len=cfg.history_len,
+    )
+    if args.promote:
+        reg.promote(version)
+    print(
+        json.dumps(
+            {"version": version, "promoted": args.promote, "test": test["all"], "cvr": cvr},
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from learn_core.models import FrozenContent
+    from learn_core.registry import ModelRegistry
+    from trainers.evaluation import eval_loop, summarise
+    from trainers.learn import learn_score_fn
+
+    s = _settings(args)
+    ds, split, embedder, content = _prepare(s)
+    reg = ModelRegistry(args.registry)
+    version = args.version or reg.current_version()
+    if version is None:
+        print("no current model; pass --version")
+        return 2
+    loaded = reg.load(version, expect_content_dim=embedder.dim)
+    inputs = FrozenContent(torch.from_numpy(content))
+    h = int(loaded.manifest.get("extra", {}).get("history_len", loaded.model.cfg.tower.max_len))
+    test = summarise(eval_loop(learn_score_fn(loaded.model, inputs, h), split), split)
+    print(json.dumps({"version": version, "dataset": ds.name, **test}, indent=2, default=float))
+    return 0
