@@ -2,7 +2,7 @@
 
 Every value in a response comes from the registry's current model version ``v``:
 the user and item rows are read from the online store through the fast path
-(``OnlineEmbeddings.read_embeddings``) *filtered on* ``model_version == v``, and the
+(``OnlineEmbeddings.read_vectors``: one round trip) *filtered on* ``model_version == v``, and the
 mid-emb and CVR come from ``v``'s CVR head. A row made by another version (an item
 already overwritten by a backfill in progress, a user the consumer has not re-embedded
 yet) is reported as ``stale`` and never scored, so a response cannot mix versions.
@@ -23,6 +23,7 @@ from ranking.core import (
     RankResult,
     Retrieved,
     UnknownUserError,
+    VersionError,
     check_id,
     check_ids,
     check_k,
@@ -33,6 +34,7 @@ from ranking.models import ModelCache, ModelSource, ServingModel
 from ranking.settings import RankingSettings
 
 if TYPE_CHECKING:
+    from feature_repo.online import VersionedVectors
     from feature_repo.store import FeatureStoreHandle
     from ranking.retrieval import Retrieval
 
@@ -64,19 +66,14 @@ class RankingReader:
         return self.models.current()
 
     def user_embedding(self, user_id: str, model: ServingModel) -> np.ndarray:
-        got = self.handle.read_embeddings(USER_TOWER_VIEW, [user_id])
-        version = got.model_version[0]
-        if version is None:
-            raise UnknownUserError(f"unknown user {user_id!r}: no user embedding in the store")
-        if version != model.version:
-            raise UnknownUserError(
-                f"user {user_id!r} has an embedding of model {version}, not of the serving "
-                f"model {model.version} (not yet re-embedded)"
-            )
-        return got.vectors[0]
+        (got,) = self.handle.online.read_vectors([(USER_TOWER_VIEW, [user_id])], model.version)
+        return _user_row(user_id, got, model)
 
     def rank(self, user_id: str, item_ids: Sequence[str]) -> RankResult:
-        """Embeddings, mid-emb and CVR for ``user_id`` x ``item_ids``, one model version."""
+        """Embeddings, mid-emb and CVR for ``user_id`` x ``item_ids``, one model version.
+
+        The user row and the candidate rows come back in one online-store round trip.
+        """
         ids = check_ids(
             user_id,
             item_ids,
@@ -84,25 +81,42 @@ class RankingReader:
             max_id_chars=self.s.max_id_chars,
         )
         model = self.model()
-        user = self.user_embedding(user_id, model)
-        items = self.handle.read_embeddings(ITEM_TOWER_VIEW, ids)
-        ok = np.asarray(
-            [
-                f and v == model.version
-                for f, v in zip(items.found, items.model_version, strict=True)
-            ],
-            dtype=bool,
+        got_user, items = self.handle.online.read_vectors(
+            [(USER_TOWER_VIEW, [user_id]), (ITEM_TOWER_VIEW, ids)], model.version
         )
-        status = [
-            OK if o else (UNKNOWN if v is None else STALE)
-            for o, v in zip(ok, items.model_version, strict=True)
-        ]
+        user = _user_row(user_id, got_user, model)
+        ok = items.ok
         dim, mid_dim = model.dim, model.cvr_head.cfg.mid_dim
-        item_vecs = np.zeros((len(ids), dim), np.float32)
-        mid = np.zeros((len(ids), mid_dim), np.float32)
-        cvr = np.full(len(ids), np.nan, np.float32)
-        if ok.any():
-            item_vecs[ok] = items.vectors[ok]
+        n = len(ids)
+        if ok.all():
+            status = [OK] * n
+        else:
+            status = [
+                OK if ok[r] else (UNKNOWN if items.version(r) is None else STALE) for r in range(n)
+            ]
+        if not ok.any():
+            return RankResult(
+                model.version,
+                user_id,
+                user,
+                ids,
+                status,
+                np.zeros((n, dim), np.float32),
+                np.zeros((n, mid_dim), np.float32),
+                np.full(n, np.nan, np.float32),
+            )
+        if items.vectors.shape[1] != dim:
+            raise VersionError(
+                f"item vectors of model {model.version} are {items.vectors.shape[1]}-d, "
+                f"the model's tower is {dim}-d"
+            )
+        if ok.all():
+            item_vecs = items.vectors
+            mid, cvr = score_pairs(model.cvr_head, user, item_vecs)
+        else:
+            item_vecs = items.vectors  # rows not ok are zero already
+            mid = np.zeros((n, mid_dim), np.float32)
+            cvr = np.full(n, np.nan, np.float32)
             mid[ok], cvr[ok] = score_pairs(model.cvr_head, user, item_vecs[ok])
         return RankResult(model.version, user_id, user, ids, status, item_vecs, mid, cvr)
 
@@ -121,6 +135,26 @@ class RankingReader:
 
     def close(self) -> None:
         self.retrieval.close()
+
+
+def _user_row(user_id: str, got: VersionedVectors, model: ServingModel) -> np.ndarray:
+    """The user's vector of the serving version, or a clear 404."""
+    if got.ok[0]:
+        if got.vectors.shape[1] != model.dim:
+            raise VersionError(
+                f"user vectors of model {model.version} are {got.vectors.shape[1]}-d, "
+                f"the model's tower is {model.dim}-d"
+            )
+        return got.vectors[0]
+    version = got.version(0)
+    if version is None:
+        raise UnknownUserError(f"unknown user {user_id!r}: no user embedding in the store")
+    if version != model.version:
+        raise UnknownUserError(
+            f"user {user_id!r} has an embedding of model {version}, not of the serving "
+            f"model {model.version} (not yet re-embedded)"
+        )
+    raise UnknownUserError(f"user {user_id!r} has no embedding vector of model {version}")
 
 
 def open_reader(settings: RankingSettings | None = None) -> RankingReader:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from feast.protos.feast.types.Value_pb2 import FloatList, Value
 
-from feature_repo.online import EmbeddingRows
+from feature_repo.online import RawPair, VersionedVectors, decode_vectors
 from learn_core.models import LearnConfig, LearnModel
 from ranking.core import (
     OK,
@@ -105,27 +106,30 @@ def test_batched_scoring_equals_per_pair_reference() -> None:
 
 
 class MemoryOnline:
-    """In-memory stand-in for the online store's fast read (one row per entity)."""
+    """In-memory stand-in for the online store (one row per entity), serialised as Feast does.
+
+    ``read_vectors`` feeds the stored protobuf bytes through the same decoder as the
+    SQLite and Redis sources, so the reader's unit tests exercise the real decode path.
+    """
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], tuple[np.ndarray, str]] = {}
+        self.rows: dict[tuple[str, str], RawPair] = {}
+        self.online = self  # the reader reaches the fast path as ``handle.online``
 
     def put(self, view: str, ids: list[str], vecs: np.ndarray, version: str) -> None:
         for i, v in zip(ids, vecs, strict=True):
-            self.rows[(view, i)] = (v, version)
+            self.rows[(view, i)] = (
+                Value(float_list_val=FloatList(val=v.tolist())).SerializeToString(),
+                Value(string_val=version).SerializeToString(),
+            )
 
-    def read_embeddings(self, view: str, ids: list[str]) -> EmbeddingRows:
-        got = [self.rows.get((view, i)) for i in ids]
-        dim = next((len(g[0]) for g in got if g), 0)
-        vecs = np.stack([g[0] if g else np.zeros(dim, np.float32) for g in got])
-        return EmbeddingRows(
-            ids,
-            vecs,
-            [g[1] if g else None for g in got],
-            np.asarray([g is not None for g in got]),
-            [None] * len(ids),
-            {},
-        )
+    def read_vectors(
+        self, requests: list[tuple[str, list[str]]], model_version: str
+    ) -> list[VersionedVectors]:
+        return [
+            decode_vectors([self.rows.get((view, i), (None, None)) for i in ids], model_version)
+            for view, ids in requests
+        ]
 
 
 class MemoryModels:
