@@ -23,8 +23,10 @@ consumer's cost does not depend on their values; the CEG has its own benchmark).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
+import os
 import platform
 import resource
 import shutil
@@ -58,20 +60,30 @@ def _content(handle: Any, item_ids: list[str], dim: int) -> None:
         )
 
 
-def read_only_rate(bootstrap: str, topic: str, n: int, timeout_s: float = 600) -> float:
-    """Events/s of a kafka-python consumer that reads ``n`` records and discards them."""
+def read_only_rate(
+    bootstrap: str, topic: str, n: int, max_records: int, timeout_s: float = 600
+) -> float:
+    """Events/s of a kafka-python consumer that reads ``n`` records and discards them.
+
+    Polls like the interaction consumer (same consumer settings, ``max_records`` and poll
+    timeout), and its clock starts the same way: at the start of the first poll that
+    returns records.
+    """
+    from streaming.consumer import ConsumerSettings
     from streaming.kafka_io import await_partitions, make_consumer
 
+    poll_ms = ConsumerSettings().poll_timeout_ms
     c = make_consumer(bootstrap, [topic], f"bench-ro-{uuid.uuid4().hex[:8]}")
     await_partitions(c, topic)
     got, t0 = 0, None
     deadline = time.monotonic() + timeout_s
     try:
         while got < n and time.monotonic() < deadline:
-            batch = c.poll(timeout_ms=200, max_records=2000)
+            before = time.monotonic()
+            batch = c.poll(timeout_ms=poll_ms, max_records=max_records)
             k = sum(len(v) for v in batch.values())
             if k and t0 is None:
-                t0 = time.monotonic()
+                t0 = before
             got += k
     finally:
         c.close()
@@ -132,7 +144,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with EventProducer(bootstrap, k) as producer:
         replay(ds, producer, items=False, limit=n)
 
-    ro = read_only_rate(bootstrap, k.interactions_topic, n)
+    # The consumer freezes the process's long-lived objects out of the garbage collector
+    # (build_interaction_loop); do it here too so that both consumers run on equal terms.
+    gc.freeze()
+    load_before = os.getloadavg()
+    ro = read_only_rate(bootstrap, k.interactions_topic, n, args.max_batch)
     log.info("read-only: %.0f events/s", ro)
 
     loop, handler = _consumer(bootstrap, k, handle, history, f"bench-{tag}", args.max_batch)
@@ -166,6 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "users_written": handler.stats.users_written,
         **fresh,
         "peak_rss_mb": round(rss, 1),
+        "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "cpu_count": _cpus(),
         "machine": platform.platform(),
         "note": "2 shared cores; producer, broker and consumer on the same machine",
@@ -232,8 +249,6 @@ def freshness(
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
 
 
@@ -244,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-path", default=None, help="MovieLens directory (read by path)")
     p.add_argument("--limit", type=int, default=100_000, help="interactions to stream")
     p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--max-batch", type=int, default=2000)
+    p.add_argument("--max-batch", type=int, default=10_000)
     p.add_argument("--fresh-rate", type=float, default=1000.0)
     p.add_argument("--fresh-seconds", type=float, default=60.0)
     p.add_argument("--timeout", type=float, default=900.0)

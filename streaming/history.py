@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -28,11 +29,16 @@ import pandas as pd
 from learn_core.events import Interaction
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_US = timedelta(microseconds=1)
 
 
-@dataclass(frozen=True, order=True)
-class Entry:
-    """One interaction as the history keeps it; ordering is the window's time order."""
+class Entry(NamedTuple):
+    """One interaction as the history keeps it; ordering is the window's time order.
+
+    A tuple, not a dataclass: a batch creates one per event and the merge sorts them,
+    and tuple construction and comparison run in C.
+    """
 
     t_ms: int
     event_id: str
@@ -84,7 +90,12 @@ def merge_entries(old: Iterable[Entry], new: Iterable[Entry], h: int) -> tuple[E
 
 def to_ms(t: datetime) -> int:
     """Exact integer milliseconds since the epoch (floats would round some values)."""
-    return (t - _EPOCH) // timedelta(milliseconds=1)
+    return (t - _EPOCH) // _MS
+
+
+def to_us(t: datetime) -> int:
+    """Exact integer microseconds since the epoch."""
+    return (t - _EPOCH) // _US
 
 
 def entry_of(event: Interaction) -> Entry:

@@ -24,11 +24,13 @@ readers that want trained embeddings refuse ``bootstrap-*`` versions.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -41,7 +43,14 @@ from pydantic_settings import SettingsConfigDict
 from learn_core.events import INTERACTION, Interaction
 from learn_core.settings import load
 from streaming.consumer import Accepted, ConsumerSettings, LoopStats, MicroBatchLoop
-from streaming.history import UserHistory, group_by_user, pad_windows, plan_batch, windows_from_log
+from streaming.history import (
+    UserHistory,
+    group_by_user,
+    pad_windows,
+    plan_batch,
+    to_us,
+    windows_from_log,
+)
 from streaming.metrics import MetricsSettings, StreamMetrics
 from streaming.user_sinks import ContentLookup, HistoryStore, UserFeatureSink
 
@@ -57,7 +66,9 @@ class InteractionConsumerSettings(ConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="LEARNREC_INTERACTION_CONSUMER_", extra="forbid")
 
     group_id: str = Field("learn-interaction-consumer", min_length=1)
-    max_batch: int = Field(2000, ge=1, le=100_000)
+    max_batch: int = Field(
+        10_000, ge=1, le=100_000, description="records per micro-batch (caps a backlog's batch)"
+    )
     history_len: int = Field(50, ge=1, le=1024, description="H: items per user window")
     content_cache_entries: int = Field(200_000, ge=1, description="LRU of content vectors")
     reload_check_s: float = Field(5.0, ge=0, description="how often to ask the registry")
@@ -209,6 +220,7 @@ class InteractionHandler:
         self.keep_freshness = keep_freshness
         self.stats = HandlerStats()
         self.model: LoadedTower | None = None
+        self._offline = ThreadPoolExecutor(1, thread_name_prefix="offline-append")
         self._checked = -float("inf")
         self.last_call = -float("inf")
 
@@ -246,27 +258,39 @@ class InteractionHandler:
         content = self.content.get_many(items)
         plan = plan_batch(old, batch, held_before, content.__contains__, h)
 
-        windows = [plan.histories[u].item_ids for u in plan.ready]
-        vecs = embed_windows(self.model.tower, windows, content, h)
+        # The offline appends (arrow, parquet, fsync: mostly outside the GIL) run on a
+        # worker thread while this thread runs the tower and the online write; all
+        # writes finish before the state transaction, as in the sequential order.
         now = pd.Timestamp(datetime.now(UTC))
-        users = pd.DataFrame(
-            {
-                "user_id": plan.ready,
-                "embedding": list(vecs),
-                "model_version": self.model.version,
-                "history_len": np.asarray(
-                    [len(plan.histories[u]) for u in plan.ready], dtype=np.int64
-                ),
-                "event_timestamp": _ms_to_ts([plan.histories[u].latest_ms for u in plan.ready]),
-                "created": now,
-            }
-        )
-        log_rows = interaction_rows([ev for ev, _ in inter], now)
-
-        t0 = time.monotonic()
-        self.sink.write_users_online(users)
-        readable = time.time()
-        self.sink.append_offline(log_rows, users)
+        pending = [
+            self._offline.submit(
+                self.sink.append_interactions, interaction_rows([ev for ev, _ in inter], now)
+            )
+        ]
+        try:
+            windows = [plan.histories[u].item_ids for u in plan.ready]
+            vecs = embed_windows(self.model.tower, windows, content, h)
+            users = pd.DataFrame(
+                {
+                    "user_id": plan.ready,
+                    "embedding": list(vecs),
+                    "model_version": self.model.version,
+                    "history_len": np.asarray(
+                        [len(plan.histories[u]) for u in plan.ready], dtype=np.int64
+                    ),
+                    "event_timestamp": _ms_to_ts([plan.histories[u].latest_ms for u in plan.ready]),
+                    "created": now,
+                }
+            )
+            t0 = time.monotonic()
+            pending.append(self._offline.submit(self.sink.append_users, users))
+            self.sink.write_users_online(users)
+            readable = time.time()
+        finally:
+            for f in pending:
+                f.exception()  # wait for both appends before anything else happens
+        for f in pending:
+            f.result()  # raise an append failure: the loop retries the batch
         self.history.apply(plan.histories, plan.held)
         write_s = time.monotonic() - t0
 
@@ -290,7 +314,12 @@ class InteractionHandler:
 
 
 def interaction_rows(events: list[Interaction], created: pd.Timestamp) -> pd.DataFrame:
-    """The offline ``interaction_log`` rows of a batch (duplicates collapse on read)."""
+    """The offline ``interaction_log`` rows of a batch (duplicates collapse on read).
+
+    Times go through exact integer microseconds (the log's resolution): converting a
+    list of ``datetime`` objects costs more than the rest of the frame.
+    """
+    us = np.fromiter((to_us(e.occurred_at) for e in events), dtype=np.int64, count=len(events))
     return pd.DataFrame(
         {
             "event_id": [e.event_id for e in events],
@@ -300,7 +329,7 @@ def interaction_rows(events: list[Interaction], created: pd.Timestamp) -> pd.Dat
             "value": np.asarray(
                 [np.nan if e.value is None else e.value for e in events], dtype=np.float64
             ),
-            "event_timestamp": pd.to_datetime([e.occurred_at for e in events], utc=True),
+            "event_timestamp": pd.to_datetime(us, unit="us", utc=True),
             "created": created,
         }
     )
@@ -393,6 +422,10 @@ def build_interaction_loop(
         settings=s,
         on_batch=on_batch,
     )
+    # Every object alive now (torch, Feast, pandas, the model) lives as long as the
+    # process; a batch keeps enough objects alive to start several full collections,
+    # each of which would rescan all of them (measured: ~20% of the consumer's time).
+    gc.freeze()
     return loop, handler
 
 

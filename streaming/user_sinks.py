@@ -245,7 +245,13 @@ class UserFeatureSink(Protocol):
 
     def write_users_online(self, rows: pd.DataFrame) -> None: ...
 
-    def append_offline(self, interactions: pd.DataFrame, users: pd.DataFrame) -> None: ...
+    def append_interactions(self, rows: pd.DataFrame) -> None:
+        """Durably append raw interactions to the offline log (idempotent by key)."""
+        ...
+
+    def append_users(self, rows: pd.DataFrame) -> None:
+        """Durably append user embeddings to the offline log (idempotent by key)."""
+        ...
 
 
 class MemoryUserSink:
@@ -267,9 +273,11 @@ class MemoryUserSink:
         for r in rows.to_dict("records"):
             self.online[r["user_id"]] = r
 
-    def append_offline(self, interactions: pd.DataFrame, users: pd.DataFrame) -> None:
-        self.offline_interactions.append(interactions)
-        self.offline_users.append(users)
+    def append_interactions(self, rows: pd.DataFrame) -> None:
+        self.offline_interactions.append(rows)
+
+    def append_users(self, rows: pd.DataFrame) -> None:
+        self.offline_users.append(rows)
 
 
 class FeastUserSink:
@@ -285,11 +293,13 @@ class FeastUserSink:
     def write_users_online(self, rows: pd.DataFrame) -> None:
         self.handle.write_online(USER_VIEW, rows)
 
-    def append_offline(self, interactions: pd.DataFrame, users: pd.DataFrame) -> None:
-        if len(interactions):
-            self.handle.append_offline(INTERACTION_LOG, interactions)
-        if len(users):
-            self.handle.append_offline(USER_VIEW, users)
+    def append_interactions(self, rows: pd.DataFrame) -> None:
+        if len(rows):
+            self.handle.append_offline(INTERACTION_LOG, rows)
+
+    def append_users(self, rows: pd.DataFrame) -> None:
+        if len(rows):
+            self.handle.append_offline(USER_VIEW, rows)
 
 
 def open_history_store(handle: FeatureStoreHandle) -> HistoryStore:

@@ -22,6 +22,7 @@ from streaming.interaction_consumer import (
     InteractionHandler,
     LoadedTower,
     bootstrap_tower,
+    interaction_rows,
     recompute_users,
 )
 from streaming.metrics import MetricsSettings, StreamMetrics
@@ -145,9 +146,10 @@ def test_failed_write_leaves_state_for_retry() -> None:
     sink.fail_writes = True
     with pytest.raises(ConnectionError):
         handler(acc)
-    assert store.rows == {} and sink.offline_interactions == []
+    assert store.rows == {} and sink.online == {}  # no state: the retry recomputes all
     sink.fail_writes = False
     handler(acc)  # the loop's retry
+    assert set(store.rows) == set(sink.online)
     clean = MemoryUserSink(_content(12))
     _handler(clean)(acc)
     assert {u: r["embedding"].tolist() for u, r in sink.online.items()} == {
@@ -237,3 +239,55 @@ def test_metrics_off_by_default() -> None:
     m = StreamMetrics(MetricsSettings())
     assert not m.enabled and m.port is None
     m.record_batch(1, 0, 0.1)  # no-op
+
+
+def test_interaction_rows_equal_the_datetime_reference() -> None:
+    """The integer-microsecond path equals converting the ``datetime`` objects."""
+    from datetime import timezone
+
+    tz = timezone(timedelta(hours=5, minutes=30))
+    events = [
+        Interaction(
+            event_id=f"e{k}",
+            user_id="u",
+            item_id="i",
+            event_type="rating" if k % 2 else "view",
+            value=float(k) if k % 2 else None,
+            occurred_at=(T0 + timedelta(microseconds=123_457 * k, days=400 * k)).astimezone(tz),
+        )
+        for k in range(7)
+    ]
+    created = pd.Timestamp(datetime.now(UTC))
+    reference = pd.DataFrame(
+        {
+            "event_id": [e.event_id for e in events],
+            "user_id": [e.user_id for e in events],
+            "item_id": [e.item_id for e in events],
+            "event_type": [e.event_type for e in events],
+            "value": np.asarray([np.nan if e.value is None else e.value for e in events]),
+            "event_timestamp": pd.to_datetime([e.occurred_at for e in events], utc=True),
+            "created": created,
+        }
+    )
+    pd.testing.assert_frame_equal(interaction_rows(events, created), reference)
+
+
+def test_failed_offline_append_commits_no_state() -> None:
+    class FailingLog(MemoryUserSink):
+        fail = True
+
+        def append_interactions(self, rows: pd.DataFrame) -> None:
+            if self.fail:
+                raise OSError("disk full (test)")
+            super().append_interactions(rows)
+
+    sink = FailingLog(_content(12))
+    store = MemoryHistoryStore()
+    handler = _handler(sink, store)
+    acc = _accepted(40)
+    with pytest.raises(OSError):
+        handler(acc)
+    assert store.rows == {}
+    sink.fail = False
+    handler(acc)
+    assert set(store.rows) == set(sink.online) and len(_log(sink)) == 40
