@@ -205,6 +205,16 @@ def _cleanup(handle: Any) -> None:
     handle.close()
 
 
+def _commit() -> str | None:
+    out = subprocess.run(
+        ["git", "-C", str(SERVICES.parents[1]), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.strip() or None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
@@ -226,7 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="learnrec-bench-ranking-"))
     result: dict[str, Any] = {
         "bench": "ranking",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_start": list(os.getloadavg()),
+        },
+        "commit": _commit(),
         "profiles": {},
     }
     try:
@@ -259,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         result["headline_profile"] = head["online_store"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    result["machine"]["loadavg_end"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "profiles"}, indent=2))

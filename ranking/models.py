@@ -15,7 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ranking.core import VersionError
+import numpy as np
+
+from ranking.core import NumpyCVR, VersionError, score_pairs
 
 if TYPE_CHECKING:
     from learn_core.models.cvr import CVRHead
@@ -40,6 +42,14 @@ class ServingModel:
     user_tower: UserTower
     item_tower: ItemTower
     cvr_head: CVRHead
+    #: The head's numpy twin (checked equal at load); None: score with torch.
+    numpy_cvr: NumpyCVR | None = None
+
+    def score(self, user: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(mid_emb [n, m], cvr [n])`` of one user against ``items [n, d]``."""
+        if self.numpy_cvr is not None:
+            return self.numpy_cvr(user, items)
+        return score_pairs(self.cvr_head, user, items)
 
     @property
     def content_dim(self) -> int:
@@ -58,7 +68,10 @@ def as_serving(version: str, loaded: Any) -> ServingModel:
         raise TypeError(f"model {version} lacks user_tower/item_tower/cvr_head: {type(loaded)}")
     for p in parts:
         p.eval()
-    return ServingModel(version, *parts)
+    twin = NumpyCVR.from_head(parts[2])
+    if twin is None:
+        log.info("model %s: CVR head scored with torch (no numpy twin)", version)
+    return ServingModel(version, *parts, numpy_cvr=twin)
 
 
 class ModelCache:

@@ -27,7 +27,6 @@ from ranking.core import (
     check_id,
     check_ids,
     check_k,
-    score_pairs,
 )
 from ranking.item_tower import ITEM_TOWER_VIEW, USER_TOWER_VIEW
 from ranking.models import ModelCache, ModelSource, ServingModel
@@ -95,29 +94,21 @@ class RankingReader:
                 OK if ok[r] else (UNKNOWN if items.version(r) is None else STALE) for r in range(n)
             ]
         if not ok.any():
-            return RankResult(
-                model.version,
-                user_id,
-                user,
-                ids,
-                status,
-                np.zeros((n, dim), np.float32),
-                np.zeros((n, mid_dim), np.float32),
-                np.full(n, np.nan, np.float32),
-            )
-        if items.vectors.shape[1] != dim:
+            item_vecs = np.zeros((n, dim), np.float32)
+        elif items.vectors.shape[1] != dim:
             raise VersionError(
                 f"item vectors of model {model.version} are {items.vectors.shape[1]}-d, "
                 f"the model's tower is {dim}-d"
             )
-        if ok.all():
-            item_vecs = items.vectors
-            mid, cvr = score_pairs(model.cvr_head, user, item_vecs)
         else:
-            item_vecs = items.vectors  # rows not ok are zero already
+            item_vecs = items.vectors  # rows that are not ok are zero
+        if ok.all():
+            mid, cvr = model.score(user, item_vecs)
+        else:
             mid = np.zeros((n, mid_dim), np.float32)
             cvr = np.full(n, np.nan, np.float32)
-            mid[ok], cvr[ok] = score_pairs(model.cvr_head, user, item_vecs[ok])
+            if ok.any():
+                mid[ok], cvr[ok] = model.score(user, item_vecs[ok])
         return RankResult(model.version, user_id, user, ids, status, item_vecs, mid, cvr)
 
     def retrieve(self, user_id: str, k: int = 10, exclude: Sequence[str] = ()) -> Retrieved:

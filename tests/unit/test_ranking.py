@@ -9,11 +9,13 @@ from feast.protos.feast.types.Value_pb2 import FloatList, Value
 
 from feature_repo.online import RawPair, VersionedVectors, decode_vectors
 from learn_core.models import LearnConfig, LearnModel
+from learn_core.models.cvr import CVRHead
 from ranking.core import (
     OK,
     STALE,
     UNKNOWN,
     ExactIndex,
+    NumpyCVR,
     RequestError,
     UnknownUserError,
     VersionError,
@@ -23,7 +25,7 @@ from ranking.core import (
     score_pairs,
     score_pairs_reference,
 )
-from ranking.models import ModelCache
+from ranking.models import ModelCache, as_serving
 from ranking.reader import RankingReader
 from ranking.settings import RankingSettings
 
@@ -100,6 +102,52 @@ def test_batched_scoring_equals_per_pair_reference() -> None:
     np.testing.assert_allclose(mid, ref_mid, atol=1e-5)
     np.testing.assert_allclose(cvr, ref_cvr, atol=1e-6)
     assert np.all((cvr > 0) & (cvr < 1))
+
+
+def test_numpy_cvr_equals_torch_per_pair_reference() -> None:
+    for seed in range(3):
+        head = small_model(seed).cvr_head
+        twin = NumpyCVR.from_head(head)
+        assert twin is not None
+        user = unit_rows(1, 64, 10 + seed)[0]
+        items = unit_rows(100, 64, 20 + seed)
+        mid, cvr = twin(user, items)
+        ref_mid, ref_cvr = score_pairs_reference(head, user, items)
+        assert mid.dtype == cvr.dtype == np.float32
+        np.testing.assert_allclose(mid, ref_mid, atol=1e-5)
+        np.testing.assert_allclose(cvr, ref_cvr, atol=1e-6)
+    # Saturated logits: no overflow, same limits as torch.sigmoid.
+    with torch.no_grad():
+        head.out.weight.mul_(1e4)
+    twin = NumpyCVR.from_head(head, atol=1e-2)
+    assert twin is not None
+    with np.errstate(all="raise"):
+        _, cvr = twin(user, items * 50)
+    _, ref_cvr = score_pairs(head, user, items * 50)
+    np.testing.assert_allclose(cvr, ref_cvr, atol=1e-6)
+    assert twin(user, items[:0])[1].shape == (0,)
+
+
+def test_numpy_cvr_refuses_a_head_it_does_not_know() -> None:
+    class Shifted(CVRHead):
+        def forward(self, user: torch.Tensor, item: torch.Tensor):  # noqa: ANN202
+            mid, logit = super().forward(user, item)
+            return mid, logit + 1.0
+
+    head = Shifted(small_model(0).cfg.cvr).eval()
+    assert NumpyCVR.from_head(head) is None
+    head.mlp = torch.nn.Sequential(*list(head.mlp)[:2], *list(head.mlp)[3:])
+    assert NumpyCVR.from_head(head) is None
+    # The serving model then scores with torch, still equal to the reference.
+    model = as_serving("v", small_model(0))
+    assert model.numpy_cvr is not None
+    object.__setattr__(model, "numpy_cvr", None)
+    user, items = unit_rows(1, 64, 1)[0], unit_rows(5, 64, 2)
+    np.testing.assert_allclose(
+        model.score(user, items)[1],
+        score_pairs_reference(model.cvr_head, user, items)[1],
+        atol=1e-6,
+    )
 
 
 # ------------------------------------------------------- reader over in-memory ports
