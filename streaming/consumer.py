@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,10 @@ class ConsumerSettings(BaseSettings):
     )
     commit_retry_s: float = Field(
         60.0, gt=0, description="how long a failing offset commit is retried"
+    )
+    pipeline: bool = Field(
+        False,
+        description="poll the next batch while the handler writes this one (commit after write)",
     )
 
 
@@ -84,6 +89,18 @@ def split_records(
 Handler = Callable[[list[Accepted]], None]
 
 
+def next_offsets(records: Iterable[Any]) -> dict[Any, int]:
+    """Offsets to commit after ``records``: per partition, the last offset + 1."""
+    from kafka.structs import TopicPartition
+
+    out: dict[Any, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        if r.offset + 1 > out.get(tp, -1):
+            out[tp] = r.offset + 1
+    return out
+
+
 class MicroBatchLoop:
     """Drives a kafka-python consumer with at-least-once, commit-after-write semantics."""
 
@@ -110,6 +127,18 @@ class MicroBatchLoop:
         self.stats = LoopStats()
         self._last_log = time.monotonic()
         self._last_log_records = 0
+        #: the consumer's assignment as of the last poll (read by handlers on any thread)
+        self.assignment: frozenset[Any] = frozenset()
+        self._next: list[Any] | None = None
+        self._inflight: tuple[Future[bool], dict[Any, int]] | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        if settings.pipeline:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="batch-write")
+            # A rebalance happens inside poll; the partitions must not move to another
+            # consumer while this one still writes their batch.
+            consumer.subscribe(
+                topics=sorted(consumer.subscription() or ()), listener=_wait_on_revoke(self)
+            )
 
     def run(
         self,
@@ -132,10 +161,16 @@ class MicroBatchLoop:
                 break
         return self.stats
 
+    def _poll(self) -> list[Any]:
+        polled = self.consumer.poll(timeout_ms=self.s.poll_timeout_ms, max_records=self.s.max_batch)
+        self.assignment = frozenset(self.consumer.assignment())
+        return [r for batch in polled.values() for r in batch]
+
     def step(self, stop: threading.Event | None = None) -> int:
         """One poll-process-commit cycle; returns the number of records handled."""
-        polled = self.consumer.poll(timeout_ms=self.s.poll_timeout_ms, max_records=self.s.max_batch)
-        records = [r for batch in polled.values() for r in batch]
+        if self._worker is not None:
+            return self._step_pipelined(stop)
+        records = self._poll()
         if not records:
             self._maybe_log()
             return 0
@@ -144,15 +179,57 @@ class MicroBatchLoop:
         if not self._with_retry(lambda: self._write(good, bad), stop):
             return 0  # stopping mid-retry: nothing committed, the batch is re-delivered
         self._commit()
+        self._count(len(records), len(good), len(bad), t0)
+        return len(records)
+
+    def _step_pipelined(self, stop: threading.Event | None) -> int:
+        """``step`` with the next poll overlapping this batch's writes.
+
+        Decoding the next records (kafka-python, pure Python) runs while the handler is
+        in code that releases the GIL (the tower, fsync, SQLite). Offsets are committed
+        explicitly, per batch, only after that batch's writes; a rebalance waits for the
+        batch in flight (``_FinishOnRevoke``). Records prefetched when the loop stops
+        are not committed, so they are re-delivered.
+        """
+        assert self._worker is not None
+        records, self._next = (self._next if self._next is not None else self._poll()), None
+        if not records:
+            self._maybe_log()
+            return 0
+        t0 = time.monotonic()
+        good, bad = split_records(records, self.limits, self.expect)
+        job = self._worker.submit(self._with_retry, lambda: self._write(good, bad), stop)
+        self._inflight = (job, next_offsets(records))
+        try:
+            self._next = self._poll()
+        finally:
+            ok = self.finish_inflight()
+        if not ok:
+            self._next = None  # stopping: the prefetched records are re-delivered
+            return 0
+        self._count(len(records), len(good), len(bad), t0)
+        return len(records)
+
+    def finish_inflight(self) -> bool:
+        """Wait for the batch being written, commit its offsets; False if it was abandoned."""
+        if self._inflight is None:
+            return True
+        job, offsets = self._inflight
+        self._inflight = None
+        if not job.result():
+            return False
+        self._commit(offsets)
+        return True
+
+    def _count(self, n: int, n_good: int, n_bad: int, t0: float) -> None:
         st = self.stats
         st.batches += 1
-        st.records += len(records)
-        st.accepted += len(good)
-        st.dead_lettered += len(bad)
+        st.records += n
+        st.accepted += n_good
+        st.dead_lettered += n_bad
         if self.on_batch:
-            self.on_batch(len(good), len(bad), time.monotonic() - t0)
+            self.on_batch(n_good, n_bad, time.monotonic() - t0)
         self._maybe_log()
-        return len(records)
 
     def _write(self, good: list[Accepted], bad: list[DeadLetter]) -> None:
         futures = [
@@ -183,20 +260,26 @@ class MicroBatchLoop:
                     time.sleep(backoff)
                 backoff = min(backoff * 2, self.s.retry_max_backoff_s)
 
-    def _commit(self) -> None:
-        """Commit, retrying connection errors (a broker restart) instead of dying.
+    def _commit(self, offsets: dict[Any, int] | None = None) -> None:
+        """Commit (the positions, or ``offsets``), retrying a broker restart instead of dying.
 
         Giving up after ``commit_retry_s`` is safe: the features are already written,
         so an uncommitted batch is only re-delivered (and rewritten identically) after a
         restart, and the next successful commit covers it anyway.
         """
         from kafka.errors import CommitFailedError, KafkaError
+        from kafka.structs import OffsetAndMetadata
 
+        explicit = (
+            None
+            if offsets is None
+            else {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
+        )
         deadline = time.monotonic() + self.s.commit_retry_s
         backoff = self.s.retry_backoff_s
         while True:
             try:
-                self.consumer.commit()
+                self.consumer.commit(explicit)
                 return
             except CommitFailedError as exc:
                 # A rebalance took the partitions; the new owner re-processes the batch.
@@ -226,3 +309,25 @@ class MicroBatchLoop:
             st.retries,
         )
         self._last_log, self._last_log_records = now, st.records
+
+
+def _wait_on_revoke(loop: MicroBatchLoop) -> Any:
+    """A rebalance listener: partitions are given up only after their batch is written.
+
+    kafka-python runs it on its IO thread, where committing would deadlock; it only
+    waits. The loop's commit then fails if the partitions moved, and the new owner
+    re-processes the batch on top of the complete state (idempotent), instead of
+    racing with a write still in flight.
+    """
+    from kafka import ConsumerRebalanceListener
+
+    class WaitOnRevoke(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            inflight = loop._inflight
+            if inflight is not None:
+                inflight[0].exception()  # blocks until the write is done (or abandoned)
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            pass
+
+    return WaitOnRevoke()

@@ -77,6 +77,10 @@ class InteractionConsumerSettings(ConsumerSettings):
     held_recheck_s: float = Field(
         1.0, gt=0, description="when idle, how often held users are re-checked for content"
     )
+    pipeline: bool = Field(
+        True,
+        description="poll the next batch while the handler writes this one (commit after write)",
+    )
 
 
 # ------------------------------------------------------------------------------ model
@@ -397,12 +401,9 @@ def build_interaction_loop(
 
     await_partitions(consumer, k.interactions_topic)
 
-    def owned() -> set[int]:
-        return {tp.partition for tp in consumer.assignment() if tp.topic == k.interactions_topic}
-
     probe = towers.load(towers.current_version() or "")
     content = ContentLookup(sink.read_content, s.content_cache_entries, probe.tower.cfg.content_dim)
-    handler = InteractionHandler(towers, history, content, sink, s, metrics, owned)
+    handler = InteractionHandler(towers, history, content, sink, s, metrics)
     last_lag = [0.0]
 
     def on_batch(n_good: int, n_bad: int, seconds: float) -> None:
@@ -422,6 +423,13 @@ def build_interaction_loop(
         settings=s,
         on_batch=on_batch,
     )
+
+    def owned() -> set[int]:
+        # The loop's snapshot as of its last poll: the handler may run on the loop's
+        # write thread while the consumer polls (kafka-python is not thread-safe).
+        return {tp.partition for tp in loop.assignment if tp.topic == k.interactions_topic}
+
+    handler.owned_partitions = owned
     # Every object alive now (torch, Feast, pandas, the model) lives as long as the
     # process; a batch keeps enough objects alive to start several full collections,
     # each of which would rescan all of them (measured: ~20% of the consumer's time).

@@ -143,10 +143,12 @@ def assert_online_matches(
     assert [to_ms(t) for t in got.event_timestamp] == [expected[u][2] for u in users]
 
 
+@pytest.mark.parametrize("pipeline", [True, False], ids=["pipelined", "sequential"])
 def test_stream_to_feast_holds_late_items_and_matches_batch(
     kafka_bootstrap: str,
     topic_factory,
     feast_handle: FeatureStoreHandle,  # noqa: F811 - fixture
+    pipeline: bool,
 ) -> None:
     ds = load_dataset("sample")
     n = 3000
@@ -161,7 +163,14 @@ def test_stream_to_feast_holds_late_items_and_matches_batch(
 
     history = open_history_store(feast_handle)
     group = f"g-{uuid.uuid4().hex[:8]}"
-    h1 = consume(feast_handle, history, k, group=group, until=lambda h: h.stats.events >= n)
+    h1 = consume(
+        feast_handle,
+        history,
+        k,
+        group=group,
+        until=lambda h: h.stats.events >= n,
+        pipeline=pipeline,
+    )
     assert h1.stats.events == n
     held = set(history.held(None))
     assert held and h1.stats.held_interactions >= len(held)
@@ -188,6 +197,7 @@ def test_stream_to_feast_holds_late_items_and_matches_batch(
         group=group,
         until=lambda h: h.stats.released_users >= len(held),
         held_recheck_s=0.2,
+        pipeline=pipeline,
     )
     assert h2.stats.events == 0  # the group's offsets were committed: nothing re-read
     assert not history.held(None)
