@@ -30,17 +30,20 @@ class LearnTrainConfig:
     model: LearnConfig = field(default_factory=LearnConfig)
     task: LearnTaskConfig = field(default_factory=LearnTaskConfig)
     history_len: int = 50  # H
-    target_len: int = 10  # T
-    queries: int = 8  # history positions paired with every target (dense all-action)
+    # T=3, K=4, 24 windows: chosen on ml-100k *validation* HR@10 (0.169 vs 0.108 for T=10,
+    # K=8, 8 windows); next-item targets dominate leave-one-out, so short target windows win.
+    target_len: int = 3  # T
+    queries: int = 4  # history positions paired with every target (dense all-action)
     recency_decay: float | None = None  # e.g. 0.9: sample query positions ~ decay**age
-    windows_per_user: int = 8  # cap on (history, target) windows per user per epoch
+    windows_per_user: int = 24  # cap on (history, target) windows per user per epoch
     batch_size: int = 128
-    epochs: int = 20
+    epochs: int = 40
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_frac: float = 0.05
     grad_clip: float = 1.0
-    patience: int = 3  # epochs without validation gain before stopping
+    patience: int = 6  # epochs without validation gain before stopping
+    time_budget_s: float | None = None  # stop after the epoch that crosses this wall time
     seed: int = 0
 
 
@@ -187,6 +190,9 @@ def train_learn(
             since += 1
             if since >= cfg.patience:
                 break
+        if cfg.time_budget_s is not None and time.monotonic() - t0 > cfg.time_budget_s:
+            log.info("learn: time budget %.0fs reached after epoch %d", cfg.time_budget_s, epoch)
+            break
     assert best_state is not None
     task.load_state_dict(best_state)
     model.eval()
