@@ -18,13 +18,14 @@ import pytest
 
 from learn_core.datasets import load_dataset
 from learn_core.events import Interaction, to_json_bytes
+from learn_core.registry import ModelRegistry
 from learnrec.demo import Pipeline
 from ranking.reader import RankingReader
 from ranking.settings import RankingSettings
 from streaming.producer import EventProducer
 from streaming.replay import replay
 from tests.integration.conftest_feast import make_settings
-from tests.integration.test_e2e import MemoryRegistry, embedder, kafka
+from tests.integration.test_e2e import embedder, kafka
 from trainers.jobs.retrain import RetrainSettings, retrain
 
 pytestmark = pytest.mark.integration
@@ -41,7 +42,7 @@ def test_new_item_is_retrievable_within_two_seconds(
     n = 4000
     k = kafka(kafka_bootstrap, topic_factory)
     feast = make_settings("embedded", tmp_path / "feast")
-    registry = MemoryRegistry()
+    registry = ModelRegistry(tmp_path / "registry")
     pipe = Pipeline(kafka_bootstrap, k, feast, registry, embedder(), reload_check_s=0.2)
     pipe.start()
     handle = open_store(feast)
@@ -53,7 +54,6 @@ def test_new_item_is_retrievable_within_two_seconds(
             handle,
             registry,
             RetrainSettings(epochs=2, patience=1, windows_per_user=4, catchup_delay_s=0.3),
-            save=lambda r, m, meta: r.save(m.model),
             force=True,
         )
         assert rep is not None and registry.current_version() == rep.version

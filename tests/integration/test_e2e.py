@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from learn_core.datasets import load_dataset
+from learn_core.registry import ModelRegistry
 from learnrec.demo import Pipeline
 from ranking.core import OK, UnknownUserError
 from ranking.reader import RankingReader
@@ -32,32 +33,6 @@ from tests.integration.conftest_feast import make_settings
 from trainers.jobs.retrain import RetrainSettings, retrain
 
 pytestmark = pytest.mark.integration
-
-
-class MemoryRegistry:
-    """The registry port in memory: save, load, an atomic ``current`` pointer."""
-
-    def __init__(self) -> None:
-        self.models: dict[str, Any] = {}
-        self.current: str | None = None
-        self._lock = threading.Lock()
-
-    def current_version(self) -> str | None:
-        return self.current
-
-    def load(self, version: str) -> Any:
-        return self.models[version]
-
-    def save(self, model: Any, **meta: Any) -> str:
-        with self._lock:
-            version = f"m{len(self.models) + 1}"
-            self.models[version] = model
-        return version
-
-    def promote(self, version: str) -> None:
-        if version not in self.models:
-            raise KeyError(version)
-        self.current = version
 
 
 def embedder() -> Any:
@@ -99,7 +74,7 @@ def test_events_to_ranking_with_a_version_switch_under_load(
     first, second = 6000, 9000
     k = kafka(kafka_bootstrap, topic_factory)
     feast = make_settings("embedded", tmp_path / "feast")
-    registry = MemoryRegistry()
+    registry = ModelRegistry(tmp_path / "registry")
     settings = RetrainSettings(epochs=2, patience=1, windows_per_user=4, catchup_delay_s=0.8)
 
     # 1-2. Events through both consumers (no model yet: users get the bootstrap tower).
@@ -112,22 +87,20 @@ def test_events_to_ranking_with_a_version_switch_under_load(
         pipe.wait_for(len(ds.items), first, timeout_s=120)
 
         # 3. First training, backfill, promotion.
-        rep1 = retrain(
-            handle, registry, settings, save=lambda r, m, meta: r.save(m.model), force=True
-        )
-        assert rep1 is not None and rep1.promoted and rep1.version == "m1"
+        rep1 = retrain(handle, registry, settings, force=True)
+        assert rep1 is not None and rep1.promoted and rep1.version is not None
         assert rep1.backfill["items"] == len(ds.items)
         assert rep1.candidate["n"] > 0
 
-        # 4. The reader serves one version: every row of the answer is m1's.
+        # 4. The reader serves one version: every row of the answer is the first model's.
         reader = RankingReader(handle, registry, RankingSettings(version_check_s=0.0))
         users = sorted(set(ds.interactions["user_id"].iloc[:first]))[:20]
         items = [it.item_id for it in ds.items]
         res = reader.rank(users[0], items[:100])
-        assert res.model_version == "m1" and res.status == [OK] * 100
+        assert res.model_version == rep1.version and res.status == [OK] * 100
         assert np.isfinite(res.cvr).all() and res.mid_emb.shape == (100, 64)
         top = reader.retrieve(users[0], 10)
-        assert top.model_version == "m1" and len(top.item_ids) == 10
+        assert top.model_version == rep1.version and len(top.item_ids) == 10
 
         # 5. More events and a retrain + switch while readers keep querying.
         answers: list[Any] = []
@@ -158,10 +131,12 @@ def test_events_to_ranking_with_a_version_switch_under_load(
                 items=False,
             )
         pipe.wait_for(len(ds.items), second, timeout_s=120)
-        rep2 = retrain(
-            handle, registry, settings, save=lambda r, m, meta: r.save(m.model), force=True
+        rep2 = retrain(handle, registry, settings, force=True)
+        assert (
+            rep2 is not None
+            and rep2.version not in (None, rep1.version)
+            and rep2.current_version == rep1.version
         )
-        assert rep2 is not None and rep2.version == "m2" and rep2.current_version == "m1"
         time.sleep(1.0)
         stop.set()
         for t in threads:
@@ -171,7 +146,7 @@ def test_events_to_ranking_with_a_version_switch_under_load(
         items_v = rows_by_version(handle, "item_tower_embedding", "item_id")
         users_v = rows_by_version(handle, "user_tower_embedding", "user_id")
         versions = {a.model_version for a in answers}
-        assert versions == {"m1", "m2"}, versions
+        assert versions == {rep1.version, rep2.version}, versions
         checked = 0
         for a in answers:
             assert made_by(a.user_embedding, users_v[(a.user_id, a.model_version)])
@@ -180,9 +155,9 @@ def test_events_to_ranking_with_a_version_switch_under_load(
                     assert made_by(a.item_embeddings[r], items_v[(iid, a.model_version)])
                     checked += 1
         assert checked > 1000
-        # After the switch and catch-up, everything is served by m2.
+        # After the switch and catch-up, everything is served by the second model.
         final = reader.rank(users[0], items[:100])
-        assert final.model_version == "m2" and final.status == [OK] * 100
+        assert final.model_version == rep2.version and final.status == [OK] * 100
     finally:
         pipe.close()
         handle.close()
