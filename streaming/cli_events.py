@@ -46,11 +46,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _bootstrap(k: KafkaSettings) -> str:
-    from streaming.kafka_io import bootstrap_or_local, ensure_event_topics
+    from streaming.kafka_io import prepare_kafka
 
-    bootstrap = bootstrap_or_local(k)
-    ensure_event_topics(bootstrap, k)
-    return bootstrap
+    return prepare_kafka(k)[1]
 
 
 def _produce(args: argparse.Namespace) -> int:

@@ -331,3 +331,10 @@ def _wait_on_revoke(loop: MicroBatchLoop) -> Any:
             pass
 
     return WaitOnRevoke()
+
+
+def close_loop(loop: MicroBatchLoop) -> None:
+    """Close the consumer without committing (the loop commits after each write) and the DLQ producer."""
+    loop.consumer.close(autocommit=False)
+    loop.dlq.flush()
+    loop.dlq.close()

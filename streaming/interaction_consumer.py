@@ -476,15 +476,12 @@ def run_interaction_consumer(
 ) -> LoopStats:
     """The long-running service: ``learnrec consume-interactions``."""
     from feature_repo.store import open_store
-    from streaming.item_consumer import close_loop
-    from streaming.kafka_io import bootstrap_or_local, ensure_event_topics
-    from streaming.settings import KafkaSettings
+    from streaming.consumer import close_loop
+    from streaming.kafka_io import prepare_kafka
     from streaming.user_sinks import FeastUserSink, open_history_store
 
     s = load(InteractionConsumerSettings)
-    k = load(KafkaSettings)
-    bootstrap = bootstrap_or_local(k)
-    ensure_event_topics(bootstrap, k)
+    k, bootstrap = prepare_kafka()
     handle = open_store()
     history = open_history_store(handle)
     loop, handler = build_interaction_loop(

@@ -20,7 +20,13 @@ from learn_core.embedding.base import ContentEmbedder
 from learn_core.events import ITEM_CREATED, ItemCreated
 from learn_core.item_text import TEMPLATE_VERSION, render_item
 from learn_core.settings import cache_dir, load
-from streaming.consumer import Accepted, ConsumerSettings, LoopStats, MicroBatchLoop
+from streaming.consumer import (
+    Accepted,
+    ConsumerSettings,
+    LoopStats,
+    MicroBatchLoop,
+    close_loop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,26 +153,17 @@ def build_item_loop(
     return loop, handler
 
 
-def close_loop(loop: MicroBatchLoop) -> None:
-    loop.consumer.close(autocommit=False)
-    loop.dlq.flush()
-    loop.dlq.close()
-
-
 def run_item_consumer(
     stop: threading.Event | None = None, idle_exit_s: float | None = None
 ) -> LoopStats:
     """The long-running service: ``learnrec consume items``."""
     from ranking.item_tower import ItemTowerSink
     from ranking.models import ModelCache, open_registry
-    from streaming.kafka_io import bootstrap_or_local, ensure_event_topics
-    from streaming.settings import KafkaSettings
+    from streaming.kafka_io import prepare_kafka
     from streaming.sinks import open_sink
 
     s = load(ItemConsumerSettings)
-    k = load(KafkaSettings)
-    bootstrap = bootstrap_or_local(k)
-    ensure_event_topics(bootstrap, k)
+    k, bootstrap = prepare_kafka()
     content = open_sink()
     # New items also get an item-tower vector from the current model at once, so they are
     # retrievable seconds after their event, before any retraining (cold start).
@@ -177,6 +174,7 @@ def run_item_consumer(
         return loop.run(stop, idle_exit_s=idle_exit_s)
     finally:
         close_loop(loop)
+        sink.close()
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:

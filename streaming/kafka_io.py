@@ -63,6 +63,14 @@ def make_consumer(
     return KafkaConsumer(*topics, **cfg)
 
 
+def prepare_kafka(settings: KafkaSettings | None = None) -> tuple[KafkaSettings, str]:
+    """Settings and bootstrap address for a service, with its topics created if missing."""
+    k = settings or load(KafkaSettings)
+    bootstrap = bootstrap_or_local(k)
+    ensure_event_topics(bootstrap, k)
+    return k, bootstrap
+
+
 def ensure_event_topics(bootstrap: str, settings: KafkaSettings) -> None:
     """Create the event topics (keyed, several partitions) and the dead-letter topic if missing."""
     from streaming.admin import create_topics
