@@ -49,7 +49,6 @@ def run(n_items: int, batch: int, profile: str, out: Path | None) -> dict:
     from learn_core.events import to_json_bytes
     from learn_core.item_text import render_item
     from streaming.admin import create_topics, delete_topics
-    from streaming.consumer import ConsumerSettings
     from streaming.item_consumer import ItemConsumerSettings, build_item_loop, close_loop
     from streaming.kafka_io import bootstrap_or_local, make_producer
     from streaming.settings import KafkaSettings
@@ -89,7 +88,6 @@ def run(n_items: int, batch: int, profile: str, out: Path | None) -> dict:
         sink = open_sink()
         embedder = CachedEmbedder(model, EmbeddingCache(max_entries=10 * n_items))
         settings = ItemConsumerSettings(group_id=f"bench-{tag}", max_batch=batch, disk_cache=False)
-        assert isinstance(settings, ConsumerSettings)
         loop, handler = build_item_loop(bootstrap, sink, embedder, settings=settings, kafka=kafka)
         _join_group(loop.consumer)
         t0 = time.perf_counter()

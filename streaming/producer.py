@@ -36,11 +36,9 @@ class EventProducer:
             timestamp_ms=timestamp_ms,
         )
 
-    def send_raw(
-        self, topic: str, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None
-    ) -> Any:
+    def send_raw(self, topic: str, key: bytes | None, value: bytes | None) -> Any:
         """Pre-serialised bytes: the replay fast path, and tests of the dead-letter path."""
-        return self._producer.send(topic, key=key, value=value, timestamp_ms=timestamp_ms)
+        return self._producer.send(topic, key=key, value=value)
 
     def flush(self, timeout: float | None = None) -> None:
         self._producer.flush(timeout=timeout)
