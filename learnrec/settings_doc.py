@@ -19,7 +19,9 @@ SETTINGS = [
     "streaming.metrics:MetricsSettings",
     "feature_repo.settings:FeastSettings",
     "learn_core.registry:RegistrySettings",
-    "trainers.jobs.settings:JobSettings",
+    "trainers.cli:TrainSettings",
+    "trainers.jobs.retrain:RetrainSettings",
+    "trainers.jobs.scheduler:SchedulerSettings",
     "ranking.settings:RankingSettings",
 ]
 
@@ -30,11 +32,7 @@ def _classes() -> list[type[BaseSettings]]:
     out = []
     for ref in SETTINGS:
         mod, _, name = ref.partition(":")
-        try:
-            cls = getattr(importlib.import_module(mod), name)
-        except (ImportError, AttributeError):
-            continue  # component not present in this build
-        out.append(cls)
+        out.append(getattr(importlib.import_module(mod), name))
     return out
 
 
