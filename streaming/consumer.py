@@ -188,7 +188,7 @@ class MicroBatchLoop:
         Decoding the next records (kafka-python, pure Python) runs while the handler is
         in code that releases the GIL (the tower, fsync, SQLite). Offsets are committed
         explicitly, per batch, only after that batch's writes; a rebalance waits for the
-        batch in flight (``_FinishOnRevoke``). Records prefetched when the loop stops
+        batch in flight (``_wait_on_revoke``). Records prefetched when the loop stops
         are not committed, so they are re-delivered.
         """
         assert self._worker is not None
