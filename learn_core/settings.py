@@ -37,6 +37,9 @@ def load(cls: type[T], **overrides: object) -> T:
         prefix = str(cls.model_config.get("env_prefix", ""))
         problems = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "?"
+            field = ".".join(str(p) for p in err["loc"])
+            if not field:  # a cross-field check: its message names the settings itself
+                problems.append(err["msg"].removeprefix("Value error, "))
+                continue
             problems.append(f"{prefix}{field.upper()}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError(f"invalid {cls.__name__}: " + "; ".join(problems)) from None

@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from learn_core.settings import load
+from trainers.recipe import RecipeSettings
 
 log = logging.getLogger(__name__)
 
 
-class TrainSettings(BaseSettings):
+class TrainSettings(RecipeSettings):
     """Offline training defaults (env prefix ``LEARNREC_TRAIN_``); flags override them."""
 
     model_config = SettingsConfigDict(env_prefix="LEARNREC_TRAIN_", extra="forbid")
@@ -92,7 +93,10 @@ def _train(args: argparse.Namespace) -> int:
     ds, split, embedder, content = _prepare(s)
     inputs = FrozenContent(torch.from_numpy(content))
     cfg = LearnTrainConfig(
-        model=LearnConfig(TowerConfig(content_dim=inputs.dim)), epochs=s.epochs, seed=s.seed
+        model=LearnConfig(TowerConfig(content_dim=inputs.dim, item_variant=s.item_variant)),
+        pairing=s.pairing,
+        epochs=s.epochs,
+        seed=s.seed,
     )
     res = train_learn(cfg, split, inputs)
     cvr = {}

@@ -35,6 +35,9 @@ class LearnTrainConfig:
     target_len: int = 3  # T
     queries: int = 4  # history positions paired with every target (dense all-action)
     recency_decay: float | None = None  # e.g. 0.9: sample query positions ~ decay**age
+    # "window": K query positions x the T items after the history (item variants 1-3).
+    # "sliding": every history position x the T items that follow it (variants 2-3).
+    pairing: str = "window"
     windows_per_user: int = 24  # cap on (history, target) windows per user per epoch
     batch_size: int = 128
     epochs: int = 40
@@ -103,8 +106,39 @@ def make_windows(
     }
 
 
+def make_sliding_windows(
+    split: Split, cfg: LearnTrainConfig, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Chunks of H+T consecutive items: the newest one of every user, plus random earlier ones.
+
+    ``chunk`` holds the first H (the user tower's input), ``tail`` the T after them;
+    every position is a query whose positives are the T items that follow it.
+    """
+    h_len, t_len = cfg.history_len, cfg.target_len
+    width = h_len + t_len
+    chunks, convs = [], []
+    for seq, conv in zip(split.train, split.train_conv, strict=True):
+        n = len(seq)
+        if n < 2:
+            continue
+        n_win = min(cfg.windows_per_user, -(-n // h_len))
+        ends = [n]
+        if n_win > 1:
+            ends += list(rng.integers(2, n, size=n_win - 1, endpoint=True))
+        for end in ends:
+            start = max(0, end - width)
+            cb = np.full(width, -1, dtype=np.int64)
+            cb[: end - start] = seq[start:end]
+            vb = np.zeros(width, dtype=bool)
+            vb[: end - start] = conv[start:end]
+            chunks.append(cb)
+            convs.append(vb)
+    full = np.stack(chunks)
+    return {"chunk": full[:, :h_len], "tail": full[:, h_len:], "conv": np.stack(convs)}
+
+
 def _batches(windows: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator):
-    order = rng.permutation(len(windows["hist"]))
+    order = rng.permutation(len(next(iter(windows.values()))))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         yield {k: torch.from_numpy(v[idx]) for k, v in windows.items()}
@@ -144,7 +178,15 @@ def train_learn(
     task = LearnTrainTask(model, inputs, cfg.task)
     task.set_item_counts(torch.from_numpy(split.train_counts()))
     params = list(task.parameters())
-    n_windows = len(make_windows(split, cfg, np.random.default_rng(cfg.seed))["hist"])
+    if cfg.pairing not in ("window", "sliding"):
+        raise ValueError(f"pairing must be 'window' or 'sliding', got {cfg.pairing!r}")
+    if cfg.pairing == "sliding" and cfg.model.tower.item_variant == 1:
+        raise ValueError(
+            "pairing='sliding' needs item_variant 2 or 3: variant 1 reads a separate target "
+            "sequence, which the sliding pairing does not have"
+        )
+    sample = make_sliding_windows if cfg.pairing == "sliding" else make_windows
+    n_windows = len(next(iter(sample(split, cfg, np.random.default_rng(cfg.seed)).values())))
     steps_per_epoch = -(-n_windows // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     opt, sched = make_optimizer(
@@ -155,7 +197,7 @@ def train_learn(
     t0 = time.monotonic()
     for epoch in range(cfg.epochs):
         task.train()
-        windows = make_windows(split, cfg, rng)
+        windows = sample(split, cfg, rng)
         loss = train_loop(
             task,
             _batches(windows, cfg.batch_size, rng),

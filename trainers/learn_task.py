@@ -56,6 +56,42 @@ def info_nce(
     return (loss * pair_valid).sum() / pair_valid.sum().clamp(min=1)
 
 
+def sliding_info_nce(
+    queries: Tensor,
+    q_user: Tensor,
+    pos_cols: Tensor,
+    cands: Tensor,
+    own: Tensor,
+    temperature: Tensor | float,
+    cand_logq: Tensor | None = None,
+) -> Tensor:
+    """InfoNCE for the sliding pairing: every history position against the items that follow it.
+
+    ``queries [N, E]`` are user states, ``q_user [N]`` the batch row each came from,
+    ``pos_cols [N, T]`` the candidate column of each of the query's positives (-1 =
+    none). ``cands [U, E]`` embeds the batch's *unique* items, so the softmax runs over
+    every distinct item of the other users' windows; ``own [B, U]`` marks each row's own
+    items, which are masked as negatives (they are its positives at other offsets or
+    items it has already seen). ``cand_logq [U]`` is the log of each item's chance to be
+    in the batch at all, subtracted from its logit (sampled softmax with unique
+    candidates).
+    """
+    logits = queries @ cands.T / temperature  # [N, U]
+    if cand_logq is not None:
+        logits = logits - cand_logq[None, :]
+    lse_neg = torch.logsumexp(logits.masked_fill(own[q_user], -math.inf), dim=1)  # [N]
+    valid = pos_cols >= 0
+    pos = logits.gather(1, pos_cols.clamp(min=0))  # [N, T]
+    loss = -pos + torch.logaddexp(lse_neg[:, None], pos)
+    return (loss * valid).sum() / valid.sum().clamp(min=1)
+
+
+def log_inclusion(log_q: Tensor, draws: int) -> Tensor:
+    """log P(item appears among ``draws`` popularity-weighted draws) = log(1 - (1 - q)^draws)."""
+    q = log_q.exp().clamp(max=1 - 1e-7)
+    return torch.log(-torch.expm1(draws * torch.log1p(-q))).clamp(min=-80.0)
+
+
 @dataclass
 class LearnTaskConfig:
     temperature: float = 0.07
@@ -88,6 +124,48 @@ class LearnTrainTask(nn.Module):
         return self.log_tau.exp().clamp(0.01, 1.0)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """A ``window`` batch (hist/tgt/qpos) or a ``sliding`` batch (chunk/conv, see trainers.learn)."""
+        if "chunk" in batch:
+            return self._sliding(batch)
+        return self._window(batch)
+
+    def _sliding(self, batch: dict[str, Tensor]) -> Tensor:
+        """``chunk [B, H]`` history and ``tail [B, T]`` the items after it (-1 pad, left-aligned),
+        ``conv [B, H+T]`` their conversion labels.
+
+        Position i's positives are the T items that follow it in chunk + tail. Item embeddings come from the item tower one item at a
+        time (variants 2 and 3), once per distinct item in the batch.
+        """
+        hist = batch["chunk"]
+        full = torch.cat([hist, batch["tail"]], dim=1)  # [B, H+T]
+        b, h = hist.shape
+        t = full.shape[1] - h
+        valid = full >= 0
+        states = self.model.user_tower(self.inputs(hist), valid[:, :h])  # [B, H, E]
+        uniq, inv = torch.unique(full[valid], return_inverse=True)
+        cands = self.model.item_tower.embed(self.inputs(uniq))  # [U, E]
+        cols = torch.full_like(full, -1)
+        cols[valid] = inv  # candidate column of every chunk slot
+        rows = torch.arange(b)[:, None].expand_as(full)
+        own = torch.zeros(b, len(uniq), dtype=torch.bool)
+        own[rows[valid], inv] = True
+        # positives of position i: slots i+1..i+T
+        nxt = torch.stack([cols[:, 1 + j : 1 + j + h] for j in range(t)], dim=-1)  # [B, H, T]
+        q_mask = valid[:, :h] & (nxt[..., 0] >= 0)
+        q_user = torch.arange(b)[:, None].expand(b, h)[q_mask]
+        logq = None
+        if self.cfg.logq_correction and len(self.log_q):
+            logq = log_inclusion(self.log_q[uniq], int(valid.sum()))
+        loss = sliding_info_nce(
+            states[q_mask], q_user, nxt[q_mask], cands, own, self.temperature, logq
+        )
+        if self.cfg.cvr_weight > 0:
+            nxt_conv = batch["conv"][:, 1 : 1 + h].float()[q_mask]
+            _, logit = self.model.cvr_head(states[q_mask], cands[nxt[q_mask][:, 0]])
+            loss = loss + self.cfg.cvr_weight * F.binary_cross_entropy_with_logits(logit, nxt_conv)
+        return loss
+
+    def _window(self, batch: dict[str, Tensor]) -> Tensor:
         """``batch``: hist [B,H], tgt [B,T] item indices (-1 pad), qpos [B,K] (-1 pad), tgt_conv [B,T]."""
         hist, tgt, qpos = batch["hist"], batch["tgt"], batch["qpos"]
         h_valid, t_valid, q_valid = hist >= 0, tgt >= 0, qpos >= 0

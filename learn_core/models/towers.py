@@ -135,6 +135,10 @@ class ItemTower(nn.Module):
         b, t, d = content.shape
         return self._single(content.reshape(b * t, d)).reshape(b, t, -1)
 
+    def embed(self, content: Tensor) -> Tensor:
+        """Each item alone, with gradients: ``[N, D] -> [N, out_dim]`` (variant 1 reads one item)."""
+        return self._single(content)
+
     def _single(self, content: Tensor) -> Tensor:
         if self.cfg.item_variant == 3:
             return F.normalize(self.proj(content), dim=-1)

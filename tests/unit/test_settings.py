@@ -53,3 +53,16 @@ def test_cli_reports_config_error_and_exit_code() -> None:
     )
     assert out.returncode == 2
     assert "LEARNREC_KAFKA_PARTITIONS" in out.stderr
+
+
+def test_sliding_pairing_with_item_variant_1_fails_naming_both_settings(monkeypatch) -> None:
+    from learn_core.settings import ConfigError, load
+    from trainers.jobs.retrain import RetrainSettings
+
+    monkeypatch.setenv("LEARNREC_RETRAIN_PAIRING", "sliding")
+    with pytest.raises(
+        ConfigError, match="LEARNREC_RETRAIN_ITEM_VARIANT.*LEARNREC_RETRAIN_PAIRING"
+    ):
+        load(RetrainSettings)
+    monkeypatch.setenv("LEARNREC_RETRAIN_ITEM_VARIANT", "2")
+    assert load(RetrainSettings).item_variant == 2

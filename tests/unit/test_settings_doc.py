@@ -31,7 +31,14 @@ def _all_settings() -> set[str]:
 
 
 def test_every_settings_class_is_in_the_table() -> None:
-    missing = _all_settings() - set(SETTINGS) - {"streaming.consumer:ConsumerSettings"}
+    missing = (
+        _all_settings()
+        - set(SETTINGS)
+        - {
+            "streaming.consumer:ConsumerSettings",
+            "trainers.recipe:RecipeSettings",  # a base class; its fields show in its subclasses
+        }
+    )
     assert not missing, f"add to learnrec.settings_doc.SETTINGS: {sorted(missing)}"
     text = table()
     for ref in SETTINGS:

@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from ranking.item_tower import ITEM_CONTENT_VIEW
+from trainers.recipe import RecipeSettings
 
 if TYPE_CHECKING:
     from feature_repo.store import FeatureStoreHandle
@@ -47,7 +48,7 @@ CONTENT_FEATURE = f"{ITEM_CONTENT_VIEW}:embedding"
 CONTENT_VERSION_FEATURE = f"{ITEM_CONTENT_VIEW}:model_version"
 
 
-class RetrainSettings(BaseSettings):
+class RetrainSettings(RecipeSettings):
     """Retraining job (env prefix ``LEARNREC_RETRAIN_``)."""
 
     model_config = SettingsConfigDict(env_prefix="LEARNREC_RETRAIN_", extra="forbid")
@@ -339,7 +340,8 @@ def retrain(
     t1 = time.monotonic()
     dim = data.matrix.shape[1]
     cfg = LearnTrainConfig(
-        model=LearnConfig(tower=TowerConfig(content_dim=dim)),
+        model=LearnConfig(tower=TowerConfig(content_dim=dim, item_variant=s.item_variant)),
+        pairing=s.pairing,
         history_len=s.history_len,
         target_len=s.target_len,
         windows_per_user=s.windows_per_user,
