@@ -133,8 +133,10 @@ class LearnTrainTask(nn.Module):
         """``chunk [B, H]`` history and ``tail [B, T]`` the items after it (-1 pad, left-aligned),
         ``conv [B, H+T]`` their conversion labels.
 
-        Position i's positives are the T items that follow it in chunk + tail. Item embeddings come from the item tower one item at a
-        time (variants 2 and 3), once per distinct item in the batch.
+        Position i's positives are the T items that follow it in chunk + tail. Item
+        embeddings come from the item tower one item at a time (variants 2 and 3), once
+        per distinct item in the batch. With ``cvr_weight`` the CVR head learns from each
+        (position, next item) pair and that item's conversion label.
         """
         hist = batch["chunk"]
         full = torch.cat([hist, batch["tail"]], dim=1)  # [B, H+T]

@@ -136,3 +136,21 @@ def test_sliding_learns_planted_topics() -> None:
     popm = summarise(eval_loop(lambda u, h: pop.scores(len(u)), split), split)
     assert learn["all"]["hr@10"] > 2.0 * popm["all"]["hr@10"], (learn["all"], popm["all"])
     assert learn["cold"]["n"] > 0 and learn["cold"]["hr@10"] > 0.5 * learn["warm"]["hr@10"]
+
+
+def test_sliding_joint_cvr_trains_the_head() -> None:
+    torch.manual_seed(0)
+    tower = TowerConfig(content_dim=8, d_model=8, n_layers=1, max_len=8, out_dim=8, item_variant=2)
+    model = LearnModel(LearnConfig(tower, CVRConfig(in_dim=8)))
+    inputs = FrozenContent(torch.randn(12, 8))
+    batch = {
+        "chunk": torch.tensor([[0, 1, 2, 3], [5, 4, 6, 7]]),
+        "tail": torch.tensor([[4], [11]]),
+        "conv": torch.tensor([[0, 1, 0, 1, 1], [1, 0, 0, 1, 0]], dtype=torch.bool),
+    }
+    plain = LearnTrainTask(model, inputs, LearnTaskConfig(cvr_weight=0.0))(batch)
+    joint = LearnTrainTask(model, inputs, LearnTaskConfig(cvr_weight=0.5))(batch)
+    assert torch.isfinite(joint) and float(joint.detach()) > float(plain.detach())  # + BCE
+    joint.backward()
+    assert model.cvr_head.out.weight.grad is not None
+    assert float(model.cvr_head.out.weight.grad.abs().sum()) > 0
