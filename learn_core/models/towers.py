@@ -133,13 +133,10 @@ class ItemTower(nn.Module):
         if self.cfg.item_variant == 1:
             return self.shared(content, valid)
         b, t, d = content.shape
-        return self._single(content.reshape(b * t, d)).reshape(b, t, -1)
+        return self.embed(content.reshape(b * t, d)).reshape(b, t, -1)
 
     def embed(self, content: Tensor) -> Tensor:
         """Each item alone, with gradients: ``[N, D] -> [N, out_dim]`` (variant 1 reads one item)."""
-        return self._single(content)
-
-    def _single(self, content: Tensor) -> Tensor:
         if self.cfg.item_variant == 3:
             return F.normalize(self.proj(content), dim=-1)
         ones = torch.ones(content.shape[0], 1, dtype=torch.bool, device=content.device)
@@ -148,7 +145,7 @@ class ItemTower(nn.Module):
     @torch.no_grad()
     def encode_items(self, content_emb: Tensor, batch_size: int = 4096) -> Tensor:
         """Batched inference: one embedding per item, ``[N, D] -> [N, out_dim]``."""
-        parts = [self._single(c) for c in content_emb.split(batch_size)]
+        parts = [self.embed(c) for c in content_emb.split(batch_size)]
         return torch.cat(parts) if parts else content_emb.new_zeros(0, self.cfg.out_dim)
 
 
