@@ -69,21 +69,30 @@ def create_topics(
     timeout_ms = int(timeout_s * 1000)
     with admin_client(bootstrap) as admin:
         result = admin.create_topics(spec, timeout_ms=timeout_ms, raise_errors=False)
-        created, errors = [], []
-        for topic in result.get("topics", []):
-            code = topic.get("error_code", 0)
-            if code == 0:
-                created.append(topic["name"])
-            elif code != _TOPIC_EXISTS:
-                errors.append(
-                    f"{topic['name']}: {_error_name(code)} {topic.get('error_message') or ''}"
-                )
-        if errors:
-            raise TopicError("create_topics failed: " + "; ".join(errors))
+        created = _topics_done(result, "create_topics", ignore=_TOPIC_EXISTS)
         admin.wait_for_topics(names, timeout_ms=timeout_ms)
     if created:
         log.info("created topics %s (%d partitions, rf %d)", created, partitions, replication)
     return created
+
+
+def _topics_done(result: dict, op: str, *, ignore: int) -> list[str]:
+    """Names the admin ``op`` succeeded on; ``ignore`` is the harmless error (exists / unknown).
+
+    Any other per-topic error raises ``TopicError`` naming every failed topic.
+    """
+    done, errors = [], []
+    for topic in result.get("topics", []):
+        code = topic.get("error_code", 0)
+        if code == 0:
+            done.append(topic["name"])
+        elif code != ignore:
+            errors.append(
+                f"{topic['name']}: {_error_name(code)} {topic.get('error_message') or ''}"
+            )
+    if errors:
+        raise TopicError(f"{op} failed: " + "; ".join(errors))
+    return done
 
 
 def delete_topics(bootstrap: str, names: Iterable[str], *, timeout_s: float = 30.0) -> list[str]:
@@ -93,17 +102,7 @@ def delete_topics(bootstrap: str, names: Iterable[str], *, timeout_s: float = 30
         return []
     with admin_client(bootstrap) as admin:
         result = admin.delete_topics(names, timeout_ms=int(timeout_s * 1000), raise_errors=False)
-    deleted, errors = [], []
-    for topic in result.get("topics", []):
-        code = topic.get("error_code", 0)
-        if code == 0:
-            deleted.append(topic["name"])
-        elif code != _UNKNOWN_TOPIC:
-            errors.append(
-                f"{topic['name']}: {_error_name(code)} {topic.get('error_message') or ''}"
-            )
-    if errors:
-        raise TopicError("delete_topics failed: " + "; ".join(errors))
+    deleted = _topics_done(result, "delete_topics", ignore=_UNKNOWN_TOPIC)
     if deleted:
         log.info("deleted topics %s", deleted)
     return deleted
