@@ -338,3 +338,27 @@ def close_loop(loop: MicroBatchLoop) -> None:
     loop.consumer.close(autocommit=False)
     loop.dlq.flush()
     loop.dlq.close()
+
+
+def add_consumer_command(
+    sub: Any, name: str, help_text: str, run: Callable[..., LoopStats]
+) -> None:
+    """``learnrec <name> [--idle-exit S]``: run a consumer service and print its counts."""
+
+    def _cli(args: Any) -> int:
+        stats = run(idle_exit_s=args.idle_exit)
+        print(
+            f"consumed {stats.records} records: {stats.accepted} accepted, "
+            f"{stats.dead_lettered} dead-lettered"
+        )
+        return 0
+
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument(
+        "--idle-exit",
+        type=float,
+        default=None,
+        metavar="S",
+        help="exit after S seconds without records (default: run until Ctrl-C)",
+    )
+    p.set_defaults(func=_cli)

@@ -499,27 +499,14 @@ def run_interaction_consumer(
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    from streaming.consumer import add_consumer_command
+
+    add_consumer_command(
+        sub,
         "consume-interactions",
-        help="run the interaction consumer (user histories -> user tower -> Feast)",
+        "run the interaction consumer (user histories -> user tower -> Feast)",
+        run_interaction_consumer,
     )
-    p.add_argument(
-        "--idle-exit",
-        type=float,
-        default=None,
-        metavar="S",
-        help="exit after S seconds without records (default: run until Ctrl-C)",
-    )
-    p.set_defaults(func=_cli)
-
-
-def _cli(args: argparse.Namespace) -> int:
-    stats = run_interaction_consumer(idle_exit_s=args.idle_exit)
-    print(
-        f"consumed {stats.records} records: {stats.accepted} accepted, "
-        f"{stats.dead_lettered} dead-lettered"
-    )
-    return 0
 
 
 __all__ = [

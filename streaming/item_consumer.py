@@ -178,20 +178,11 @@ def run_item_consumer(
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("consume-items", help="run the item consumer (content embeddings -> Feast)")
-    p.add_argument(
-        "--idle-exit",
-        type=float,
-        default=None,
-        metavar="S",
-        help="exit after S seconds without records (default: run until Ctrl-C)",
-    )
-    p.set_defaults(func=lambda a: _cli(a))
+    from streaming.consumer import add_consumer_command
 
-
-def _cli(args: argparse.Namespace) -> int:
-    stats = run_item_consumer(idle_exit_s=args.idle_exit)
-    print(
-        f"consumed {stats.records} records: {stats.accepted} accepted, {stats.dead_lettered} dead-lettered"
+    add_consumer_command(
+        sub,
+        "consume-items",
+        "run the item consumer (content embeddings -> Feast)",
+        run_item_consumer,
     )
-    return 0

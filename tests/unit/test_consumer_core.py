@@ -128,3 +128,24 @@ def test_render_item_of_sample_catalogue_is_nonempty() -> None:
     ds = load_dataset("sample")
     texts = [render_item(i) for i in ds.items[:20]]
     assert all(t.startswith("Title: ") for t in texts) and len(set(texts)) == 20
+
+
+def test_consumer_command_runs_the_service_and_prints_its_counts(capsys) -> None:
+    import argparse
+
+    from streaming.consumer import LoopStats, add_consumer_command
+
+    seen = {}
+
+    def run(idle_exit_s: float | None = None) -> LoopStats:
+        seen["idle"] = idle_exit_s
+        stats = LoopStats()
+        stats.records, stats.accepted, stats.dead_lettered = 5, 4, 1
+        return stats
+
+    parser = argparse.ArgumentParser()
+    add_consumer_command(parser.add_subparsers(dest="command"), "consume-x", "help", run)
+    args = parser.parse_args(["consume-x", "--idle-exit", "2.5"])
+    assert args.func(args) == 0
+    assert seen["idle"] == 2.5
+    assert "consumed 5 records: 4 accepted, 1 dead-lettered" in capsys.readouterr().out
