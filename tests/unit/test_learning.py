@@ -11,9 +11,9 @@ import time
 import numpy as np
 import torch
 
-from learn_core.datasets import synthetic
-from learn_core.models import FrozenContent, LearnConfig, Popularity, TowerConfig
-from trainers.evaluation import eval_loop, summarise
+from learn_core.models import LearnConfig, TowerConfig
+from tests.unit.planted import learn_and_popularity, planted
+from trainers.evaluation import eval_loop
 from trainers.learn import (
     CVRStageConfig,
     LearnTrainConfig,
@@ -21,14 +21,11 @@ from trainers.learn import (
     train_cvr_stage,
     train_learn,
 )
-from trainers.splits import leave_one_out
 
 
 def test_learn_beats_popularity_on_planted_topics() -> None:
     torch.set_num_threads(2)
-    ds, topics = synthetic.generate(n_items=200, n_users=150, mean_events=30, seed=1)
-    split = leave_one_out(ds, cold_fraction=0.1, seed=0)
-    inputs = FrozenContent(torch.from_numpy(synthetic.planted_content(topics, dim=32)))
+    split, inputs = planted(200, 150, 30, seed=1, dim=32)
     cfg = LearnTrainConfig(
         model=LearnConfig(TowerConfig(content_dim=32, d_model=32, n_layers=1, max_len=32)),
         history_len=20,
@@ -42,9 +39,7 @@ def test_learn_beats_popularity_on_planted_topics() -> None:
     t0 = time.monotonic()
     res = train_learn(cfg, split, inputs)
     assert time.monotonic() - t0 < 60
-    learn = summarise(eval_loop(learn_score_fn(res.model, inputs, 20), split), split)
-    pop = Popularity(split.n_items).fit(split.train)
-    popm = summarise(eval_loop(lambda u, h: pop.scores(len(u)), split), split)
+    learn, popm = learn_and_popularity(res.model, inputs, split, 20)
     # a wide margin: measured about 0.7 against 0.25
     assert learn["all"]["hr@10"] > 2.0 * popm["all"]["hr@10"], (learn["all"], popm["all"])
     # cold items (never trained on) are found through their content alone
@@ -58,9 +53,7 @@ def test_learn_beats_popularity_on_planted_topics() -> None:
 
 
 def test_training_is_deterministic() -> None:
-    ds, topics = synthetic.generate(n_items=60, n_users=40, mean_events=15, seed=2)
-    split = leave_one_out(ds, cold_fraction=0.1, seed=0)
-    inputs = FrozenContent(torch.from_numpy(synthetic.planted_content(topics, dim=16)))
+    split, inputs = planted(60, 40, 15, seed=2, dim=16)
     cfg = LearnTrainConfig(
         model=LearnConfig(TowerConfig(content_dim=16, d_model=16, n_layers=1, max_len=16)),
         history_len=10,

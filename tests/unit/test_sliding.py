@@ -8,24 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from learn_core.datasets import synthetic
 from learn_core.models import (
     CVRConfig,
     FrozenContent,
     LearnConfig,
     LearnModel,
-    Popularity,
     TowerConfig,
 )
-from trainers.evaluation import eval_loop, summarise
+from tests.unit.planted import learn_and_popularity, planted
 from trainers.learn import (
     LearnTrainConfig,
-    learn_score_fn,
     make_sliding_windows,
     train_learn,
 )
 from trainers.learn_task import LearnTaskConfig, LearnTrainTask, log_inclusion
-from trainers.splits import leave_one_out
 
 
 def _brute_force(task: LearnTrainTask, batch: dict[str, torch.Tensor], logq: bool) -> float:
@@ -86,8 +82,7 @@ def test_sliding_loss_matches_brute_force(variant: int, logq: bool) -> None:
 
 
 def test_sliding_windows_cover_the_newest_items() -> None:
-    ds, _ = synthetic.generate(n_items=50, n_users=20, mean_events=25, seed=3)
-    split = leave_one_out(ds, cold_fraction=0.1, seed=0)
+    split, _ = planted(50, 20, 25, seed=3, dim=8)
     cfg = LearnTrainConfig(history_len=6, target_len=2, pairing="sliding")
     w = make_sliding_windows(split, cfg, np.random.default_rng(0))
     assert w["chunk"].shape[1] == 6 and w["tail"].shape[1] == 2 and w["conv"].shape[1] == 8
@@ -99,9 +94,7 @@ def test_sliding_windows_cover_the_newest_items() -> None:
 
 
 def test_sliding_refuses_item_variant_1() -> None:
-    ds, topics = synthetic.generate(n_items=30, n_users=10, mean_events=10, seed=4)
-    split = leave_one_out(ds, cold_fraction=0.1, seed=0)
-    inputs = FrozenContent(torch.from_numpy(synthetic.planted_content(topics, dim=8)))
+    split, inputs = planted(30, 10, 10, seed=4, dim=8)
     cfg = LearnTrainConfig(
         model=LearnConfig(TowerConfig(content_dim=8, d_model=8, max_len=8, item_variant=1)),
         history_len=6,
@@ -116,9 +109,7 @@ def test_sliding_refuses_item_variant_1() -> None:
 
 def test_sliding_learns_planted_topics() -> None:
     torch.set_num_threads(2)
-    ds, topics = synthetic.generate(n_items=200, n_users=150, mean_events=30, seed=1)
-    split = leave_one_out(ds, cold_fraction=0.1, seed=0)
-    inputs = FrozenContent(torch.from_numpy(synthetic.planted_content(topics, dim=32)))
+    split, inputs = planted(200, 150, 30, seed=1, dim=32)
     cfg = LearnTrainConfig(
         model=LearnConfig(
             TowerConfig(content_dim=32, d_model=32, n_layers=1, max_len=32, item_variant=2)
@@ -131,9 +122,7 @@ def test_sliding_learns_planted_topics() -> None:
         lr=3e-3,
     )
     res = train_learn(cfg, split, inputs)
-    learn = summarise(eval_loop(learn_score_fn(res.model, inputs, 20), split), split)
-    pop = Popularity(split.n_items).fit(split.train)
-    popm = summarise(eval_loop(lambda u, h: pop.scores(len(u)), split), split)
+    learn, popm = learn_and_popularity(res.model, inputs, split, 20)
     assert learn["all"]["hr@10"] > 2.0 * popm["all"]["hr@10"], (learn["all"], popm["all"])
     assert learn["cold"]["n"] > 0 and learn["cold"]["hr@10"] > 0.5 * learn["warm"]["hr@10"]
 
