@@ -230,22 +230,28 @@ def _events_in_log(handle: FeatureStoreHandle) -> int:
     return len(handle.read_offline("interaction_log"))
 
 
-def test_broker_restart_mid_stream_loses_nothing(
-    kafka_bootstrap: str, topic_factory, local_kafka, tmp_path: Path
-) -> None:
+def _first_half_running(kafka_bootstrap: str, topic_factory, tmp_path: Path, n: int = 6000):
+    """Content in the store, the first n/2 sample events produced, a consumer running."""
     ds = load_dataset("sample")
-    n = 6000
     handle = _store(tmp_path / "feast")
     write_content(handle, content_vectors(ds.item_ids))
     k = kafka_settings(kafka_bootstrap, topic_factory)
-    first = type(ds)(ds.name, ds.items, ds.interactions.iloc[: n // 2])
-    produce(first, k, n // 2)
-    run = _Running(kafka_bootstrap, k, handle)
+    produce(type(ds)(ds.name, ds.items, ds.interactions.iloc[: n // 2]), k, n // 2)
+    return ds, n, handle, k, _Running(kafka_bootstrap, k, handle)
+
+
+def _produce_second_half(ds, k, n: int) -> None:
+    produce(type(ds)(ds.name, ds.items, ds.interactions.iloc[n // 2 : n]), k, n - n // 2)
+
+
+def test_broker_restart_mid_stream_loses_nothing(
+    kafka_bootstrap: str, topic_factory, local_kafka, tmp_path: Path
+) -> None:
+    ds, n, handle, k, run = _first_half_running(kafka_bootstrap, topic_factory, tmp_path)
     try:
         _wait(lambda: _events_in_log(handle) > 0, 60, "the first batches")
         local_kafka.restart(hard=True)
-        rest = type(ds)(ds.name, ds.items, ds.interactions.iloc[n // 2 : n])
-        produce(rest, k, n - n // 2)
+        _produce_second_half(ds, k, n)
         _wait(
             lambda: _events_in_log(handle) >= n,
             120,
@@ -261,14 +267,7 @@ def test_broker_restart_mid_stream_loses_nothing(
 def test_online_store_outage_retries_without_commit(
     kafka_bootstrap: str, topic_factory, tmp_path: Path
 ) -> None:
-    ds = load_dataset("sample")
-    n = 6000
-    handle = _store(tmp_path / "feast")
-    write_content(handle, content_vectors(ds.item_ids))
-    k = kafka_settings(kafka_bootstrap, topic_factory)
-    first = type(ds)(ds.name, ds.items, ds.interactions.iloc[: n // 2])
-    produce(first, k, n // 2)
-    run = _Running(kafka_bootstrap, k, handle)
+    ds, n, handle, k, run = _first_half_running(kafka_bootstrap, topic_factory, tmp_path)
     online_db = handle.settings.resolved_data_dir() / "online.db"
     try:
         _wait(lambda: _events_in_log(handle) >= n // 2, 60, "the first half")
@@ -277,8 +276,7 @@ def test_online_store_outage_retries_without_commit(
         lock.execute("BEGIN EXCLUSIVE")  # the online store is unavailable from here
         t_lock = time.monotonic()
         try:
-            rest = type(ds)(ds.name, ds.items, ds.interactions.iloc[n // 2 : n])
-            produce(rest, k, n - n // 2)
+            _produce_second_half(ds, k, n)
             time.sleep(max(0.0, 6.0 - (time.monotonic() - t_lock)))
             during = _committed(kafka_bootstrap, run.group)
             time.sleep(max(0.0, 10.0 - (time.monotonic() - t_lock)))
