@@ -200,15 +200,20 @@ class NoRetrieval:
     def close(self) -> None: ...
 
 
+def _memory_reader(online: MemoryOnline, models: MemoryModels, max_candidates: int):
+    """A reader over the in-memory store and models, without a retrieval index."""
+    return RankingReader(
+        online,  # type: ignore[arg-type]
+        ModelCache(models, check_s=0),
+        RankingSettings(max_candidates=max_candidates),
+        retrieval=NoRetrieval(),  # type: ignore[arg-type]
+    )
+
+
 def test_reader_marks_other_versions_and_never_scores_them() -> None:
     online = MemoryOnline()
     models = MemoryModels(v1=small_model(0), v2=small_model(1))
-    reader = RankingReader(
-        online,  # type: ignore[arg-type]
-        ModelCache(models, check_s=0),
-        RankingSettings(max_candidates=10),
-        retrieval=NoRetrieval(),  # type: ignore[arg-type]
-    )
+    reader = _memory_reader(online, models, max_candidates=10)
     online.put("user_tower_embedding", ["u1"], unit_rows(1, 64, 5), "v1")
     online.put("item_tower_embedding", ["a", "b", "c"], unit_rows(3, 64, 6), "v1")
     online.put("item_tower_embedding", ["b"], unit_rows(1, 64, 7), "v2")  # mid-backfill
@@ -251,12 +256,7 @@ def test_http_service_maps_errors_to_status_codes() -> None:
 
     online = MemoryOnline()
     models = MemoryModels(v1=small_model(0))
-    reader = RankingReader(
-        online,  # type: ignore[arg-type]
-        ModelCache(models, check_s=0),
-        RankingSettings(max_candidates=5),
-        retrieval=NoRetrieval(),  # type: ignore[arg-type]
-    )
+    reader = _memory_reader(online, models, max_candidates=5)
     online.put("user_tower_embedding", ["u1"], unit_rows(1, 64, 5), "v1")
     online.put("item_tower_embedding", ["a", "b"], unit_rows(2, 64, 6), "v1")
     client = TestClient(create_app(reader))
