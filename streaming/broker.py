@@ -162,8 +162,15 @@ def fetch_jars(settings: BrokerSettings | None = None) -> Path:
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars).
+
+    One id in 64 would begin with "-", which the storage tool's argument parser reads
+    as an option; like Kafka's own ``Uuid.randomUuid`` we draw again.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 def free_port() -> int:

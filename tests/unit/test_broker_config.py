@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -73,6 +74,16 @@ def test_cluster_id_is_22_char_urlsafe_base64_of_16_bytes() -> None:
     for cid in ids:
         assert len(cid) == 22 and "=" not in cid
         assert len(base64.urlsafe_b64decode(cid + "==")) == 16
+
+
+def test_cluster_id_never_begins_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The storage tool parses "--cluster-id -abc..." as a missing value (a CI failure).
+    dash_first = uuid.UUID(bytes=base64.urlsafe_b64decode("-" + "A" * 21 + "=="))
+    draws = iter([dash_first, uuid.UUID(int=1)])
+    monkeypatch.setattr("streaming.broker.uuid.uuid4", lambda: next(draws))
+    cid = new_cluster_id()
+    assert not cid.startswith("-")
+    assert cid == base64.urlsafe_b64encode(uuid.UUID(int=1).bytes).rstrip(b"=").decode()
 
 
 def test_previous_ports_only_for_formatted_data_dirs(tmp_path: Path) -> None:
