@@ -87,3 +87,36 @@ def leave_one_out(dataset: Dataset, cold_fraction: float = 0.1, seed: int = 0) -
         cold=cold,
         n_events=np.asarray(n_events, dtype=np.int64),
     )
+
+
+def hold_out_validation_cold(split: Split, fraction: float = 0.1, seed: int = 1) -> Split:
+    """A selection split whose *validation* side mirrors the test's cold-start slice.
+
+    A further random ``fraction`` of the warm items is removed from every training
+    sequence, so that those items appear only as validation targets. Cold-start
+    behaviour can then be chosen on validation, never on test. The returned split
+    marks them in ``cold`` (so they have no training count) and must only be used for
+    validation: its test side is the original one.
+    """
+    rng = np.random.default_rng(seed)
+    warm = np.flatnonzero(~split.cold)
+    held = np.zeros(split.n_items, dtype=bool)
+    held[rng.choice(warm, size=int(round(fraction * len(warm))), replace=False)] = True
+    keep = [~held[seq] for seq in split.train]
+    return Split(
+        item_ids=split.item_ids,
+        users=split.users,
+        train=[seq[k] for seq, k in zip(split.train, keep, strict=True)],
+        train_conv=[c[k] for c, k in zip(split.train_conv, keep, strict=True)],
+        valid=split.valid,
+        test=split.test,
+        cold=split.cold | held,
+        n_events=split.n_events,
+    )
+
+
+def validation_cold_users(selection: Split, split: Split) -> np.ndarray:
+    """Users whose validation target is one of ``selection``'s extra held-out items."""
+    held = selection.cold & ~split.cold
+    has = selection.valid >= 0
+    return has & held[np.where(has, selection.valid, 0)]
