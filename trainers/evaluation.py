@@ -27,8 +27,8 @@ def eval_loop(
         hists = [split.history(int(u), which) for u in batch]
         scores = np.asarray(score_fn(batch, hists), dtype=np.float64)
         exclude = np.zeros(scores.shape, dtype=bool)
-        for r, h in enumerate(hists):
-            exclude[r, h] = True
+        for r, u in enumerate(batch):
+            exclude[r, split.excluded(int(u), which)] = True
         ranks[batch] = target_ranks(scores, targets[batch], exclude)
     return ranks
 

@@ -4,6 +4,8 @@ Per user, interactions are ordered by time; the last is the test target. A rando
 ``cold_fraction`` of items is held out of training entirely: those items are removed
 from every history and training sequence and can only appear as test targets. Of the
 remaining items the last is the validation target and the rest is training data.
+Full ranking removes every item the user interacted with before the target, held-out
+ones included: hiding an item from the model does not make it new to the user.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ class Split:
     test: np.ndarray  # [U] test target
     cold: np.ndarray  # [N] bool: held out of training
     n_events: np.ndarray  # [U] interactions per user before any hold-out
+    # Per user, every item interacted with before the test target, cold ones included,
+    # and how many of them precede the validation target. Ranking removes what the user
+    # has already seen; a held-out item is hidden from the model, not from the user.
+    seen: list[np.ndarray] | None = None
+    seen_before_valid: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
@@ -37,6 +44,14 @@ class Split:
         if which == "valid" or self.valid[u] < 0:
             return self.train[u]
         return np.append(self.train[u], self.valid[u])
+
+    def excluded(self, u: int, which: str) -> np.ndarray:
+        """Items left out of the ranking of ``which``: all the user saw before that target."""
+        if self.seen is None or self.seen_before_valid is None:
+            return self.history(u, which)
+        if which == "valid":
+            return self.seen[u][: self.seen_before_valid[u]]
+        return self.seen[u]
 
     def train_counts(self) -> np.ndarray:
         counts = np.zeros(self.n_items, dtype=np.int64)
@@ -62,19 +77,23 @@ def leave_one_out(dataset: Dataset, cold_fraction: float = 0.1, seed: int = 0) -
     users, starts = np.unique(users_col[order], return_index=True)
     bounds = np.append(starts, len(order))
     train, train_conv, valid, test, n_events = [], [], [], [], []
+    seen, seen_before_valid = [], []
     for k in range(len(users)):
         rows = order[bounds[k] : bounds[k + 1]]
         seq, lab = items[rows], conv[rows]
         n_events.append(len(seq))
         rest, rest_lab = seq[:-1], lab[:-1]
+        seen.append(rest)
         keep = ~cold[rest]
         rest, rest_lab = rest[keep], rest_lab[keep]
         test.append(seq[-1] if len(rest) else -1)  # a test target needs some history
         if len(rest) >= 2:
             valid.append(rest[-1])
+            seen_before_valid.append(int(np.flatnonzero(keep)[-1]))  # the valid slot
             rest, rest_lab = rest[:-1], rest_lab[:-1]
         else:
             valid.append(-1)
+            seen_before_valid.append(0)
         train.append(rest)
         train_conv.append(rest_lab)
     return Split(
@@ -86,6 +105,8 @@ def leave_one_out(dataset: Dataset, cold_fraction: float = 0.1, seed: int = 0) -
         test=np.asarray(test, dtype=np.int64),
         cold=cold,
         n_events=np.asarray(n_events, dtype=np.int64),
+        seen=seen,
+        seen_before_valid=np.asarray(seen_before_valid, dtype=np.int64),
     )
 
 
@@ -112,6 +133,8 @@ def hold_out_validation_cold(split: Split, fraction: float = 0.1, seed: int = 1)
         test=split.test,
         cold=split.cold | held,
         n_events=split.n_events,
+        seen=split.seen,
+        seen_before_valid=split.seen_before_valid,
     )
 
 
