@@ -67,9 +67,10 @@ def learn_bench_config(input_dim: int, dataset: str, seed: int) -> LearnTrainCon
     with variant 1, the library default, on validation HR@10 (0.227 vs 0.169).
     """
     tower = TowerConfig(content_dim=input_dim, item_variant=2)
-    # ml-1m-subset has ~2.2x the steps per epoch (~33 s each on 2 cores): 24 epochs let
-    # the cosine schedule finish inside the 14-minute budget instead of being cut off.
-    epochs = 24 if dataset == "ml-1m-subset" else 60
+    # ml-1m-subset has ~5x the steps per epoch (~25 s each on 2 cores): 32 epochs let the
+    # cosine schedule finish inside the 14-minute budget (767 s measured) and beat 24 on
+    # its validation (HR@10 0.281 vs 0.277, NDCG@10 0.155 vs 0.151).
+    epochs = 32 if dataset == "ml-1m-subset" else 60
     return LearnTrainConfig(
         model=LearnConfig(tower=tower),
         pairing="sliding",
