@@ -10,7 +10,7 @@ ones included: hiding an item from the model does not make it new to the user.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -60,6 +60,14 @@ class Split:
         return counts
 
 
+def _draw_items(pool: np.ndarray, fraction: float, n_items: int, seed: int) -> np.ndarray:
+    """Boolean mask over ``n_items``: a seeded random ``fraction`` of ``pool``."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(n_items, dtype=bool)
+    mask[rng.choice(pool, size=int(round(fraction * len(pool))), replace=False)] = True
+    return mask
+
+
 def leave_one_out(dataset: Dataset, cold_fraction: float = 0.1, seed: int = 0) -> Split:
     item_ids = dataset.item_ids
     index = {iid: i for i, iid in enumerate(item_ids)}
@@ -68,10 +76,7 @@ def leave_one_out(dataset: Dataset, cold_fraction: float = 0.1, seed: int = 0) -
     conv = conversion_labels(df)
     users_col = df["user_id"].to_numpy()
 
-    rng = np.random.default_rng(seed)
-    seen = np.unique(items)
-    cold = np.zeros(len(item_ids), dtype=bool)
-    cold[rng.choice(seen, size=int(round(cold_fraction * len(seen))), replace=False)] = True
+    cold = _draw_items(np.unique(items), cold_fraction, len(item_ids), seed)
 
     order = np.argsort(users_col, kind="stable")  # keeps time order inside each user
     users, starts = np.unique(users_col[order], return_index=True)
@@ -119,22 +124,13 @@ def hold_out_validation_cold(split: Split, fraction: float = 0.1, seed: int = 1)
     marks them in ``cold`` (so they have no training count) and must only be used for
     validation: its test side is the original one.
     """
-    rng = np.random.default_rng(seed)
-    warm = np.flatnonzero(~split.cold)
-    held = np.zeros(split.n_items, dtype=bool)
-    held[rng.choice(warm, size=int(round(fraction * len(warm))), replace=False)] = True
+    held = _draw_items(np.flatnonzero(~split.cold), fraction, split.n_items, seed)
     keep = [~held[seq] for seq in split.train]
-    return Split(
-        item_ids=split.item_ids,
-        users=split.users,
+    return replace(
+        split,
         train=[seq[k] for seq, k in zip(split.train, keep, strict=True)],
         train_conv=[c[k] for c, k in zip(split.train_conv, keep, strict=True)],
-        valid=split.valid,
-        test=split.test,
         cold=split.cold | held,
-        n_events=split.n_events,
-        seen=split.seen,
-        seen_before_valid=split.seen_before_valid,
     )
 
 
