@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -164,8 +165,16 @@ def learn_score_fn(model: LearnModel, inputs: FrozenContent | ItemIdEmbedding, h
 
 
 def train_learn(
-    cfg: LearnTrainConfig, split: Split, inputs: FrozenContent | ItemIdEmbedding
+    cfg: LearnTrainConfig,
+    split: Split,
+    inputs: FrozenContent | ItemIdEmbedding,
+    on_valid: Callable[[int, np.ndarray], None] | None = None,
 ) -> LearnResult:
+    """Train with early stopping on validation NDCG@10.
+
+    ``on_valid(epoch, ranks)``, if given, sees every epoch's validation ranks (per user,
+    ``NaN`` = no target), e.g. to follow a slice that the selection does not use.
+    """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     if cfg.model.tower.content_dim != inputs.dim:
@@ -209,6 +218,8 @@ def train_learn(
         )
         ranks = eval_loop(learn_score_fn(model, inputs, cfg.history_len), split, "valid")
         val = ranking_metrics(ranks[~np.isnan(ranks)])
+        if on_valid is not None:
+            on_valid(epoch, ranks)
         history.append(
             {
                 "epoch": epoch,

@@ -121,7 +121,16 @@ def test_sliding_learns_planted_topics() -> None:
         epochs=8,
         lr=3e-3,
     )
-    res = train_learn(cfg, split, inputs)
+    seen: list[tuple[int, float]] = []
+    res = train_learn(
+        cfg,
+        split,
+        inputs,
+        on_valid=lambda e, r: seen.append((e, float((r[~np.isnan(r)] < 10).mean()))),
+    )
+    # the hook sees every epoch's validation ranks, the ones the selection used
+    assert [e for e, _ in seen] == [h["epoch"] for h in res.history]
+    assert [hr for _, hr in seen] == pytest.approx([h["valid_hr@10"] for h in res.history])
     learn, popm = learn_and_popularity(res.model, inputs, split, 20)
     assert learn["all"]["hr@10"] > 2.0 * popm["all"]["hr@10"], (learn["all"], popm["all"])
     assert learn["cold"]["n"] > 0 and learn["cold"]["hr@10"] > 0.5 * learn["warm"]["hr@10"]
