@@ -35,7 +35,9 @@ class LearnTrainConfig:
     # K=8, 8 windows); next-item targets dominate leave-one-out, so short target windows win.
     target_len: int = 3  # T
     queries: int = 4  # history positions paired with every target (dense all-action)
-    recency_decay: float | None = None  # e.g. 0.9: sample query positions ~ decay**age
+    # e.g. 0.9: recency weighting of query positions, as in the paper: the window pairing
+    # samples them ~ decay**age, the sliding pairing weights each position's loss by it
+    recency_decay: float | None = None
     # "window": K query positions x the T items after the history (item variants 1-3).
     # "sliding": every history position x the T items that follow it (variants 2-3).
     pairing: str = "window"
@@ -113,11 +115,13 @@ def make_sliding_windows(
     """Chunks of H+T consecutive items: the newest one of every user, plus random earlier ones.
 
     ``chunk`` holds the first H (the user tower's input), ``tail`` the T after them;
-    every position is a query whose positives are the T items that follow it.
+    every position is a query whose positives are the T items that follow it. With
+    ``recency_decay``, ``qweight`` weighs each position by ``decay**age``, age 0 being the
+    chunk's newest position that has a next item.
     """
     h_len, t_len = cfg.history_len, cfg.target_len
     width = h_len + t_len
-    chunks, convs = [], []
+    chunks, convs, weights = [], [], []
     for seq, conv in zip(split.train, split.train_conv, strict=True):
         n = len(seq)
         if n < 2:
@@ -134,8 +138,16 @@ def make_sliding_windows(
             vb[: end - start] = conv[start:end]
             chunks.append(cb)
             convs.append(vb)
+            if cfg.recency_decay is not None:
+                n_q = min(h_len, end - start - 1)  # positions with a next item
+                wb = np.zeros(h_len, dtype=np.float32)
+                wb[:n_q] = cfg.recency_decay ** np.arange(n_q - 1, -1, -1, dtype=np.float64)
+                weights.append(wb)
     full = np.stack(chunks)
-    return {"chunk": full[:, :h_len], "tail": full[:, h_len:], "conv": np.stack(convs)}
+    out = {"chunk": full[:, :h_len], "tail": full[:, h_len:], "conv": np.stack(convs)}
+    if weights:
+        out["qweight"] = np.stack(weights)
+    return out
 
 
 def _batches(windows: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator):
@@ -189,6 +201,8 @@ def train_learn(
     params = list(task.parameters())
     if cfg.pairing not in ("window", "sliding"):
         raise ValueError(f"pairing must be 'window' or 'sliding', got {cfg.pairing!r}")
+    if cfg.recency_decay is not None and not 0.0 < cfg.recency_decay <= 1.0:
+        raise ValueError(f"recency_decay must be in (0, 1], got {cfg.recency_decay}")
     if cfg.pairing == "sliding" and cfg.model.tower.item_variant == 1:
         raise ValueError(
             "pairing='sliding' needs item_variant 2 or 3: variant 1 reads a separate target "

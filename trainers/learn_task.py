@@ -64,6 +64,7 @@ def sliding_info_nce(
     own: Tensor,
     temperature: Tensor | float,
     cand_logq: Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> Tensor:
     """InfoNCE for the sliding pairing: every history position against the items that follow it.
 
@@ -74,7 +75,7 @@ def sliding_info_nce(
     items, which are masked as negatives (they are its positives at other offsets or
     items it has already seen). ``cand_logq [U]`` is the log of each item's chance to be
     in the batch at all, subtracted from its logit (sampled softmax with unique
-    candidates).
+    candidates). ``weights [N]``, if given, weigh each query's pairs (recency).
     """
     logits = queries @ cands.T / temperature  # [N, U]
     if cand_logq is not None:
@@ -83,7 +84,8 @@ def sliding_info_nce(
     valid = pos_cols >= 0
     pos = logits.gather(1, pos_cols.clamp(min=0))  # [N, T]
     loss = -pos + torch.logaddexp(lse_neg[:, None], pos)
-    return (loss * valid).sum() / valid.sum().clamp(min=1)
+    w = valid.float() if weights is None else valid * weights[:, None]
+    return (loss * w).sum() / w.sum().clamp(min=1e-12)
 
 
 def log_inclusion(log_q: Tensor, draws: int) -> Tensor:
@@ -158,8 +160,9 @@ class LearnTrainTask(nn.Module):
         logq = None
         if self.cfg.logq_correction and len(self.log_q):
             logq = log_inclusion(self.log_q[uniq], int(valid.sum()))
+        qweight = batch["qweight"][q_mask] if "qweight" in batch else None
         loss = sliding_info_nce(
-            states[q_mask], q_user, nxt[q_mask], cands, own, self.temperature, logq
+            states[q_mask], q_user, nxt[q_mask], cands, own, self.temperature, logq, qweight
         )
         if self.cfg.cvr_weight > 0:
             nxt_conv = batch["conv"][:, 1 : 1 + h].float()[q_mask]

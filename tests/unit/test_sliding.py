@@ -19,6 +19,7 @@ from tests.unit.planted import learn_and_popularity, planted
 from trainers.learn import (
     LearnTrainConfig,
     make_sliding_windows,
+    make_windows,
     train_learn,
 )
 from trainers.learn_task import LearnTaskConfig, LearnTrainTask, log_inclusion
@@ -36,6 +37,7 @@ def _brute_force(task: LearnTrainTask, batch: dict[str, torch.Tensor], logq: boo
         present = sorted({int(x) for x in full.flatten() if x >= 0})
         emb = {i: task.model.item_tower.embed(task.inputs(torch.tensor([i])))[0] for i in present}
     draws = int((full >= 0).sum())
+    qweight = batch.get("qweight", torch.ones(b, h))
     corr = {i: 0.0 for i in present}
     if logq:
         corr = {i: float(log_inclusion(task.log_q[i : i + 1], draws)[0]) for i in present}
@@ -54,8 +56,8 @@ def _brute_force(task: LearnTrainTask, batch: dict[str, torch.Tensor], logq: boo
                     return float(states[r, i] @ emb[item]) / tau - corr[item]
 
                 den = math.exp(s(p)) + sum(math.exp(s(n)) for n in present if n not in own)
-                losses.append(-s(p) + math.log(den))
-    return sum(losses) / len(losses)
+                losses.append((float(qweight[r, i]), -s(p) + math.log(den)))
+    return sum(w * x for w, x in losses) / sum(w for w, _ in losses)
 
 
 @pytest.mark.parametrize("variant", [2, 3])
@@ -79,6 +81,42 @@ def test_sliding_loss_matches_brute_force(variant: int, logq: bool) -> None:
     with torch.no_grad():
         got = float(task(batch))
     assert abs(got - _brute_force(task, batch, logq)) < 1e-4
+    # recency weights: each query's pairs count in proportion to its weight
+    batch["qweight"] = torch.tensor(
+        [[0.125, 0.25, 0.5, 1.0], [0.25, 0.5, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]]
+    )
+    with torch.no_grad():
+        weighted = float(task(batch))
+    assert abs(weighted - _brute_force(task, batch, logq)) < 1e-4
+    assert abs(weighted - got) > 1e-4
+
+
+def test_sliding_recency_weights_by_age() -> None:
+    split, _ = planted(50, 20, 25, seed=3, dim=8)
+    cfg = LearnTrainConfig(history_len=6, target_len=2, pairing="sliding", recency_decay=0.5)
+    w = make_sliding_windows(split, cfg, np.random.default_rng(0))
+    assert "qweight" not in make_sliding_windows(
+        split, LearnTrainConfig(history_len=6, target_len=2), np.random.default_rng(0)
+    )
+    full = np.concatenate([w["chunk"], w["tail"]], 1)
+    for row, weights in zip(full, w["qweight"], strict=True):
+        n_q = min(6, int((row >= 0).sum()) - 1)  # positions that have a next item
+        expect = np.zeros(6)
+        expect[:n_q] = 0.5 ** np.arange(n_q - 1, -1, -1)
+        np.testing.assert_allclose(weights, expect)
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.5])
+def test_recency_decay_out_of_range_is_refused(decay: float) -> None:
+    split, inputs = planted(30, 10, 10, seed=4, dim=8)
+    cfg = LearnTrainConfig(
+        model=LearnConfig(TowerConfig(content_dim=8, d_model=8, max_len=8, item_variant=2)),
+        history_len=6,
+        pairing="sliding",
+        recency_decay=decay,
+    )
+    with pytest.raises(ValueError, match="recency_decay"):
+        train_learn(cfg, split, inputs)
 
 
 def test_sliding_windows_cover_the_newest_items() -> None:
@@ -152,3 +190,14 @@ def test_sliding_joint_cvr_trains_the_head() -> None:
     joint.backward()
     assert model.cvr_head.out.weight.grad is not None
     assert float(model.cvr_head.out.weight.grad.abs().sum()) > 0
+
+
+def test_window_recency_samples_the_newest_positions() -> None:
+    split, _ = planted(50, 20, 25, seed=3, dim=8)
+    cfg = LearnTrainConfig(history_len=10, target_len=2, queries=3, recency_decay=1e-6)
+    w = make_windows(split, cfg, np.random.default_rng(0))
+    for hist, qpos in zip(w["hist"], w["qpos"], strict=True):
+        last = int((hist >= 0).sum()) - 1
+        got = sorted(int(q) for q in qpos if q >= 0)
+        # the newest position always; with a near-zero decay the others are the next newest
+        assert got == list(range(max(0, last - 2), last + 1))
