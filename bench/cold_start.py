@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import numpy as np
 
 log = logging.getLogger("bench.cold_start")
 
-BETAS = (0.0, 0.01, 0.02, 0.04)
+BETAS = (0.01, 0.02, 0.04)
 GAMMAS = (0.1, 0.25, 0.5, 1.0)
 
 
@@ -84,8 +85,8 @@ def run(dataset: str, data: str | None, overrides: dict[str, Any], seed: int = 0
     from learn_core.embedding.hf import HFEmbedder
     from learn_core.models import FrozenContent
     from trainers.content_cache import content_matrix
+    from trainers.evaluation import eval_loop
     from trainers.learn import learn_score_fn, train_learn
-    from trainers.metrics import target_ranks
     from trainers.splits import hold_out_validation_cold, leave_one_out, validation_cold_users
 
     ds = load_dataset(dataset, data)
@@ -108,19 +109,17 @@ def run(dataset: str, data: str | None, overrides: dict[str, Any], seed: int = 0
     res = train_learn(cfg, sel, inputs, on_valid=on_valid)
     train_s = time.monotonic() - t0
 
-    users = np.flatnonzero(sel.valid >= 0)
-    hists = [sel.history(int(u), "valid") for u in users]
     score = learn_score_fn(res.model, inputs, cfg.history_len)
-    base = np.concatenate(
-        [score(users[i : i + 512], hists[i : i + 512]) for i in range(0, len(users), 512)]
-    ).astype(np.float64)
-    exclude = np.zeros(base.shape, dtype=bool)
-    for r, u in enumerate(users):
-        exclude[r, sel.excluded(int(u), "valid")] = True
-    targets, cu = sel.valid[users], cold_users[users]
+    target_score = np.full(len(sel.users), np.nan)
 
-    def hr_with(adjust: np.ndarray) -> dict:
-        return slice_hr(target_ranks(base + adjust, targets, exclude), cu)
+    def recording(users: np.ndarray, hists: list[np.ndarray]) -> np.ndarray:
+        out = score(users, hists)
+        target_score[users] = out[np.arange(len(users)), sel.valid[users]]
+        return out
+
+    def hr_with(adjust: Callable[[list[np.ndarray]], np.ndarray]) -> dict:
+        ranks = eval_loop(lambda u, h: score(u, h) + adjust(h), sel, "valid")
+        return slice_hr(ranks, cold_users)
 
     counts = sel.train_counts().astype(np.float64)
     index = {iid: k for k, iid in enumerate(ds.item_ids)}
@@ -128,13 +127,24 @@ def run(dataset: str, data: str | None, overrides: dict[str, Any], seed: int = 0
     prior = np.log1p(counts)
     oracle = np.where(counts == 0, np.log1p(full), prior)
     unit = content / np.linalg.norm(content, axis=1, keepdims=True)
-    recent = np.stack([unit[h[-5:]].mean(0) for h in hists])
-    recent /= np.linalg.norm(recent, axis=1, keepdims=True)
-    content_sim = recent @ unit.T
+
+    def content_sim(hists: list[np.ndarray]) -> np.ndarray:
+        recent = np.stack([unit[h[-5:]].mean(0) for h in hists])
+        return (recent / np.linalg.norm(recent, axis=1, keepdims=True)) @ unit.T
+
+    valid = slice_hr(eval_loop(recording, sel, "valid"), cold_users)
+    has = ~np.isnan(target_score)
     adjustments = (
-        [{"kind": "popularity_prior", "beta": b} | hr_with(b * prior[None]) for b in BETAS]
-        + [{"kind": "oracle_prior", "beta": b} | hr_with(b * oracle[None]) for b in BETAS[1:]]
-        + [{"kind": "content_blend", "gamma": g} | hr_with(g * content_sim) for g in GAMMAS]
+        [{"kind": "none"} | valid]
+        + [
+            {"kind": "popularity_prior", "beta": b} | hr_with(lambda h, b=b: b * prior)
+            for b in BETAS
+        ]
+        + [{"kind": "oracle_prior", "beta": b} | hr_with(lambda h, b=b: b * oracle) for b in BETAS]
+        + [
+            {"kind": "content_blend", "gamma": g} | hr_with(lambda h, g=g: g * content_sim(h))
+            for g in GAMMAS
+        ]
     )
     return {
         "dataset": ds.name,
@@ -143,12 +153,12 @@ def run(dataset: str, data: str | None, overrides: dict[str, Any], seed: int = 0
         "overrides": overrides,
         "best_epoch": res.best_epoch,
         "train_seconds": train_s,
-        "valid": slice_hr(target_ranks(base, targets, exclude), cu),
+        "valid": valid,
         "curve": curve,
         "adjustments": adjustments,
         "target_score_mean": {
-            "cold": float(base[np.arange(len(users)), targets][cu].mean()),
-            "warm": float(base[np.arange(len(users)), targets][~cu].mean()),
+            "cold": float(target_score[has & cold_users].mean()),
+            "warm": float(target_score[has & ~cold_users].mean()),
         },
     }
 
@@ -165,9 +175,10 @@ def markdown(report: dict) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for a in report["adjustments"]:
-        knob = f"beta {a['beta']}" if "beta" in a else f"gamma {a['gamma']}"
+        knob = next((f"{k} {a[k]}" for k in ("beta", "gamma") if k in a), "")
         lines.append(
-            f"| {a['kind']} {knob} | {a['all']:.4f} | {a['cold']:.4f} | {a['warm']:.4f} "
+            f"| {a['kind']} {knob}".rstrip()
+            + f" | {a['all']:.4f} | {a['cold']:.4f} | {a['warm']:.4f} "
             f"| {a['cold_over_warm']:.2f} |"
         )
     return "\n".join(lines) + "\n"
