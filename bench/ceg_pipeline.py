@@ -41,7 +41,7 @@ def _items(n: int) -> list:
     return out
 
 
-def run(n_items: int, batch: int, profile: str, out: Path | None) -> dict:
+def run(n_items: int, batch: int, profile: str, out: Path | None, bootstrap: str) -> dict:
     import os
 
     from learn_core.embedding.cache import CachedEmbedder, EmbeddingCache
@@ -50,7 +50,7 @@ def run(n_items: int, batch: int, profile: str, out: Path | None) -> dict:
     from learn_core.item_text import render_item
     from streaming.admin import create_topics, delete_topics
     from streaming.item_consumer import ItemConsumerSettings, build_item_loop, close_loop
-    from streaming.kafka_io import bootstrap_or_local, make_producer
+    from streaming.kafka_io import make_producer
     from streaming.settings import KafkaSettings
     from streaming.sinks import open_sink
 
@@ -72,7 +72,6 @@ def run(n_items: int, batch: int, profile: str, out: Path | None) -> dict:
         interactions_topic=f"bench-inter-{tag}",
         dlq_topic=f"bench-dlq-{tag}",
     )
-    bootstrap = bootstrap_or_local(kafka)
     create_topics(bootstrap, [kafka.items_topic], partitions=4)
     create_topics(bootstrap, [kafka.dlq_topic], partitions=1)
     producer = make_producer(bootstrap)
@@ -146,7 +145,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("kafka", "feast"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    run(a.items, a.batch, a.profile, a.out)
+    from devstack.kafka import owned_kafka
+
+    with owned_kafka() as bootstrap:  # KAFKA_BOOTSTRAP_SERVERS, else a throwaway broker
+        run(a.items, a.batch, a.profile, a.out, bootstrap)
 
 
 if __name__ == "__main__":

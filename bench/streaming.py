@@ -105,14 +105,14 @@ def _consumer(bootstrap: str, k: Any, handle: Any, history: Any, group: str, max
     )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
+    """The three phases on the broker at ``bootstrap``."""
     from feature_repo.settings import FeastSettings
     from feature_repo.store import open_store
     from learn_core.datasets import load_dataset
     from learn_core.settings import load
     from streaming.admin import create_topics
     from streaming.item_consumer import close_loop
-    from streaming.kafka_io import bootstrap_or_local
     from streaming.producer import EventProducer
     from streaming.replay import replay
     from streaming.settings import KafkaSettings
@@ -121,7 +121,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ds = load_dataset(args.dataset, args.data_path)
     n = min(args.limit, len(ds.interactions))
     base = load(KafkaSettings)
-    bootstrap = bootstrap_or_local(base)
     tag = uuid.uuid4().hex[:8]
     k = base.model_copy(
         update=dict(
@@ -269,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("kafka", "feast"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    result = run(args)
+    from devstack.kafka import owned_kafka
+
+    with owned_kafka() as bootstrap:  # KAFKA_BOOTSTRAP_SERVERS, else a throwaway broker
+        result = run(args, bootstrap)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

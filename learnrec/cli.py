@@ -15,7 +15,7 @@ from learn_core.settings import ConfigError
 
 #: Modules that register subcommands, in the order of the data flow.
 COMPONENTS = [
-    "streaming.broker",  # kafka up|down|status
+    "devstack.kafka.cli",  # kafka up|down|status|fetch (the local development broker)
     "streaming.cli_events",  # produce, replay, dlq
     "streaming.item_consumer",  # consume-items
     "streaming.interaction_consumer",  # consume-interactions
@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # With KAFKA_BOOTSTRAP_SERVERS unset, commands use the broker of `learnrec kafka up`
+    # (or refuse); the stages themselves know nothing of the development stack.
+    from devstack.kafka import up_bootstrap
+    from streaming.kafka_io import set_bootstrap_fallback
+
+    set_bootstrap_fallback(up_bootstrap)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

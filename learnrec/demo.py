@@ -183,8 +183,9 @@ def run_demo(
     *,
     limit: int | None = None,
     epochs: int | None = None,
+    bootstrap: str,
 ) -> DemoResult:
-    """Everything ``learnrec demo`` does; returns the figures the report shows."""
+    """Everything ``learnrec demo`` does on the broker at ``bootstrap``; returns the figures."""
     import torch
 
     from feature_repo.settings import FeastSettings
@@ -195,7 +196,7 @@ def run_demo(
     from learn_core.settings import cache_dir, load
     from ranking.reader import RankingReader
     from ranking.settings import RankingSettings
-    from streaming.kafka_io import bootstrap_or_local, ensure_event_topics
+    from streaming.kafka_io import ensure_event_topics
     from streaming.producer import EventProducer
     from streaming.replay import replay
     from streaming.settings import KafkaSettings
@@ -216,7 +217,6 @@ def run_demo(
     print(f"[1/6] data set {ds.name}: {len(ds.items)} items, {n_inter} interactions")
 
     base = load(KafkaSettings)
-    bootstrap = bootstrap_or_local(base)
     tag = f"demo-{run_id}"
     k = base.model_copy(
         update={
@@ -389,7 +389,13 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _cli(args: argparse.Namespace) -> int:
-    res = run_demo(args.data, args.out, limit=args.limit, epochs=args.epochs)
+    from devstack.kafka import owned_kafka
+
+    # KAFKA_BOOTSTRAP_SERVERS, else a broker of the demo's own, shut down when it ends.
+    with owned_kafka() as bootstrap:
+        res = run_demo(
+            args.data, args.out, limit=args.limit, epochs=args.epochs, bootstrap=bootstrap
+        )
     print()
     for line in summary_lines(res):
         print(line)

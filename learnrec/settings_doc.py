@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings
 #: "module:Class" of every component's settings, in data-flow order.
 SETTINGS = [
     "streaming.settings:KafkaSettings",
-    "streaming.broker:BrokerSettings",
+    "devstack.kafka.config:BrokerSettings",
     "streaming.settings:LimitsSettings",
     "learn_core.embedding.hf:EmbedderSettings",
     "streaming.item_consumer:ItemConsumerSettings",

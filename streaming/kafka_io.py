@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from learn_core.settings import ConfigError, load
@@ -13,17 +13,30 @@ from streaming.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 
-def bootstrap_or_local(settings: KafkaSettings | None = None, *, start: bool = True) -> str:
-    """The configured bootstrap servers, else the local broker (started on demand)."""
+#: How a command finds its broker when no bootstrap is configured. Unset in a production
+#: process, which must name its brokers; the ``learnrec`` command line installs the
+#: development stack's lookup of the broker that ``learnrec kafka up`` started. The
+#: stages never import the development stack themselves.
+_bootstrap_fallback: Callable[[], str] | None = None
+
+
+def set_bootstrap_fallback(lookup: Callable[[], str] | None) -> None:
+    """Install (or, with None, remove) the lookup used when no bootstrap is configured."""
+    global _bootstrap_fallback
+    _bootstrap_fallback = lookup
+
+
+def resolve_bootstrap(settings: KafkaSettings | None = None) -> str:
+    """The configured bootstrap servers, else the installed fallback's; never a new broker."""
     s = settings or load(KafkaSettings)
     if s.bootstrap_servers:
         return s.bootstrap_servers
-    from streaming.broker import ensure_kafka
-
-    if not start:
-        raise ConfigError("KAFKA_BOOTSTRAP_SERVERS: not set and no local broker requested")
-    bootstrap, _ = ensure_kafka()
-    return bootstrap
+    if _bootstrap_fallback is not None:
+        return _bootstrap_fallback()
+    raise ConfigError(
+        "KAFKA_BOOTSTRAP_SERVERS is not set; set it to the brokers' host:port list "
+        "(on a laptop, start one with `learnrec kafka up`)"
+    )
 
 
 def make_producer(bootstrap: str, **overrides: Any) -> Any:
@@ -66,7 +79,7 @@ def make_consumer(
 def prepare_kafka(settings: KafkaSettings | None = None) -> tuple[KafkaSettings, str]:
     """Settings and bootstrap address for a service, with its topics created if missing."""
     k = settings or load(KafkaSettings)
-    bootstrap = bootstrap_or_local(k)
+    bootstrap = resolve_bootstrap(k)
     ensure_event_topics(bootstrap, k)
     return k, bootstrap
 

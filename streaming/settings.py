@@ -18,7 +18,8 @@ class KafkaSettings(BaseSettings):
         validation_alias=AliasChoices(
             "KAFKA_BOOTSTRAP_SERVERS", "LEARNREC_KAFKA_BOOTSTRAP_SERVERS"
         ),
-        description="host:port[,host:port]; unset = start/use the local broker from jars",
+        description="host:port[,host:port]; unset: `learnrec` commands use the broker of "
+        "`learnrec kafka up` and refuse when none runs",
     )
     items_topic: str = Field(
         "learn.items",

@@ -4,7 +4,7 @@ The broker is chosen in this order:
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` if set (an external broker; CI or docker-compose);
 2. a testcontainers ``apache/kafka`` container if a Docker engine answers quickly;
-3. a local broker from Maven Central jars (``streaming.broker``), the usual case here.
+3. a local broker from Maven Central jars (``devstack.kafka``), the usual case here.
 
 Only tests that ask for these fixtures start a broker, so ``tests/unit`` stays fast.
 This module must not import Feast or torch; other engineers register their own fixture
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from devstack.kafka import EXTERNAL_BOOTSTRAP_ENV, BrokerSettings, LocalKafka, start_local_kafka
 from learn_core.settings import load
 from streaming.admin import create_topics, delete_topics
-from streaming.broker import EXTERNAL_BOOTSTRAP_ENV, BrokerSettings, LocalKafka, start_local_kafka
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _container_kafka(version: str) -> Iterator[str]:
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.waiting_utils import wait_for_logs
 
-    from streaming.broker import free_port
+    from devstack.kafka import free_port
 
     port = free_port()
     container = (

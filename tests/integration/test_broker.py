@@ -1,15 +1,21 @@
-"""The real broker through the shared fixtures: round trip, topic admin, restarts, CLI."""
+"""The real broker through the shared fixtures: round trip, topic admin, restarts, CLI, and
+the one broker story (commands use the broker of ``learnrec kafka up`` or refuse)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from devstack.kafka import BrokerError, LocalKafka, add_cli, running_broker, start_local_kafka
 from streaming.admin import (
     create_topics,
     delete_topics,
@@ -17,7 +23,6 @@ from streaming.admin import (
     list_topics,
     wait_for_deletion,
 )
-from streaming.broker import BrokerError, LocalKafka, add_cli, running_broker, start_local_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +189,56 @@ def test_cli_up_status_down(
     assert capsys.readouterr().out.strip() == "stopped"
     assert running_broker(data_dir.resolve()) is None
     assert run("status") == 1
+
+
+def test_commands_use_the_broker_of_kafka_up(kafka_service, tmp_path: Path) -> None:
+    """Issue 11, point 1: with KAFKA_BOOTSTRAP_SERVERS unset, `learnrec produce` lands in
+    the broker of `learnrec kafka up`, and refuses once that broker is down."""
+    if kafka_service.local is None:
+        pytest.skip("needs the local broker's jars")
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("KAFKA_BOOTSTRAP_SERVERS", "LEARNREC_KAFKA_BOOTSTRAP_SERVERS")
+    }
+    env |= {
+        "LEARNREC_BROKER_DATA_DIR": str(tmp_path / "up"),  # never the user's ~/.cache broker
+        "LEARNREC_KAFKA_ITEMS_TOPIC": f"test-up-items-{tag}",
+        "LEARNREC_KAFKA_INTERACTIONS_TOPIC": f"test-up-inter-{tag}",
+        "LEARNREC_KAFKA_DLQ_TOPIC": f"test-up-dlq-{tag}",
+        "LEARNREC_KAFKA_PARTITIONS": "1",
+    }
+
+    def learnrec(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "learnrec", *argv],
+            input=stdin.decode(),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    event = b'{"type":"item-created","item_id":"sku-up-1","title":"Trail running shoe"}\n'
+    up = learnrec("kafka", "up")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        bootstrap = up.stdout.strip().splitlines()[-1]
+        assert running_broker((tmp_path / "up").resolve()) is not None
+
+        sent = learnrec("produce", stdin=event)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "sent 1 events, rejected 0" in sent.stdout
+
+        got = _consume_all(bootstrap, f"test-up-items-{tag}", 1)
+        assert [(r.key, json.loads(r.value)["item_id"]) for r in got] == [(b"sku-up-1", "sku-up-1")]
+    finally:
+        down = learnrec("kafka", "down")
+    assert down.returncode == 0 and down.stdout.strip() == "stopped", down.stdout + down.stderr
+
+    refused = learnrec("produce", stdin=event)
+    assert refused.returncode != 0
+    assert "KAFKA_BOOTSTRAP_SERVERS" in refused.stderr and "learnrec kafka up" in refused.stderr
+    assert "sent" not in refused.stdout

@@ -9,7 +9,15 @@ from pydantic_settings import BaseSettings
 
 from learnrec.settings_doc import SETTINGS, table
 
-PACKAGES = ["learn_core", "streaming", "feature_repo", "trainers", "ranking", "learnrec"]
+PACKAGES = [
+    "learn_core",
+    "streaming",
+    "feature_repo",
+    "trainers",
+    "ranking",
+    "learnrec",
+    "devstack",
+]
 
 
 def _all_settings() -> set[str]:
