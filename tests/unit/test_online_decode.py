@@ -10,7 +10,13 @@ from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import FloatList, Value
 
-from feature_repo.online import EmbeddingRows, RawPair, _decode, decode_vectors, entity_key_encoder
+from feature_repo.online import (
+    EmbeddingRows,
+    RawPair,
+    decode_rows,
+    decode_vectors,
+    entity_key_encoder,
+)
 
 
 @pytest.mark.parametrize("join_key", ["item_id", "user_id", "ключ"])
@@ -53,7 +59,9 @@ def reference(raw: list[RawPair], want: str) -> EmbeddingRows:
                 v.ParseFromString(b)
                 values[name] = v
         rows.append((None, values or None))
-    return _decode([str(r) for r in range(len(raw))], rows, ["embedding", "model_version"], want)
+    return decode_rows(
+        [str(r) for r in range(len(raw))], rows, ["embedding", "model_version"], want
+    )
 
 
 def check(raw: list[RawPair], want: str) -> np.ndarray:
