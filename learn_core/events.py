@@ -141,7 +141,9 @@ class Interaction(_Event):
         if isinstance(v, int):
             v = float(v)
         if isinstance(v, float) and not value_in_range(v):
-            raise ValueError(f"value must be a finite number in [-{VALUE_LIMIT:g}, {VALUE_LIMIT:g}]")
+            raise ValueError(
+                f"value must be a finite number in [-{VALUE_LIMIT:g}, {VALUE_LIMIT:g}]"
+            )
         return v
 
     @field_validator("occurred_at", mode="before")
