@@ -17,10 +17,16 @@ Rules beyond the field types (each has a dead-letter reason in ``streaming.valid
   because stripping would change the item's text and its embedding behind the
   producer's back, and NUL breaks C-string consumers (PostgreSQL ``text`` refuses it).
   Ids refuse every control character.
+- An ``event_id`` names one interaction for good: the first event stored under an id
+  wins. A later event with the same id and the same content (``event_fingerprint``) is
+  a redelivery and changes nothing; one with other content (user, item, kind, value or
+  time) is dead-lettered (``duplicate_event_id_conflict``), so the offline log and the
+  online history both keep the first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -226,6 +232,13 @@ def entity_key(event: Event) -> str:
 
 def event_time(event: Event) -> datetime | None:
     return event.created_at if isinstance(event, ItemCreated) else event.occurred_at
+
+
+def event_fingerprint(event: Interaction) -> str:
+    """What makes two interactions with one ``event_id`` the same event (a short digest)."""
+    t = event.occurred_at
+    parts = (event.user_id, event.item_id, event.event_type, repr(event.value), t.isoformat())
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
 
 
 def to_json_bytes(event: Event) -> bytes:

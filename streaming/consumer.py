@@ -55,10 +55,12 @@ class ConsumerSettings(BaseSettings):
 
 @dataclass(frozen=True)
 class Accepted:
-    """A valid event with where it came from."""
+    """A valid event with where it came from (and its bytes, should it be dead-lettered)."""
 
     event: Event
     source: SourceRef
+    key: bytes | None = None
+    value: bytes | None = None
 
 
 @dataclass
@@ -84,11 +86,13 @@ def split_records(
         if isinstance(out, Rejection):
             bad.append(make_dead_letter(r.key, r.value, src, out))
         else:
-            good.append(Accepted(out, src))
+            good.append(Accepted(out, src, r.key, r.value))
     return good, bad
 
 
-Handler = Callable[[list[Accepted]], None]
+#: A handler writes the batch; it may refuse some valid events on state it alone knows
+#: (a reused event id): those are returned with their reason and dead-lettered.
+Handler = Callable[[list[Accepted]], list[tuple[Accepted, Rejection]] | None]
 
 
 def next_offsets(records: Iterable[Any]) -> dict[Any, int]:
@@ -129,6 +133,7 @@ class MicroBatchLoop:
         self.stats = LoopStats()
         self._last_log = time.monotonic()
         self._last_log_records = 0
+        self._refused = 0  # events the handler refused in the last write (dead-lettered)
         #: the consumer's assignment as of the last poll (read by handlers on any thread)
         self.assignment: frozenset[Any] = frozenset()
         self._next: list[Any] | None = None
@@ -181,7 +186,7 @@ class MicroBatchLoop:
         if not self._with_retry(lambda: self._write(good, bad), stop):
             return 0  # stopping mid-retry: nothing committed, the batch is re-delivered
         self._commit()
-        self._count(len(records), len(good), len(bad), t0)
+        self._count(len(records), len(good) - self._refused, len(bad) + self._refused, t0)
         return len(records)
 
     def _step_pipelined(self, stop: threading.Event | None) -> int:
@@ -209,7 +214,7 @@ class MicroBatchLoop:
         if not ok:
             self._next = None  # stopping: the prefetched records are re-delivered
             return 0
-        self._count(len(records), len(good), len(bad), t0)
+        self._count(len(records), len(good) - self._refused, len(bad) + self._refused, t0)
         return len(records)
 
     def finish_inflight(self) -> bool:
@@ -237,8 +242,13 @@ class MicroBatchLoop:
         futures = [
             self.dlq.send(self.dlq_topic, key=d.key, value=d.value, headers=d.headers) for d in bad
         ]
-        if good:
-            self.handler(good)
+        refused = (self.handler(good) or []) if good else []
+        for a, why in refused:
+            d = make_dead_letter(a.key, a.value, a.source, why)
+            futures.append(
+                self.dlq.send(self.dlq_topic, key=d.key, value=d.value, headers=d.headers)
+            )
+        self._refused = len(refused)
         for f in futures:
             f.get(timeout=30)  # raises if the dead letter was not acknowledged
 

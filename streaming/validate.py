@@ -59,6 +59,8 @@ FUTURE = "future_timestamp"
 WRONG_TOPIC = "wrong_topic"
 TOO_DEEP = "json_too_deep"
 NUL_CHARACTER = "nul_character"
+#: set by the interaction consumer, not by ``decode``: the id was first seen with other content
+DUPLICATE_CONFLICT = "duplicate_event_id_conflict"
 
 
 def decode(
