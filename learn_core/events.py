@@ -236,8 +236,9 @@ def event_time(event: Event) -> datetime | None:
 
 def event_fingerprint(event: Interaction) -> str:
     """What makes two interactions with one ``event_id`` the same event (a short digest)."""
-    t = event.occurred_at
-    parts = (event.user_id, event.item_id, event.event_type, repr(event.value), t.isoformat())
+    # the POSIX time as a float is exact enough to tell microseconds apart (spacing < 0.5 us)
+    t = repr(event.occurred_at.timestamp())
+    parts = (event.user_id, event.item_id, event.event_type, repr(event.value), t)
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
 
 

@@ -163,10 +163,12 @@ class SqliteHistoryStore:
         ids = list(fingerprints)
         out: dict[str, str] = {}
         with self._conn:  # one transaction: the insert and the read see the same rows
-            self._conn.executemany(
+            cur = self._conn.executemany(
                 "INSERT OR IGNORE INTO event_ids(event_id, fingerprint) VALUES (?, ?)",
                 fingerprints.items(),
             )
+            if cur.rowcount == len(ids):
+                return dict(fingerprints)  # all new (the usual case): nothing to read back
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
                 q = ",".join("?" * len(chunk))
