@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 import orjson
@@ -45,6 +45,9 @@ VALUE_LIMIT = 1e6
 PRICE_LIMIT = 1e12
 #: The pydantic error type of a NUL in text (``streaming.validate`` maps it to its reason).
 NUL_ERROR = "nul_character"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 ITEM_CREATED = "item-created"
 INTERACTION = "interaction"
@@ -191,11 +194,11 @@ class JsonTooDeep(ValueError):
 def loads_bounded(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> object:
     """Parse JSON without Python recursion and refuse nesting deeper than ``max_depth``.
 
-    The one JSON decoder for untrusted input (consumers, ``produce``, data-set files):
+    The one JSON decoder for untrusted records (both consumer decode paths, ``produce``):
     ``json.loads`` recurses per level and a deep record raises ``RecursionError``.
     orjson parses iteratively; the depth walk below is iterative too. Raises
-    ``JsonTooDeep``, or another ``ValueError`` for invalid JSON (NaN, lone surrogates
-    and integers beyond 64 bits included: strict JSON only).
+    ``JsonTooDeep``, or another ``ValueError`` for invalid JSON (strict JSON only:
+    ``NaN``, ``Infinity``, lone surrogates and a BOM are errors).
     """
     obj = orjson.loads(raw)
     if type(obj) is dict and _CONTAINERS.isdisjoint(map(type, obj.values())):
@@ -236,8 +239,7 @@ def event_time(event: Event) -> datetime | None:
 
 def event_fingerprint(event: Interaction) -> str:
     """What makes two interactions with one ``event_id`` the same event (a short digest)."""
-    # the POSIX time as a float is exact enough to tell microseconds apart (spacing < 0.5 us)
-    t = repr(event.occurred_at.timestamp())
+    t = str((event.occurred_at - _EPOCH) // _MICROSECOND)  # exact, unlike a float
     parts = (event.user_id, event.item_id, event.event_type, repr(event.value), t)
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
 

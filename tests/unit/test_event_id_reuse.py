@@ -128,3 +128,27 @@ def test_sqlite_claims_are_first_write_wins_across_connections(tmp_path: Path) -
     assert a.claim_events({}) == {}
     a.close()
     b.close()
+
+
+def test_fingerprint_tells_content_apart_and_ignores_the_time_zone() -> None:
+    from learn_core.events import event_fingerprint
+
+    def fp(**kw: object) -> str:
+        return event_fingerprint(ev("e1", **kw).event)  # type: ignore[arg-type]
+
+    base = fp()
+    same_instant = Interaction.model_validate_json(
+        b'{"type":"interaction","event_id":"e1","user_id":"u1","item_id":"i1",'
+        b'"event_type":"click","occurred_at":"2024-01-01T02:00:00+02:00"}'
+    )
+    assert event_fingerprint(same_instant) == base
+    ancient = Interaction(
+        event_id="e", user_id="u", item_id="i", event_type="view",
+        occurred_at=datetime(1, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    later = ancient.model_copy(
+        update={"occurred_at": ancient.occurred_at + timedelta(microseconds=1)}
+    )
+    assert event_fingerprint(ancient) != event_fingerprint(later)  # exact, even far from 1970
+    others = [fp(item="i2"), fp(user="u2"), fp(dt=1), fp(kind="like"), fp(value=0.0)]
+    assert len({base, *others}) == 6
