@@ -4,17 +4,50 @@ Every event carries ``schema_version`` and ``type`` so that a consumer can rejec
 what it does not understand instead of guessing. The models are strict (no type
 coercion, no unknown fields) because a silently coerced id or timestamp would
 corrupt features far downstream, where nobody can trace it back.
+
+Rules beyond the field types (each has a dead-letter reason in ``streaming.validate``):
+
+- JSON is parsed only by ``loads_bounded``: orjson (no Python recursion) and at most
+  ``MAX_JSON_DEPTH`` levels of nesting, so a 35,000-deep record is rejected
+  (``json_too_deep``) instead of raising ``RecursionError`` in every consumer.
+- ``schema_version`` is a JSON integer: ``true`` and ``1.0`` are rejected, not coerced.
+- Numbers are finite: an interaction ``value`` lies in ``[-VALUE_LIMIT, VALUE_LIMIT]``,
+  a ``price`` in ``[0, PRICE_LIMIT]``; NaN, infinities and ``-1e308`` are rejected.
+- Text never contains NUL (``\x00``): it is rejected (``nul_character``), not stripped,
+  because stripping would change the item's text and its embedding behind the
+  producer's back, and NUL breaks C-string consumers (PostgreSQL ``text`` refuses it).
+  Ids refuse every control character.
+- An ``event_id`` names one interaction for good: the first event stored under an id
+  wins. A later event with the same id and the same content (``event_fingerprint``) is
+  a redelivery and changes nothing; one with other content (user, item, kind, value or
+  time) is dead-lettered (``duplicate_event_id_conflict``), so the offline log and the
+  online history both keep the first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = 1
+
+#: Deepest JSON nesting accepted (an event needs 2: ``attributes`` inside the record).
+MAX_JSON_DEPTH = 16
+#: Largest magnitude of an interaction ``value`` (ratings, counts, amounts).
+VALUE_LIMIT = 1e6
+#: Largest ``price``.
+PRICE_LIMIT = 1e12
+#: The pydantic error type of a NUL in text (``streaming.validate`` maps it to its reason).
+NUL_ERROR = "nul_character"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 ITEM_CREATED = "item-created"
 INTERACTION = "interaction"
@@ -39,6 +72,14 @@ class _Event(BaseModel):
 
     schema_version: Literal[1] = SCHEMA_VERSION
 
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _version_is_int(cls, v: object) -> object:
+        # Literal[1] alone accepts ``true`` and ``1.0`` (they compare equal to 1).
+        if type(v) is not int:
+            raise ValueError("schema_version must be an integer")
+        return v
+
 
 class ItemCreated(_Event):
     """A new (or re-described) item. Only ``item_id`` and ``title`` are required."""
@@ -62,8 +103,15 @@ class ItemCreated(_Event):
             raise ValueError("price must be a number")
         if isinstance(v, int):
             v = float(v)
-        if isinstance(v, float) and (not math.isfinite(v) or v < 0):
-            raise ValueError("price must be a finite, non-negative number")
+        if isinstance(v, float) and not (0 <= v <= PRICE_LIMIT):  # NaN fails too
+            raise ValueError(f"price must be a number in [0, {PRICE_LIMIT:g}]")
+        return v
+
+    @field_validator("title", "category", "brand", "description", "keywords", "attributes")
+    @classmethod
+    def _no_nul(cls, v: object) -> object:
+        if v is not None and _has_nul(v):
+            raise PydanticCustomError(NUL_ERROR, "text must not contain NUL characters")
         return v
 
     @field_validator("created_at", mode="before")
@@ -101,8 +149,10 @@ class Interaction(_Event):
             raise ValueError("value must be a number")
         if isinstance(v, int):
             v = float(v)
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError("value must be finite")
+        if isinstance(v, float) and not value_in_range(v):
+            raise ValueError(
+                f"value must be a finite number in [-{VALUE_LIMIT:g}, {VALUE_LIMIT:g}]"
+            )
         return v
 
     @field_validator("occurred_at", mode="before")
@@ -117,6 +167,51 @@ class Interaction(_Event):
 
 
 Event = ItemCreated | Interaction
+
+
+def value_in_range(v: float) -> bool:
+    """The rule for an interaction ``value`` (shared with the fast decode path)."""
+    return math.isfinite(v) and -VALUE_LIMIT <= v <= VALUE_LIMIT
+
+
+def _has_nul(v: object) -> bool:
+    if isinstance(v, str):
+        return "\x00" in v
+    if isinstance(v, list):
+        return any("\x00" in x for x in v)
+    if isinstance(v, dict):
+        return any("\x00" in k or "\x00" in x for k, x in v.items())
+    return False
+
+
+_CONTAINERS = frozenset((dict, list))
+
+
+class JsonTooDeep(ValueError):
+    """A JSON document nested deeper than allowed."""
+
+
+def loads_bounded(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> object:
+    """Parse JSON without Python recursion and refuse nesting deeper than ``max_depth``.
+
+    The one JSON decoder for untrusted records (both consumer decode paths, ``produce``):
+    ``json.loads`` recurses per level and a deep record raises ``RecursionError``.
+    orjson parses iteratively; the depth walk below is iterative too. Raises
+    ``JsonTooDeep``, or another ``ValueError`` for invalid JSON (strict JSON only:
+    ``NaN``, ``Infinity``, lone surrogates and a BOM are errors).
+    """
+    obj = orjson.loads(raw)
+    if type(obj) is dict and _CONTAINERS.isdisjoint(map(type, obj.values())):
+        return obj  # the common flat record, without the walk
+    if isinstance(obj, dict | list):
+        stack: list[tuple[object, int]] = [(obj, 1)]
+        while stack:
+            node, depth = stack.pop()
+            if depth > max_depth:
+                raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels")
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return obj
 
 
 def _parse_time(v: object) -> object:
@@ -140,6 +235,13 @@ def entity_key(event: Event) -> str:
 
 def event_time(event: Event) -> datetime | None:
     return event.created_at if isinstance(event, ItemCreated) else event.occurred_at
+
+
+def event_fingerprint(event: Interaction) -> str:
+    """What makes two interactions with one ``event_id`` the same event (a short digest)."""
+    t = str((event.occurred_at - _EPOCH) // _MICROSECOND)  # exact, unlike a float
+    parts = (event.user_id, event.item_id, event.event_type, repr(event.value), t)
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
 
 
 def to_json_bytes(event: Event) -> bytes:

@@ -10,10 +10,12 @@ A handler failure is retried with back-off, never skipped.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -53,10 +55,12 @@ class ConsumerSettings(BaseSettings):
 
 @dataclass(frozen=True)
 class Accepted:
-    """A valid event with where it came from."""
+    """A valid event with where it came from (and its bytes, should it be dead-lettered)."""
 
     event: Event
     source: SourceRef
+    key: bytes | None = None
+    value: bytes | None = None
 
 
 @dataclass
@@ -82,11 +86,13 @@ def split_records(
         if isinstance(out, Rejection):
             bad.append(make_dead_letter(r.key, r.value, src, out))
         else:
-            good.append(Accepted(out, src))
+            good.append(Accepted(out, src, r.key, r.value))
     return good, bad
 
 
-Handler = Callable[[list[Accepted]], None]
+#: A handler writes the batch; it may refuse some valid events on state it alone knows
+#: (a reused event id): those are returned with their reason and dead-lettered.
+Handler = Callable[[list[Accepted]], list[tuple[Accepted, Rejection]] | None]
 
 
 def next_offsets(records: Iterable[Any]) -> dict[Any, int]:
@@ -127,6 +133,7 @@ class MicroBatchLoop:
         self.stats = LoopStats()
         self._last_log = time.monotonic()
         self._last_log_records = 0
+        self._refused = 0  # events the handler refused in the last write (dead-lettered)
         #: the consumer's assignment as of the last poll (read by handlers on any thread)
         self.assignment: frozenset[Any] = frozenset()
         self._next: list[Any] | None = None
@@ -179,7 +186,7 @@ class MicroBatchLoop:
         if not self._with_retry(lambda: self._write(good, bad), stop):
             return 0  # stopping mid-retry: nothing committed, the batch is re-delivered
         self._commit()
-        self._count(len(records), len(good), len(bad), t0)
+        self._count(len(records), len(good) - self._refused, len(bad) + self._refused, t0)
         return len(records)
 
     def _step_pipelined(self, stop: threading.Event | None) -> int:
@@ -207,7 +214,7 @@ class MicroBatchLoop:
         if not ok:
             self._next = None  # stopping: the prefetched records are re-delivered
             return 0
-        self._count(len(records), len(good), len(bad), t0)
+        self._count(len(records), len(good) - self._refused, len(bad) + self._refused, t0)
         return len(records)
 
     def finish_inflight(self) -> bool:
@@ -235,8 +242,13 @@ class MicroBatchLoop:
         futures = [
             self.dlq.send(self.dlq_topic, key=d.key, value=d.value, headers=d.headers) for d in bad
         ]
-        if good:
-            self.handler(good)
+        refused = (self.handler(good) or []) if good else []
+        for a, why in refused:
+            d = make_dead_letter(a.key, a.value, a.source, why)
+            futures.append(
+                self.dlq.send(self.dlq_topic, key=d.key, value=d.value, headers=d.headers)
+            )
+        self._refused = len(refused)
         for f in futures:
             f.get(timeout=30)  # raises if the dead letter was not acknowledged
 
@@ -340,13 +352,54 @@ def close_loop(loop: MicroBatchLoop) -> None:
     loop.dlq.close()
 
 
+@contextmanager
+def stop_on_signals(
+    stop: threading.Event, signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
+) -> Iterator[threading.Event]:
+    """Turn SIGTERM/SIGINT into ``stop.set()`` while the block runs.
+
+    ``docker stop``, Kubernetes and systemd stop a service with SIGTERM; its default
+    action kills the process without leaving the consumer group, so a restart waits a
+    whole session timeout for its partitions. With this the loop ends after the batch
+    in flight (written and committed, or abandoned uncommitted if it was retrying), and
+    the caller closes the consumer, which leaves the group. A second signal is not
+    caught: it acts as it did before (kills, or raises ``KeyboardInterrupt``).
+    Only the main thread may install handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        log.warning(
+            "%s: stopping after the batch in flight (again to force)", signal.Signals(signum).name
+        )
+        stop.set()
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    for s in signums:
+        previous[s] = signal.signal(s, handler)
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def add_consumer_command(
     sub: Any, name: str, help_text: str, run: Callable[..., LoopStats]
 ) -> None:
-    """``learnrec <name> [--idle-exit S]``: run a consumer service and print its counts."""
+    """``learnrec <name> [--idle-exit S]``: run a consumer service and print its counts.
+
+    SIGTERM and SIGINT stop it cleanly (``stop_on_signals``): exit status 0 and the
+    summary line, as after ``--idle-exit``.
+    """
 
     def _cli(args: Any) -> int:
-        stats = run(idle_exit_s=args.idle_exit)
+        with stop_on_signals(threading.Event()) as stop:
+            stats = run(stop=stop, idle_exit_s=args.idle_exit)
         print(
             f"consumed {stats.records} records: {stats.accepted} accepted, "
             f"{stats.dead_lettered} dead-lettered"
@@ -359,6 +412,6 @@ def add_consumer_command(
         type=float,
         default=None,
         metavar="S",
-        help="exit after S seconds without records (default: run until Ctrl-C)",
+        help="exit after S seconds without records (default: run until SIGTERM or Ctrl-C)",
     )
     p.set_defaults(func=_cli)

@@ -40,7 +40,7 @@ import pandas as pd
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from learn_core.events import INTERACTION, Interaction
+from learn_core.events import INTERACTION, Interaction, event_fingerprint
 from learn_core.settings import load
 from streaming.consumer import Accepted, ConsumerSettings, LoopStats, MicroBatchLoop
 from streaming.history import (
@@ -53,6 +53,7 @@ from streaming.history import (
 )
 from streaming.metrics import MetricsSettings, StreamMetrics
 from streaming.user_sinks import ContentLookup, HistoryStore, UserFeatureSink
+from streaming.validate import DUPLICATE_CONFLICT, Rejection
 
 if TYPE_CHECKING:
     from learn_core.models.towers import TowerConfig, UserTower
@@ -245,17 +246,40 @@ class InteractionHandler:
                 log.info("user tower %s -> %s", self.model.version, loaded.version)
             self.model = loaded
 
-    def __call__(self, accepted: list[Accepted]) -> None:
+    def first_write_wins(
+        self, accepted: list[Accepted]
+    ) -> tuple[list[tuple[Interaction, Any]], list[tuple[Accepted, Rejection]]]:
+        """The batch's interactions, less those whose event id was first stored with other
+        content (returned with their reason, for the dead-letter topic)."""
+        mine: list[tuple[Accepted, Interaction, str]] = []
+        for a in accepted:
+            if isinstance(a.event, Interaction):
+                mine.append((a, a.event, event_fingerprint(a.event)))
+        claims: dict[str, str] = {}
+        for _, ev, fp in mine:
+            claims.setdefault(ev.event_id, fp)  # within a batch, too, the first one wins
+        stored = self.history.claim_events(claims) if claims else {}
+        keep: list[tuple[Interaction, Any]] = []
+        refused: list[tuple[Accepted, Rejection]] = []
+        for a, ev, fp in mine:
+            if stored.get(ev.event_id, fp) == fp:
+                keep.append((ev, a.source))  # new, or a redelivery of the same event
+            else:
+                why = f"event_id {ev.event_id[:80]!r} was first stored with other content"
+                refused.append((a, Rejection(DUPLICATE_CONFLICT, why)))
+        return keep, refused
+
+    def __call__(self, accepted: list[Accepted]) -> list[tuple[Accepted, Rejection]]:
         self.last_call = time.monotonic()
         self.reload_model()
         assert self.model is not None
         h = self.s.history_len
-        inter = [(a.event, a.source) for a in accepted if isinstance(a.event, Interaction)]
+        inter, refused = self.first_write_wins(accepted)
         batch = group_by_user((ev, src.partition) for ev, src in inter)
         old = self.history.get_many(batch)
         held_before = self.history.held(self.owned_partitions())
         if not inter and not held_before:
-            return
+            return refused
         items = {e.item_id for rows in batch.values() for e, _ in rows}
         for hist in (*old.values(), *held_before.values()):
             items.update(hist.item_ids)
@@ -315,6 +339,7 @@ class InteractionHandler:
             st.freshness_s.extend(fresh)
         self.metrics.record_write(write_s, fresh)
         self.metrics.record_held(plan.held_interactions, released)
+        return refused
 
 
 def interaction_rows(events: list[Interaction], created: pd.Timestamp) -> pd.DataFrame:

@@ -6,25 +6,26 @@ for bad input is unit-tested without a broker.
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import get_args
 
-import orjson
 from pydantic import ValidationError
 
 from learn_core.events import (
     INTERACTION,
     ITEM_CREATED,
+    NUL_ERROR,
     SCHEMA_VERSION,
     Event,
     Interaction,
     InteractionKind,
     ItemCreated,
+    JsonTooDeep,
     event_time,
+    loads_bounded,
+    value_in_range,
 )
 
 _MODELS: dict[str, type[ItemCreated] | type[Interaction]] = {
@@ -56,6 +57,10 @@ UNSUPPORTED_VERSION = "unsupported_schema_version"
 OVERSIZED = "oversized"
 FUTURE = "future_timestamp"
 WRONG_TOPIC = "wrong_topic"
+TOO_DEEP = "json_too_deep"
+NUL_CHARACTER = "nul_character"
+#: set by the interaction consumer, not by ``decode``: the id was first seen with other content
+DUPLICATE_CONFLICT = "duplicate_event_id_conflict"
 
 
 def decode(
@@ -75,8 +80,10 @@ def decode(
     if len(raw) > limits.max_record_bytes:
         return Rejection(OVERSIZED, f"record is {len(raw)} bytes > cap {limits.max_record_bytes}")
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
+        obj = loads_bounded(raw)
+    except JsonTooDeep as exc:
+        return Rejection(TOO_DEEP, str(exc))
+    except ValueError as exc:  # orjson.JSONDecodeError included
         return Rejection(NOT_JSON, f"not valid UTF-8 JSON: {exc}"[:300])
     if not isinstance(obj, dict):
         return Rejection(SCHEMA, f"expected a JSON object, got {type(obj).__name__}")
@@ -85,6 +92,8 @@ def decode(
     if model is None:
         return Rejection(UNKNOWN_TYPE, f"unknown event type {str(kind)[:60]!r}")
     version = obj.get("schema_version", SCHEMA_VERSION)
+    if type(version) is not int:  # not bool, not 1.0: they compare equal to 1
+        return Rejection(SCHEMA, f"schema_version must be an integer, got {str(version)[:20]!r}")
     if version != SCHEMA_VERSION:
         return Rejection(
             UNSUPPORTED_VERSION, f"schema_version {str(version)[:20]!r} is not {SCHEMA_VERSION}"
@@ -110,7 +119,7 @@ def decode(
 
 # -------------------------------------------------------------- fast path (interactions)
 #
-# ``decode`` costs ~15 us per record (json.loads, then pydantic re-parses the bytes and
+# ``decode`` costs ~15 us per record (the JSON parse, then pydantic re-parses the bytes and
 # calls three Python validators), as much as kafka-python spends reading the record. The
 # fast path accepts only the common shape of a *valid* interaction, checked field by field
 # with the same rules as the model; anything else (every invalid record included) goes
@@ -134,8 +143,8 @@ def _fast_interaction(raw: bytes, limits: Limits, now: datetime) -> Interaction 
     if len(raw) > limits.max_record_bytes:
         return None
     try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        obj = loads_bounded(raw)
+    except ValueError:
         return None
     if type(obj) is not dict or obj.get("type") != INTERACTION:
         return None
@@ -159,7 +168,7 @@ def _fast_interaction(raw: bytes, limits: Limits, now: datetime) -> Interaction 
             value = float(value)
         elif type(value) is not float:
             return None
-        if not math.isfinite(value):
+        if not value_in_range(value):
             return None
     at = obj["occurred_at"]
     if type(at) is not str:
@@ -216,9 +225,12 @@ def decode_fast(
 
 def _schema_reason(exc: ValidationError) -> str:
     # An unknown interaction kind is an unknown event type, not a shape error.
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors:
         if err["loc"] and err["loc"][0] == "event_type" and err["type"] == "literal_error":
             return UNKNOWN_TYPE
+    if all(err["type"] == NUL_ERROR for err in errors):
+        return NUL_CHARACTER
     return SCHEMA
 
 

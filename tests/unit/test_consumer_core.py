@@ -137,8 +137,9 @@ def test_consumer_command_runs_the_service_and_prints_its_counts(capsys) -> None
 
     seen = {}
 
-    def run(idle_exit_s: float | None = None) -> LoopStats:
+    def run(stop: object = None, idle_exit_s: float | None = None) -> LoopStats:
         seen["idle"] = idle_exit_s
+        seen["stop"] = stop
         stats = LoopStats()
         stats.records, stats.accepted, stats.dead_lettered = 5, 4, 1
         return stats
@@ -148,4 +149,5 @@ def test_consumer_command_runs_the_service_and_prints_its_counts(capsys) -> None
     args = parser.parse_args(["consume-x", "--idle-exit", "2.5"])
     assert args.func(args) == 0
     assert seen["idle"] == 2.5
+    assert hasattr(seen["stop"], "set")  # the event that SIGTERM/SIGINT set
     assert "consumed 5 records: 4 accepted, 1 dead-lettered" in capsys.readouterr().out

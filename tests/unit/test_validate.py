@@ -7,12 +7,23 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from learn_core.events import Interaction, ItemCreated, entity_key, to_json_bytes
+from learn_core.events import (
+    MAX_JSON_DEPTH,
+    VALUE_LIMIT,
+    Interaction,
+    ItemCreated,
+    JsonTooDeep,
+    entity_key,
+    loads_bounded,
+    to_json_bytes,
+)
 from streaming.validate import (
     FUTURE,
     NOT_JSON,
+    NUL_CHARACTER,
     OVERSIZED,
     SCHEMA,
+    TOO_DEEP,
     UNKNOWN_TYPE,
     UNSUPPORTED_VERSION,
     WRONG_TOPIC,
@@ -129,3 +140,51 @@ def test_future_timestamp() -> None:
     ok = decode(enc(inter(occurred_at="2026-01-01T00:04:00Z")), limits=LIM, now=NOW)
     assert isinstance(ok, Interaction)
     assert reason(enc(item(created_at="2030-01-01T00:00:00Z"))) == FUTURE
+
+
+def test_deep_nesting_is_dead_lettered_not_a_recursion_error() -> None:
+    deep = b'{"a":' * 35_000 + b"1" + b"}" * 35_000  # 210 KB: under the size cap
+    lim = Limits(max_record_bytes=256_000)
+    out = decode(deep, limits=lim, now=NOW)
+    assert isinstance(out, Rejection) and out.reason == TOO_DEEP, out
+    out = decode(b"[" * 100_000 + b"]" * 100_000, limits=lim, now=NOW)
+    assert isinstance(out, Rejection) and out.reason == TOO_DEEP
+    with pytest.raises(JsonTooDeep):
+        loads_bounded(b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1))
+    assert loads_bounded(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH) is not None
+
+
+@pytest.mark.parametrize("version", [True, False, 1.0, "1", None, [1]])
+def test_schema_version_must_be_an_integer(version: object) -> None:
+    assert reason(enc(item(schema_version=version))) == SCHEMA
+    assert reason(enc(inter(schema_version=version))) == SCHEMA
+    with pytest.raises(ValueError, match="integer"):
+        ItemCreated.model_validate_json(enc(item(schema_version=version)))
+
+
+@pytest.mark.parametrize("value", [-1e308, 1e308, 1_000_001, -1e6 - 1e-3, 2**63])
+def test_values_outside_the_range_are_rejected(value: float) -> None:
+    assert reason(enc(inter(event_type="rating", value=value))) == SCHEMA
+    for edge in (VALUE_LIMIT, -VALUE_LIMIT, 0, 4.5):
+        assert isinstance(decode(enc(inter(value=edge)), limits=LIM, now=NOW), Interaction)
+    assert reason(enc(item(price=1e300))) == SCHEMA
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"title": "Red\x00shoe"},
+        {"description": "\x00"},
+        {"category": "a\x00"},
+        {"brand": "\x00b"},
+        {"keywords": ["ok", "bad\x00"]},
+        {"attributes": {"size\x00": "42"}},
+        {"attributes": {"size": "4\x002"}},
+    ],
+)
+def test_nul_in_text_is_rejected_with_its_reason(fields: dict) -> None:
+    assert reason(enc(item(**fields))) == NUL_CHARACTER
+    # NUL plus another violation: the shape error is what a producer must fix first
+    assert reason(enc(item(**fields, price="x"))) == SCHEMA
+    # other control characters in text are fine (tabs, newlines in descriptions)
+    assert isinstance(decode(enc(item(description="a\tb\nc")), limits=LIM, now=NOW), ItemCreated)

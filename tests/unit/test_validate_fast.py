@@ -7,6 +7,8 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from learn_core.events import Interaction
 from streaming.validate import Limits, Rejection, _fast_interaction, decode, decode_fast
@@ -61,7 +63,8 @@ VALID = [
     inter(event_type="rating", value=4.5),
     inter(value=None),
     inter(value=-0.0),
-    inter(value=2**63),
+    inter(event_type="rating", value=1e6),  # the range's ends are inside
+    inter(event_type="rating", value=-1_000_000),
     inter(occurred_at="2025-12-31T23:00:00.123456+02:00"),
     inter(occurred_at="2025-12-31T23:00:00.5+07:30"),
     inter(occurred_at="2026-01-01T00:04:59Z"),  # inside the future skew
@@ -93,6 +96,15 @@ INVALID = [
     inter(event_type=None),
     inter(value="five"),
     inter(value=True),
+    inter(value=2**63),
+    inter(value=-1e308),
+    inter(value=1e6 + 0.5),
+    inter(value=-1_000_001),
+    inter(schema_version=1.0),
+    inter(schema_version=True),
+    inter(schema_version=False),
+    inter(schema_version=[1]),
+    inter(event_id="e\u0000"),
     inter(value=[1]),
     inter(occurred_at="yesterday"),
     inter(occurred_at="2025-01-01T00:00:00"),  # naive
@@ -101,11 +113,10 @@ INVALID = [
     inter(occurred_at=None),
 ]
 
-# Odd but accepted by the strict path: the fast path leaves them to it.
+# Not interactions, but accepted by the strict path: the fast path leaves them to it.
 ODD = [
-    inter(schema_version=1.0),
-    inter(schema_version=True),
     {"type": "item-created", "item_id": "i1", "title": "Red shoe"},
+    {"type": "item-created", "item_id": "i1", "title": "Red shoe", "attributes": {"a": "b"}},
 ]
 
 RAW_INVALID = [
@@ -124,6 +135,12 @@ RAW_INVALID = [
     b'"event_type":"view","occurred_at":"2025-01-01T00:00:00Z"}',  # duplicate key: last wins
     b"{" + b" " * 3_000 + b"}",
     enc(inter(event_id="x" * 2_000)),  # oversized
+    b'{"a":' * 300 + b"1" + b"}" * 300,  # deeper than MAX_JSON_DEPTH
+    b"[" * 1_000 + b"]" * 1_000,
+    enc(inter())[:-1] + b', "extra": ' + b"[" * 17 + b"]" * 17 + b"}",
+    enc(inter())[:-1] + b', "extra": ' + b"[" * 15 + b"]" * 15 + b"}",  # shallow: other reason
+    enc({"type": "item-created", "item_id": "i", "title": "a\u0000b"}),
+    enc({"type": "item-created", "item_id": "i", "title": "t", "attributes": {"k\u0000": "v"}}),
 ]
 
 
@@ -179,3 +196,54 @@ def test_random_mutations_agree() -> None:
         accepted += isinstance(out, Interaction)
         rejected += isinstance(out, Rejection)
     assert accepted > 100 and rejected > 100  # both branches were exercised
+
+
+# ------------------------------------------------------------------ property-based
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+    | st.sampled_from(["", "\x00", "a\x00", "2025-12-31T23:00:00Z", "2025-12-31T23:00:00"])
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_FIELDS = [*Interaction.model_fields, "extra"]
+
+
+@st.composite
+def _mutated_interaction(draw: st.DrawFn) -> dict:
+    obj = inter(
+        event_type=draw(st.sampled_from(KINDS)),
+        value=draw(st.none() | st.floats(-2e6, 2e6) | st.integers(-(2**64), 2**64)),
+    )
+    for key in draw(st.lists(st.sampled_from(_FIELDS), max_size=3)):
+        if draw(st.booleans()):
+            obj.pop(key, None)
+        else:
+            obj[key] = draw(_json)
+    return obj
+
+
+@settings(max_examples=1_500, deadline=None, database=None, derandomize=True)
+@given(_mutated_interaction())
+def test_generated_interactions_agree(obj: dict) -> None:
+    """Hypothesis-generated near-valid interactions: both paths decide the same."""
+    same(json.dumps(obj).encode())
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(st.integers(0, 40), st.sampled_from([b"[", b'{"a":']))
+def test_nesting_is_bounded_on_both_paths(depth: int, opener: bytes) -> None:
+    closer = b"]" if opener == b"[" else b"}"
+    raw = opener * depth + b"1" + closer * depth
+    out = same(raw)
+    assert isinstance(out, Rejection)
+    assert (out.reason == "json_too_deep") == (depth > 16), (depth, out)
