@@ -41,6 +41,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: ``LEARNREC_*`` variables read by something other than a settings class: the cache dir
+#: (``learn_core.settings.cache_dir``), docker compose's image tag.
+EXTRA_ENV = {"LEARNREC_CACHE_DIR", "LEARNREC_IMAGE_TAG"}
+#: Prefixes of variables read by scripts and tests, never by a command:
+#: ``.ci/services.sh`` (``LEARNREC_SERVICES_*``), the fault-injection test (``LEARNREC_FAULT_*``).
+EXTRA_ENV_PREFIXES = ("LEARNREC_SERVICES_", "LEARNREC_FAULT_")
+
+
+def known_env() -> set[str]:
+    """Every variable a settings class reads, plus ``EXTRA_ENV``."""
+    from pydantic_settings import BaseSettings
+
+    from learn_core.settings import env_names
+    from learnrec.settings_doc import _classes
+
+    classes: set[type[BaseSettings]] = set(_classes())
+    importlib.import_module("streaming.consumer")  # ConsumerSettings, the loops' base
+    todo = list(BaseSettings.__subclasses__())
+    while todo:  # every settings class imported so far, subclasses included
+        cls = todo.pop()
+        classes.add(cls)
+        todo.extend(cls.__subclasses__())
+    known = set(EXTRA_ENV)
+    for cls in classes:
+        known |= env_names(cls)
+    return known
+
+
+def check_env() -> None:
+    """Fail on a ``LEARNREC_*`` variable no setting reads (a typo would be silently ignored)."""
+    import os
+
+    from learn_core.settings import check_environment
+
+    if any(k.upper().startswith("LEARNREC_") for k in os.environ):
+        check_environment(known_env(), allowed_prefixes=EXTRA_ENV_PREFIXES)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -54,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command != "settings":  # the table must print even with a typo set
+            check_env()
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
