@@ -21,6 +21,10 @@ class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the environment variable."""
 
 
+class ServiceUnavailableError(ConfigError):
+    """A service a setting points at does not answer; the message names setting and address."""
+
+
 def cache_dir() -> Path:
     """Where downloads and caches live: outside the clone, overridable by LEARNREC_CACHE_DIR."""
     base = os.environ.get("LEARNREC_CACHE_DIR") or os.path.join(

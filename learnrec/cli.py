@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from learn_core.settings import ConfigError
+from learn_core.settings import ConfigError, ServiceUnavailableError
 
 #: Modules that register subcommands, in the order of the data flow.
 COMPONENTS = [
@@ -79,6 +79,29 @@ def check_env() -> None:
         check_environment(known_env(), allowed_prefixes=EXTRA_ENV_PREFIXES)
 
 
+#: Commands that open the feature store: its services are checked before anything slow.
+STORE_COMMANDS = {
+    "feast",
+    "consume-items",
+    "consume-interactions",
+    "run-job",
+    "scheduler",
+    "serve",
+    "rank",
+}
+
+
+def check_store(command: str | None) -> None:
+    """Fail in seconds, naming the setting and the address, when a store service is down."""
+    if command not in STORE_COMMANDS:
+        return
+    from feature_repo.settings import FeastSettings
+    from feature_repo.store import check_services
+    from learn_core.settings import load
+
+    check_services(load(FeastSettings))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -94,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command != "settings":  # the table must print even with a typo set
             check_env()
+            check_store(args.command)
         return int(args.func(args) or 0)
+    except ServiceUnavailableError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
