@@ -21,6 +21,10 @@ class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the environment variable."""
 
 
+class InputError(ValueError):
+    """A user's argument (a path, a data-set name, an id) is wrong; the message says how."""
+
+
 class ServiceUnavailableError(ConfigError):
     """A service a setting points at does not answer; the message names setting and address."""
 

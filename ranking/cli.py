@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _rank(args: argparse.Namespace) -> int:
+    from ranking.core import RequestError, UnknownUserError, VersionError
     from ranking.reader import open_reader
 
     reader = open_reader()
@@ -55,6 +57,10 @@ def _rank(args: argparse.Namespace) -> int:
                     it.pop("mid_emb")
         else:
             out = reader.retrieve(args.user_id, args.k).to_dict()
+    except (RequestError, UnknownUserError, VersionError) as exc:
+        # The HTTP service's 400/404/503: a message, not a traceback.
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
     finally:
         reader.close()
     print(json.dumps(out, indent=2))
