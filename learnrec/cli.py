@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from learn_core.settings import ConfigError, ServiceUnavailableError
+from learn_core.settings import ConfigError, InputError, ServiceUnavailableError
 
 #: Modules that register subcommands, in the order of the data flow.
 COMPONENTS = [
@@ -102,7 +102,19 @@ def check_store(command: str | None) -> None:
     check_services(load(FeastSettings))
 
 
+def keep_triton_out() -> None:
+    """Run torch without triton: nothing here compiles, and triton only adds exit noise.
+
+    transformers' BERT imports ``torch._dynamo`` (masking utils), whose import probes for
+    triton; once loaded, triton's nanobind extension prints a screen of ``nanobind:
+    leaked ...`` lines at interpreter exit. Eager torch on CPU and GPU needs no triton.
+    """
+    if "triton" not in sys.modules:
+        sys.modules["triton"] = None  # type: ignore[assignment]  # import -> ImportError
+
+
 def main(argv: list[str] | None = None) -> int:
+    keep_triton_out()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -111,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("kafka", "feast", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kafka-python warns "subscription unchanged" at every consumer start (our subscribe
+    # after its own); harmless, and what a user reads as a problem.
+    logging.getLogger("kafka.consumer.subscription_state").setLevel(logging.ERROR)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -124,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

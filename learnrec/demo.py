@@ -167,8 +167,9 @@ class DemoResult:
     replay_events_per_s: float
     consume_seconds: float
     consume_events_per_s: float
-    freshness_p50_ms: float
-    freshness_p99_ms: float
+    freshness_p50_ms: float | None  # None: no user was embedded on arrival (all held)
+    freshness_p99_ms: float | None
+    freshness_samples: int
     retrain: dict[str, Any]
     model_version: str | None
     rank_p50_ms: float
@@ -187,19 +188,9 @@ def run_demo(
     """Everything ``learnrec demo`` does; returns the figures the report shows."""
     import torch
 
-    from feature_repo.settings import FeastSettings
-    from feature_repo.store import open_store
     from learn_core.datasets import load_dataset
-    from learn_core.embedding.cache import CachedEmbedder, EmbeddingCache
-    from learn_core.embedding.hf import HFEmbedder
-    from learn_core.settings import cache_dir, load
-    from ranking.reader import RankingReader
-    from ranking.settings import RankingSettings
-    from streaming.kafka_io import bootstrap_or_local, ensure_event_topics
-    from streaming.producer import EventProducer
-    from streaming.replay import replay
+    from learn_core.settings import load
     from streaming.settings import KafkaSettings
-    from trainers.jobs.retrain import RetrainSettings, retrain
 
     torch.set_num_threads(2)
     secs: dict[str, float] = {}
@@ -216,7 +207,45 @@ def run_demo(
     print(f"[1/6] data set {ds.name}: {len(ds.items)} items, {n_inter} interactions")
 
     base = load(KafkaSettings)
-    bootstrap = bootstrap_or_local(base)
+    broker = None
+    if base.bootstrap_servers:
+        bootstrap = base.bootstrap_servers
+    else:  # the demo owns a throwaway broker and stops it itself, error or not
+        from streaming.broker import start_local_kafka
+
+        broker = start_local_kafka()
+        bootstrap = broker.bootstrap
+    try:
+        return _run(ds, n_inter, base, bootstrap, out_dir, run_id, secs, t0, limit, epochs)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _run(
+    ds: Any,
+    n_inter: int,
+    base: KafkaSettings,
+    bootstrap: str,
+    out_dir: Path,
+    run_id: str,
+    secs: dict[str, float],
+    t0: float,
+    limit: int | None,
+    epochs: int | None,
+) -> DemoResult:
+    from feature_repo.settings import FeastSettings
+    from feature_repo.store import open_store
+    from learn_core.embedding.cache import CachedEmbedder, EmbeddingCache
+    from learn_core.embedding.hf import HFEmbedder
+    from learn_core.settings import cache_dir, load
+    from ranking.reader import RankingReader
+    from ranking.settings import RankingSettings
+    from streaming.kafka_io import ensure_event_topics
+    from streaming.producer import EventProducer
+    from streaming.replay import replay
+    from trainers.jobs.retrain import RetrainSettings, retrain
+
     tag = f"demo-{run_id}"
     k = base.model_copy(
         update={
@@ -244,8 +273,14 @@ def run_demo(
     pipe.start()
     try:
         t1 = time.monotonic()
+        # The catalogue first, then the interactions once every item has its content
+        # embedding: interactions on items without content are held (not embedded), and
+        # freshness is only measured for users embedded when their event arrives.
         with EventProducer(bootstrap, k) as producer:
-            rstats = replay(ds, producer, limit=limit, restamp=False, progress=True)
+            istats = replay(ds, producer, interactions=False, progress=True)
+            pipe.wait_for(len(ds.items), 0, timeout_s=1200)
+            rstats = replay(ds, producer, limit=limit, items=False, progress=True)
+        rstats.items, rstats.seconds = istats.items, istats.seconds + rstats.seconds
         pipe.wait_for(len(ds.items), n_inter, timeout_s=1200)
         secs["replay_and_consume"] = time.monotonic() - t1
         print(f"[3/6] consumed {len(ds.items)} items and {n_inter} interactions")
@@ -288,8 +323,9 @@ def run_demo(
         replay_events_per_s=rstats.events_per_s,
         consume_seconds=secs["replay_and_consume"],
         consume_events_per_s=consumed / secs["replay_and_consume"],
-        freshness_p50_ms=float(np.percentile(fresh, 50)) if len(fresh) else float("nan"),
-        freshness_p99_ms=float(np.percentile(fresh, 99)) if len(fresh) else float("nan"),
+        freshness_p50_ms=float(np.percentile(fresh, 50)) if len(fresh) else None,
+        freshness_p99_ms=float(np.percentile(fresh, 99)) if len(fresh) else None,
+        freshness_samples=len(fresh),
         retrain=_jsonable(report),
         model_version=report.version,
         rank_p50_ms=float(np.percentile(lat, 50) * 1000),
@@ -316,6 +352,22 @@ def _jsonable(obj: Any) -> Any:
     return asdict(obj) if is_dataclass(obj) else obj
 
 
+def _freshness(r: DemoResult) -> str:
+    if r.freshness_p50_ms is None or r.freshness_p99_ms is None:
+        return "n/a (no user was embedded on arrival: every interaction waited for content)"
+    return (
+        f"p50 {r.freshness_p50_ms:.0f} ms, p99 {r.freshness_p99_ms:.0f} ms "
+        f"({r.freshness_samples:,} events)"
+    )
+
+
+def _decision(reason: str) -> str:
+    """The retrain decision in words a first-time user reads right."""
+    if reason == "no current model":
+        return "promoted: the first model, nothing to compare it with"
+    return reason
+
+
 def summary_lines(r: DemoResult) -> list[str]:
     rt = r.retrain
     cand, pop = rt["candidate"], rt["popularity"]
@@ -323,11 +375,10 @@ def summary_lines(r: DemoResult) -> list[str]:
         f"data set            {r.dataset}: {r.items} item events, {r.interactions} interaction events",
         f"throughput          replay {r.replay_events_per_s:,.0f} ev/s; consumed all in "
         f"{r.consume_seconds:.1f}s ({r.consume_events_per_s:,.0f} ev/s end to end)",
-        f"freshness           event -> user embedding readable: p50 {r.freshness_p50_ms:.0f} ms, "
-        f"p99 {r.freshness_p99_ms:.0f} ms",
+        f"freshness           event -> user embedding readable: {_freshness(r)}",
         f"HR@10 (held out)    LEARN {cand['hr@10']:.4f} vs popularity {pop['hr@10']:.4f} "
         f"on {rt['eval_users']} users (newest interactions after {rt['cutoff'][:19]})",
-        f"model               {r.model_version} ({rt['reason']})",
+        f"model               {r.model_version} ({_decision(rt['reason'])})",
         f"ranking reader      1 user x 100 candidates: p50 {r.rank_p50_ms:.1f} ms, "
         f"p99 {r.rank_p99_ms:.1f} ms",
         f"wall time           {r.seconds['total']:.0f}s",
