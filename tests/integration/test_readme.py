@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from learn_core.settings import cache_dir
+from tests.integration.cache_links import linked_cache_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET_S = 180
@@ -72,14 +72,7 @@ def test_block_is_parsed_as_expected() -> None:
 
 
 def test_readme_using_it_runs_top_to_bottom(tmp_path: Path) -> None:
-    real = cache_dir()
-    cache = tmp_path / "cache"
-    (cache / "kafka").mkdir(parents=True)
-    for d in (real / "kafka").glob("[0-9]*"):  # broker jars, fetched once per machine
-        (cache / "kafka" / d.name).symlink_to(d)
-    for name in ("ceg-cache.sqlite", "content"):
-        if (real / name).exists():
-            (cache / name).symlink_to(real / name)
+    cache = linked_cache_dir(tmp_path)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     port = _free_port()
