@@ -97,6 +97,24 @@ class BodyLimit:
         return f"request body over {self.max_bytes} bytes (LEARNREC_RANKING_MAX_BODY_BYTES)"
 
 
+def store_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the store's service is down", from the clients installed."""
+    out: list[type[BaseException]] = []
+    try:
+        import redis
+
+        out += [redis.ConnectionError, redis.TimeoutError]
+    except ImportError:
+        pass
+    try:
+        import psycopg
+
+        out.append(psycopg.OperationalError)
+    except ImportError:
+        pass
+    return tuple(out)
+
+
 def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> FastAPI:
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
@@ -148,6 +166,18 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Fast
     @app.exception_handler(ServiceUnavailableError)
     async def _store_down(_: Request, exc: ServiceUnavailableError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "store": "unreachable"}, status_code=503)
+
+    async def _store_error(_: Request, exc: Exception) -> JSONResponse:
+        # A run-time outage: 503 (retry later), not a 500 with a driver traceback.
+        log.warning("feature store unreachable: %s: %s", type(exc).__name__, exc)
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return JSONResponse(
+            {"detail": f"feature store unreachable: {first}", "store": "unreachable"},
+            status_code=503,
+        )
+
+    for exc_type in store_errors():
+        app.add_exception_handler(exc_type, _store_error)
 
     # Plain ``def`` handlers: FastAPI runs them in its thread pool, so the blocking
     # online read and the torch forward never stall the event loop.

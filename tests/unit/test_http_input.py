@@ -119,3 +119,23 @@ def test_healthz_is_503_while_the_store_is_down() -> None:
 def test_port_setting_range(port: int) -> None:
     with pytest.raises(ValueError, match="port"):
         RankingSettings(port=port)
+
+
+def test_a_store_outage_during_a_request_is_503() -> None:
+    import redis
+
+    class FlakyOnline(MemoryOnline):
+        down = False
+
+        def read_vectors(self, requests, model_version):  # noqa: ANN001, ANN201
+            if self.down:
+                raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6390")
+            return super().read_vectors(requests, model_version)
+
+    online = FlakyOnline()
+    client = _client(online=online)
+    assert client.post("/rank", json={"user_id": "u1", "item_ids": ["a"]}).status_code == 200
+    online.down = True
+    r = client.post("/rank", json={"user_id": "u1", "item_ids": ["a"]})
+    assert r.status_code == 503 and r.json()["store"] == "unreachable"
+    assert "127.0.0.1:6390" in r.json()["detail"]
