@@ -188,9 +188,19 @@ def run_demo(
     """Everything ``learnrec demo`` does; returns the figures the report shows."""
     import torch
 
+    from feature_repo.settings import FeastSettings
+    from feature_repo.store import open_store
     from learn_core.datasets import load_dataset
-    from learn_core.settings import load
+    from learn_core.embedding.cache import CachedEmbedder, EmbeddingCache
+    from learn_core.embedding.hf import HFEmbedder
+    from learn_core.settings import cache_dir, load
+    from ranking.reader import RankingReader
+    from ranking.settings import RankingSettings
+    from streaming.kafka_io import bootstrap_or_local, ensure_event_topics
+    from streaming.producer import EventProducer
+    from streaming.replay import replay
     from streaming.settings import KafkaSettings
+    from trainers.jobs.retrain import RetrainSettings, retrain
 
     torch.set_num_threads(2)
     secs: dict[str, float] = {}
@@ -207,45 +217,7 @@ def run_demo(
     print(f"[1/6] data set {ds.name}: {len(ds.items)} items, {n_inter} interactions")
 
     base = load(KafkaSettings)
-    broker = None
-    if base.bootstrap_servers:
-        bootstrap = base.bootstrap_servers
-    else:  # the demo owns a throwaway broker and stops it itself, error or not
-        from streaming.broker import start_local_kafka
-
-        broker = start_local_kafka()
-        bootstrap = broker.bootstrap
-    try:
-        return _run(ds, n_inter, base, bootstrap, out_dir, run_id, secs, t0, limit, epochs)
-    finally:
-        if broker is not None:
-            broker.stop()
-
-
-def _run(
-    ds: Any,
-    n_inter: int,
-    base: KafkaSettings,
-    bootstrap: str,
-    out_dir: Path,
-    run_id: str,
-    secs: dict[str, float],
-    t0: float,
-    limit: int | None,
-    epochs: int | None,
-) -> DemoResult:
-    from feature_repo.settings import FeastSettings
-    from feature_repo.store import open_store
-    from learn_core.embedding.cache import CachedEmbedder, EmbeddingCache
-    from learn_core.embedding.hf import HFEmbedder
-    from learn_core.settings import cache_dir, load
-    from ranking.reader import RankingReader
-    from ranking.settings import RankingSettings
-    from streaming.kafka_io import ensure_event_topics
-    from streaming.producer import EventProducer
-    from streaming.replay import replay
-    from trainers.jobs.retrain import RetrainSettings, retrain
-
+    bootstrap = bootstrap_or_local(base)
     tag = f"demo-{run_id}"
     k = base.model_copy(
         update={
