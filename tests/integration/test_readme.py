@@ -107,7 +107,8 @@ def test_readme_using_it_runs_top_to_bottom(tmp_path: Path) -> None:
     took = time.monotonic() - t0
     (tmp_path / "readme.log").write_text(out)
     assert proc.returncode == 0, f"README block failed:\n{out[-6000:]}"
-    assert took < BUDGET_S, f"README block took {took:.0f}s (budget {BUDGET_S}s)"
+    steps = "\n".join(line[:100] for line in out.splitlines() if line.startswith("+ ["))
+    assert took < BUDGET_S, f"README block took {took:.0f}s (budget {BUDGET_S}s):\n{steps}"
     assert "Traceback" not in out, out[-6000:]
     assert re.search(r"sent 1 events, rejected 0", out)
     indexed = re.search(r'"indexed_items":(\d+)', out)  # /healthz: the index built at start
