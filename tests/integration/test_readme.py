@@ -16,6 +16,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -104,6 +105,13 @@ def test_readme_using_it_runs_top_to_bottom(tmp_path: Path) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
         pytest.fail(f"README block ran over {BUDGET_S + 120}s:\n{out[-6000:]}")
+    finally:  # the broker of `kafka up` runs detached: stop it whatever happened
+        subprocess.run(
+            [sys.executable, "-m", "learnrec", "kafka", "down"],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
     took = time.monotonic() - t0
     (tmp_path / "readme.log").write_text(out)
     assert proc.returncode == 0, f"README block failed:\n{out[-6000:]}"
