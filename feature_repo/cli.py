@@ -46,6 +46,7 @@ def _show(args: argparse.Namespace) -> int:
     print(f"profile:  {handle.settings.profile}")
     print(f"project:  {handle.settings.project}")
     print(f"yaml:     {handle.yaml_path}")
+    print(f"data dir: {handle.yaml_path.parent}  (Feast's CLI: feast -c <data dir> ui)")
     print("views:    " + ", ".join(sorted(v.name for v in handle.store.list_feature_views())))
     for name in LOGS:
         print(f"offline:  {name}: {len(handle.read_offline(name)):,} rows")

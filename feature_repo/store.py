@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pandas as pd
 import yaml
@@ -26,6 +26,7 @@ from feature_repo.offline_log.base import OfflineLog
 from feature_repo.offline_log.parquet import ParquetOfflineLog
 from feature_repo.schema import EVENT_TS, LOGS, VIEWS
 from feature_repo.settings import FeastSettings, redis_connection_string
+from learn_core.settings import ServiceUnavailableError
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -83,6 +84,46 @@ def pg_conninfo(settings: FeastSettings) -> str:
     )
 
 
+#: How long the start-up check waits for Redis or PostgreSQL before giving up.
+CHECK_TIMEOUT_S = 3.0
+
+
+def check_services(settings: FeastSettings, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+    """Fail fast, naming the setting and the address, when a production service is down.
+
+    Without it Feast and psycopg fail 6-12 s later with a raw traceback that names
+    neither; the embedded profile has no services to check.
+    """
+    if settings.profile != "production":
+        return
+    import psycopg
+    import redis
+
+    parts = urlsplit(settings.redis_url)
+    where = f"{parts.hostname}:{parts.port or 6379}"
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ServiceUnavailableError(
+            f"Redis (online store) at {where} does not answer: {str(exc).rstrip('.')}. "
+            "Check LEARNREC_FEAST_REDIS_URL (and that Redis runs)."
+        ) from None
+    finally:
+        client.close()
+    try:
+        psycopg.connect(pg_conninfo(settings), connect_timeout=max(1, round(timeout_s))).close()
+    except psycopg.Error as exc:
+        detail = " ".join(str(exc).split()).rstrip(".?")
+        raise ServiceUnavailableError(
+            f"PostgreSQL (offline store, registry) at {settings.pg_host}:{settings.pg_port} "
+            f"db={settings.pg_db} user={settings.pg_user} does not answer: {detail}. Check "
+            "LEARNREC_FEAST_PG_HOST, _PG_PORT, _PG_DB, _PG_USER, _PG_PASSWORD, _PG_SSLMODE."
+        ) from None
+
+
 @dataclass
 class FeatureStoreHandle:
     """The Feast store plus this project's offline log and fast online reader."""
@@ -120,6 +161,10 @@ class FeatureStoreHandle:
         distinct (keys, time) and the answer is joined back onto the caller's rows.
         """
         return point_in_time(self.store, entity_df, features, full_feature_names)
+
+    def check(self) -> None:
+        """Raise ``ServiceUnavailableError`` when the store's services do not answer now."""
+        check_services(self.settings, timeout_s=1.0)
 
     def close(self) -> None:
         self.offline.close()
@@ -202,6 +247,7 @@ def open_store(settings: FeastSettings | None = None, *, apply: bool = True) -> 
         from learn_core.settings import load
 
         settings = load(FeastSettings)
+    check_services(settings)
     data_dir = settings.resolved_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     yaml_path = data_dir / YAML_NAME

@@ -21,6 +21,14 @@ class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the environment variable."""
 
 
+class InputError(ValueError):
+    """A user's argument (a path, a data-set name, an id) is wrong; the message says how."""
+
+
+class ServiceUnavailableError(ConfigError):
+    """A service a setting points at does not answer; the message names setting and address."""
+
+
 def cache_dir() -> Path:
     """Where downloads and caches live: outside the clone, overridable by LEARNREC_CACHE_DIR."""
     base = os.environ.get("LEARNREC_CACHE_DIR") or os.path.join(
@@ -43,3 +51,47 @@ def load(cls: type[T], **overrides: object) -> T:
                 continue
             problems.append(f"{prefix}{field.upper()}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError(f"invalid {cls.__name__}: " + "; ".join(problems)) from None
+
+
+def env_names(cls: type[BaseSettings]) -> set[str]:
+    """Every environment variable ``cls`` reads (its prefixed fields and their aliases)."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    names = set()
+    for name, field in cls.model_fields.items():
+        names.add(f"{prefix}{name}".upper())
+        alias = field.validation_alias
+        for choice in getattr(alias, "choices", None) or ([alias] if alias else []):
+            names.add(str(choice).upper())
+    return names
+
+
+def check_environment(
+    known: set[str],
+    *,
+    allowed_prefixes: tuple[str, ...] = (),
+    environ: dict[str, str] | None = None,
+    prefix: str = "LEARNREC_",
+) -> None:
+    """Refuse ``LEARNREC_*`` variables that no setting reads, naming the closest valid one.
+
+    pydantic-settings ignores unknown variables, so a typo (``LEARNREC_KAFKA_PARTITON``)
+    would silently run with the default; this turns it into a start-up error.
+    """
+    import difflib
+
+    env = os.environ if environ is None else environ
+    unknown = sorted(
+        k
+        for k in env
+        if k.upper().startswith(prefix)
+        and k.upper() not in known
+        and not k.upper().startswith(allowed_prefixes)
+    )
+    if not unknown:
+        return
+    problems = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "no setting has a similar name"
+        problems.append(f"{name}: unknown setting; {hint}")
+    raise ConfigError("; ".join(problems) + " (`learnrec settings` lists every variable)")

@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from learn_core.settings import ConfigError
+from learn_core.settings import ConfigError, InputError, ServiceUnavailableError
 
 #: Modules that register subcommands, in the order of the data flow.
 COMPONENTS = [
@@ -41,7 +41,80 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: ``LEARNREC_*`` variables read by something other than a settings class: the cache dir
+#: (``learn_core.settings.cache_dir``), docker compose's image tag.
+EXTRA_ENV = {"LEARNREC_CACHE_DIR", "LEARNREC_IMAGE_TAG"}
+#: Prefixes of variables read by scripts and tests, never by a command:
+#: ``.ci/services.sh`` (``LEARNREC_SERVICES_*``), the fault-injection test (``LEARNREC_FAULT_*``).
+EXTRA_ENV_PREFIXES = ("LEARNREC_SERVICES_", "LEARNREC_FAULT_")
+
+
+def known_env() -> set[str]:
+    """Every variable a settings class reads, plus ``EXTRA_ENV``."""
+    from pydantic_settings import BaseSettings
+
+    from learn_core.settings import env_names
+    from learnrec.settings_doc import _classes
+
+    classes: set[type[BaseSettings]] = set(_classes())
+    importlib.import_module("streaming.consumer")  # ConsumerSettings, the loops' base
+    todo = list(BaseSettings.__subclasses__())
+    while todo:  # every settings class imported so far, subclasses included
+        cls = todo.pop()
+        classes.add(cls)
+        todo.extend(cls.__subclasses__())
+    known = set(EXTRA_ENV)
+    for cls in classes:
+        known |= env_names(cls)
+    return known
+
+
+def check_env() -> None:
+    """Fail on a ``LEARNREC_*`` variable no setting reads (a typo would be silently ignored)."""
+    import os
+
+    from learn_core.settings import check_environment
+
+    if any(k.upper().startswith("LEARNREC_") for k in os.environ):
+        check_environment(known_env(), allowed_prefixes=EXTRA_ENV_PREFIXES)
+
+
+#: Commands that open the feature store: its services are checked before anything slow.
+STORE_COMMANDS = {
+    "feast",
+    "consume-items",
+    "consume-interactions",
+    "run-job",
+    "scheduler",
+    "serve",
+    "rank",
+}
+
+
+def check_store(command: str | None) -> None:
+    """Fail in seconds, naming the setting and the address, when a store service is down."""
+    if command not in STORE_COMMANDS:
+        return
+    from feature_repo.settings import FeastSettings
+    from feature_repo.store import check_services
+    from learn_core.settings import load
+
+    check_services(load(FeastSettings))
+
+
+def keep_triton_out() -> None:
+    """Run torch without triton: nothing here compiles, and triton only adds exit noise.
+
+    transformers' BERT imports ``torch._dynamo`` (masking utils), whose import probes for
+    triton; once loaded, triton's nanobind extension prints a screen of ``nanobind:
+    leaked ...`` lines at interpreter exit. Eager torch on CPU and GPU needs no triton.
+    """
+    if "triton" not in sys.modules:
+        sys.modules["triton"] = None  # type: ignore[assignment]  # import -> ImportError
+
+
 def main(argv: list[str] | None = None) -> int:
+    keep_triton_out()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -50,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("kafka", "feast", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kafka-python warns "subscription unchanged" at every consumer start (our subscribe
+    # after its own); harmless, and what a user reads as a problem.
+    logging.getLogger("kafka.consumer.subscription_state").setLevel(logging.ERROR)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -60,9 +136,18 @@ def main(argv: list[str] | None = None) -> int:
 
     set_bootstrap_fallback(up_bootstrap)
     try:
+        if args.command != "settings":  # the table must print even with a typo set
+            check_env()
+            check_store(args.command)
         return int(args.func(args) or 0)
+    except ServiceUnavailableError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

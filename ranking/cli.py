@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -21,20 +22,28 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import torch
-
-    from learn_core.settings import load
-    from ranking.reader import open_reader
-    from ranking.service import serve
+    from learn_core.settings import ConfigError, load
     from ranking.settings import RankingSettings
 
-    s = load(RankingSettings)
+    flags = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    try:  # the flags get the same checks as LEARNREC_RANKING_HOST / _PORT
+        s = load(RankingSettings, **flags)
+    except ConfigError as exc:
+        given = " ".join(f"--{k} {v}" for k, v in flags.items())
+        raise ConfigError(f"{exc}{f' (from {given})' if given else ''}") from None
+
+    import torch
+
+    from ranking.reader import open_reader
+    from ranking.service import serve
+
     torch.set_num_threads(s.torch_threads)
-    serve(open_reader(s), args.host or s.host, args.port or s.port)
+    serve(open_reader(s), s.host, s.port)
     return 0
 
 
 def _rank(args: argparse.Namespace) -> int:
+    from ranking.core import RequestError, UnknownUserError, VersionError
     from ranking.reader import open_reader
 
     reader = open_reader()
@@ -48,6 +57,10 @@ def _rank(args: argparse.Namespace) -> int:
                     it.pop("mid_emb")
         else:
             out = reader.retrieve(args.user_id, args.k).to_dict()
+    except (RequestError, UnknownUserError, VersionError) as exc:
+        # The HTTP service's 400/404/503: a message, not a traceback.
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
     finally:
         reader.close()
     print(json.dumps(out, indent=2))

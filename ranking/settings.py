@@ -20,6 +20,9 @@ class RankingSettings(BaseSettings):
     max_candidates: int = Field(1000, ge=1, le=100_000, description="items per rank request")
     max_k: int = Field(1000, ge=1, le=100_000, description="largest top-K for retrieval")
     max_id_chars: int = Field(128, ge=1, le=4096, description="longest accepted user/item id")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=1 << 30, description="larger HTTP request bodies get a 413"
+    )
     #: ``auto``: pgvector in the production profile when the extension is available,
     #: else the exact in-process index; ``exact``/``pgvector`` force one.
     retrieval: Literal["auto", "exact", "pgvector"] = "auto"

@@ -1,0 +1,68 @@
+"""A user's mistakes get one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from learn_core.datasets import DatasetError, load_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _learnrec(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LEARNREC_", "KAFKA_"))}
+    base.update(env, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "learnrec", *argv],
+        capture_output=True,
+        text=True,
+        env=base,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "message"),
+    [
+        ("nope", None, "unknown data set 'nope'; choose one of ml-100k, ml-1m-subset, sample"),
+        ("ml-100k", None, "is read by path"),
+        ("ml-100k", "/nonexistent/ml-100k", "does not exist"),
+        ("ml-1m", "/", "lacks movies.dat"),
+    ],
+)
+def test_dataset_errors_say_what_to_do(name: str, path: str | None, message: str) -> None:
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(name, path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["replay", "--dataset", "nope"], "unknown data set 'nope'; choose one of"),
+        (["replay", "--dataset", "ml-100k", "--data", "/nonexistent"], "does not exist"),
+    ],
+)
+def test_replay_mistakes_are_one_line(argv: list[str], message: str) -> None:
+    # A closed port: the data set is checked before any broker is needed.
+    out = _learnrec(*argv, KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_rank_without_a_model_is_a_message(tmp_path: Path) -> None:
+    out = _learnrec(
+        "rank",
+        "u090",
+        "i0001",
+        LEARNREC_CACHE_DIR=str(tmp_path),
+        LEARNREC_FEAST_DATA_DIR=str(tmp_path / "feast"),
+    )
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "error: no model has been promoted yet" in out.stderr
+    assert "Traceback" not in out.stderr
