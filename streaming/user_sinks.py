@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import pandas as pd
 
-from streaming.history import UserHistory
+from feature_repo.schema import INTERACTION_LOG, ITEM_CONTENT, USER_TOWER
+from learn_core.history import UserHistory
 
 if TYPE_CHECKING:
     from feature_repo.store import FeatureStoreHandle
 
 log = logging.getLogger(__name__)
 
-USER_VIEW = "user_tower_embedding"
-CONTENT_VIEW = "item_content_embedding"
-INTERACTION_LOG = "interaction_log"
+USER_VIEW = USER_TOWER.name
+CONTENT_VIEW = ITEM_CONTENT.name
 
 
 # ----------------------------------------------------------------------------- history
@@ -295,7 +295,7 @@ class FeastUserSink:
 
     def append_interactions(self, rows: pd.DataFrame) -> None:
         if len(rows):
-            self.handle.append_offline(INTERACTION_LOG, rows)
+            self.handle.append_offline(INTERACTION_LOG.name, rows)
 
     def append_users(self, rows: pd.DataFrame) -> None:
         if len(rows):

@@ -17,13 +17,13 @@ import pytest
 
 from feature_repo.store import FeatureStoreHandle
 from learn_core.datasets import Dataset, load_dataset
-from streaming.history import to_ms
+from learn_core.history import to_ms
+from learn_core.inference import recompute_users
+from learn_core.serving import BootstrapTowers
 from streaming.interaction_consumer import (
-    BootstrapTowers,
     InteractionConsumerSettings,
     InteractionHandler,
     build_interaction_loop,
-    recompute_users,
 )
 from streaming.item_consumer import close_loop
 from streaming.producer import EventProducer

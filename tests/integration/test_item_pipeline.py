@@ -17,13 +17,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from feature_repo.schema import ITEM_CONTENT
 from learn_core.datasets import load_dataset
 from learn_core.embedding.cache import CachedEmbedder, EmbeddingCache
 from learn_core.events import ItemCreated, to_json_bytes
 from learn_core.item_text import render_item
 from streaming.dead_letter import H_OFFSET, H_PARTITION, H_REASON, H_TOPIC, parse_headers
 from streaming.item_consumer import (
-    ITEM_CONTENT_VIEW,
     ItemConsumerSettings,
     build_item_loop,
     close_loop,
@@ -169,7 +169,7 @@ def test_items_to_feast_with_dead_letters_and_restart(
         np.testing.assert_allclose(vec, expect[render_item(g)], atol=1e-5)
 
     # Offline: exactly one row per good item (the replayed batch is not duplicated).
-    offline = feast_handle.read_offline(ITEM_CONTENT_VIEW)
+    offline = feast_handle.read_offline(ITEM_CONTENT.name)
     assert len(offline) == n_good
     assert offline["item_id"].is_unique and set(offline["item_id"]) == set(ids)
 

@@ -22,8 +22,8 @@ import torch
 from feature_repo.online import RedisRawSource, SqliteRawSource
 from feature_repo.store import FeatureStoreHandle
 from learn_core.models import LearnConfig, LearnModel
+from learn_core.serving import ModelCache
 from ranking.core import OK, STALE, UNKNOWN, UnknownUserError, score_pairs_reference
-from ranking.models import ModelCache
 from ranking.reader import RankingReader
 from ranking.settings import RankingSettings
 from tests.integration.conftest_feast import (  # noqa: F401 - fixtures

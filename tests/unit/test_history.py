@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from learn_core.events import Interaction
-from streaming.history import (
+from learn_core.history import (
     Entry,
     UserHistory,
     entry_of,

@@ -12,18 +12,16 @@ import pandas as pd
 import pytest
 
 from learn_core.events import Interaction
+from learn_core.history import Entry, UserHistory
+from learn_core.inference import recompute_users
 from learn_core.models.towers import TowerConfig
+from learn_core.serving import FixedTowers, LoadedTower, bootstrap_tower
 from streaming.consumer import Accepted
 from streaming.dead_letter import SourceRef
-from streaming.history import Entry, UserHistory
 from streaming.interaction_consumer import (
-    FixedTowers,
     InteractionConsumerSettings,
     InteractionHandler,
-    LoadedTower,
-    bootstrap_tower,
     interaction_rows,
-    recompute_users,
 )
 from streaming.metrics import MetricsSettings, StreamMetrics
 from streaming.user_sinks import (
