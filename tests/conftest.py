@@ -27,7 +27,7 @@ from streaming.broker import EXTERNAL_BOOTSTRAP_ENV, BrokerSettings, LocalKafka,
 
 log = logging.getLogger(__name__)
 
-# Fixture modules of other components, e.g. "tests.integration.conftest_feast".
+# Fixture modules of other components (the Feast fixtures live in tests/integration/conftest.py).
 pytest_plugins: list[str] = []
 
 

@@ -36,11 +36,6 @@ from streaming.user_sinks import (
     HistoryStore,
     open_history_store,
 )
-from tests.integration.conftest_feast import (  # noqa: F401 - fixtures
-    feast_handle,
-    feast_profile,
-    feast_settings,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +142,7 @@ def assert_online_matches(
 def test_stream_to_feast_holds_late_items_and_matches_batch(
     kafka_bootstrap: str,
     topic_factory,
-    feast_handle: FeatureStoreHandle,  # noqa: F811 - fixture
+    feast_handle: FeatureStoreHandle,  # fixture
     pipeline: bool,
 ) -> None:
     ds = load_dataset("sample")

@@ -7,7 +7,6 @@ between a write and its commit and a second consumer of the group taking over:
 - nothing is duplicated (online or offline) after the restart.
 """
 
-# ruff: noqa: F811
 from __future__ import annotations
 
 import json
@@ -32,11 +31,6 @@ from streaming.item_consumer import (
 from streaming.kafka_io import make_consumer, make_producer
 from streaming.settings import KafkaSettings
 from streaming.sinks import FeastItemSink
-from tests.integration.conftest_feast import (  # noqa: F401 - fixtures
-    feast_handle,
-    feast_profile,
-    feast_settings,
-)
 
 pytestmark = pytest.mark.integration
 
