@@ -63,6 +63,8 @@ class LoadedTower:
 
     version: str
     tower: UserTower
+    #: Identity of the content model it was trained on (None: untrained or unknown).
+    content_model: str | None = None
 
     @property
     def user_tower(self) -> UserTower:
@@ -133,7 +135,9 @@ class RegistryTowers:
     def load(self, version: str) -> LoadedTower:
         if version.startswith("bootstrap-"):
             return self.bootstrap.load(version)
-        return LoadedTower(version, self.registry.load(version).user_tower)
+        loaded = self.registry.load(version)
+        manifest = getattr(loaded, "manifest", None) or {}
+        return LoadedTower(version, loaded.user_tower, manifest.get("content_model"))
 
 
 # ----------------------------------------------------------------- the whole model

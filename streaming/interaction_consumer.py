@@ -132,8 +132,15 @@ class InteractionHandler:
             raise RuntimeError("tower source has no model and no bootstrap")
         if self.model is None or version != self.model.version:
             got = self.towers.load(version)
-            loaded = got if isinstance(got, LoadedTower) else LoadedTower(version, got.user_tower)
+            if isinstance(got, LoadedTower):
+                loaded = got
+            else:
+                manifest = getattr(got, "manifest", None) or {}
+                loaded = LoadedTower(version, got.user_tower, manifest.get("content_model"))
             loaded.tower.eval()
+            # The tower reads only vectors of the content model it was trained on; others
+            # count as missing (the user is held), never as input of the wrong meaning.
+            self.content.expect(loaded.content_model)
             if self.model is not None:
                 self.stats.model_switches += 1
                 log.info("user tower %s -> %s", self.model.version, loaded.version)
