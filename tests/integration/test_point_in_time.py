@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from feature_repo.store import FeatureStoreHandle
-from trainers.jobs.retrain import point_in_time_frame, training_split
+from trainers.jobs.training_data import point_in_time_frame, training_split
 
 pytestmark = pytest.mark.integration
 
