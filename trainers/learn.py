@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from learn_core.contract import Pairing
 from learn_core.history import pad_ids
 from learn_core.models import FrozenContent, ItemIdEmbedding, LearnConfig, LearnModel
 from trainers.evaluation import eval_loop
@@ -41,7 +42,7 @@ class LearnTrainConfig:
     recency_decay: float | None = None
     # "window": K query positions x the T items after the history (item variants 1-3).
     # "sliding": every history position x the T items that follow it (variants 2-3).
-    pairing: str = "window"
+    pairing: Pairing = "window"
     windows_per_user: int = 24  # cap on (history, target) windows per user per epoch
     batch_size: int = 128
     epochs: int = 40
