@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
+    from learn_core.contract import ContentMismatch
     from learn_core.embedding.identity import content_identity
     from learn_core.models import FrozenContent
     from learn_core.registry import ModelRegistry
@@ -123,9 +125,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     if version is None:
         print("no current model; pass --version")
         return 2
-    loaded = reg.load(
-        version, expect_content_dim=embedder.dim, expect_content=content_identity(embedder)
-    )
+    try:
+        loaded = reg.load(
+            version, expect_content_dim=embedder.dim, expect_content=content_identity(embedder)
+        )
+    except ContentMismatch as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
     inputs = FrozenContent(torch.from_numpy(content))
     # The serving contract's window; versions saved before it was recorded say it in extra.
     h = (
