@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from feature_repo.schema import ITEM_CONTENT, ITEM_TOWER
+from learn_core.contract import ContentMismatch
 from learn_core.inference import item_tower_rows
 from learn_core.serving import VersionError
 
@@ -68,8 +69,11 @@ class ItemTowerSink:
     """``ItemContentSink`` for the item consumer: content first, then the tower vectors.
 
     With no promoted model yet it writes content only (the first backfill covers the
-    items). A failure raises, so the consumer retries the batch; both writes are
-    idempotent by (item_id, event_timestamp) offline and upserts online.
+    items); so it does, logging why, when the current model was trained on another
+    content model (refused by the cache): content keeps flowing, and no item-tower vector
+    is made from vectors the model cannot read. A write failure raises, so the consumer
+    retries the batch; both writes are idempotent by (item_id, event_timestamp) offline
+    and upserts online.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class ItemTowerSink:
         self.handle = handle
         self.models = models
         self.written = 0
+        self.refused: set[str] = set()
 
     def write_item_content(self, rows: pd.DataFrame) -> None:
         self.inner.write_item_content(rows)
@@ -90,6 +95,11 @@ class ItemTowerSink:
             log.debug(
                 "no promoted model: %d items get tower vectors at the first backfill", len(rows)
             )
+            return
+        except ContentMismatch as exc:
+            if str(exc) not in self.refused:  # once per refusal, not once per batch
+                self.refused.add(str(exc))
+                log.error("item-tower vectors not written: %s", exc)
             return
         content = np.stack([np.asarray(v, np.float32) for v in rows["embedding"]])
         tower = item_tower_rows(model, list(rows["item_id"]), content, datetime.now(UTC))
