@@ -226,13 +226,15 @@ class ModelCache:
     def get(self, version: str) -> ServingModel:
         """Load (once) a given version, e.g. for the backfill of a candidate."""
         if version not in self._loaded:
+            where = "the running content model"
+            manifest = getattr(self.source, "manifest", None)
+            if self.expect_content is not None and callable(manifest):
+                # The registry's manifest is cheap: refuse before loading any weights.
+                check_content(version, manifest(version), self.expect_content, where)
             loaded = self.source.load(version)
             if self.expect_content is not None:
                 check_content(
-                    version,
-                    getattr(loaded, "manifest", None),
-                    self.expect_content,
-                    "the running content model",
+                    version, getattr(loaded, "manifest", None), self.expect_content, where
                 )
             self._loaded[version] = as_serving(version, loaded)
             # Keep the current and the previous version only: a switch needs both briefly.

@@ -114,6 +114,8 @@ def retrain(
     data = point_in_time_frame(handle, log_df, cutoff)
     split = training_split(data)
     ev = eval_set(handle, log_df, cutoff, end, s.history_len)
+    # The contract is built (and validated) before any training time is spent.
+    serving = ServingConfig(s.history_len, s.pairing, data.content_model)
     secs["data"] = time.monotonic() - t0
     log.info(
         "retrain: %d interactions before %s (%d without content yet), %d tokens, %d eval users",
@@ -181,7 +183,7 @@ def retrain(
     version = save_version(
         registry,
         result.model,
-        ServingConfig(s.history_len, s.pairing, data.content_model),
+        serving,
         data_window={"end": cutoff.isoformat(), "eval_end": end.isoformat()},
         metrics={"holdout": cand_metrics, "cvr": cvr, "valid": result.valid},
         parent_version=cur_version,
