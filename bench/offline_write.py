@@ -37,10 +37,11 @@ from tqdm import tqdm
 
 from feature_repo.offline_log.base import OfflineLog
 from feature_repo.offline_log.parquet import ParquetOfflineLog
+from feature_repo.schema import ITEM_CONTENT
 
 logger = logging.getLogger(__name__)
 
-NAME = "item_content_embedding"
+NAME = ITEM_CONTENT.name
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 

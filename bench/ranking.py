@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from feature_repo.schema import ITEM_TOWER, USER_TOWER
 from feature_repo.settings import FeastSettings
 from learn_core.settings import ConfigError, load
 
@@ -92,7 +93,7 @@ def fill(handle: Any, n_items: int, n_users: int, dim: int, seed: int) -> tuple[
     items = [f"i{n:06d}" for n in range(n_items)]
     users = [f"u{n:05d}" for n in range(n_users)]
     handle.write_online(
-        "item_tower_embedding",
+        ITEM_TOWER.name,
         pd.DataFrame(
             {
                 "item_id": items,
@@ -103,7 +104,7 @@ def fill(handle: Any, n_items: int, n_users: int, dim: int, seed: int) -> tuple[
         ),
     )
     handle.write_online(
-        "user_tower_embedding",
+        USER_TOWER.name,
         pd.DataFrame(
             {
                 "user_id": users,
@@ -144,7 +145,7 @@ def bench_profile(settings: FeastSettings, cfg: argparse.Namespace) -> dict[str,
         )
         refs = [
             f"{v}:{f}"
-            for v in ("user_tower_embedding", "item_tower_embedding")
+            for v in (USER_TOWER.name, ITEM_TOWER.name)
             for f in ("embedding", "model_version")
         ]
         rnd = random.Random(cfg.seed)
@@ -163,7 +164,7 @@ def bench_profile(settings: FeastSettings, cfg: argparse.Namespace) -> dict[str,
                 entity_rows=[{"user_id": u, "item_id": i} for i in c],
                 full_feature_names=True,
             ).to_dict()
-            assert sum(v is not None for v in out["item_tower_embedding__embedding"]) == len(c)
+            assert sum(v is not None for v in out[f"{ITEM_TOWER.name}__embedding"]) == len(c)
 
         times: dict[str, list[float]] = {"reader": [], "feast_sdk": []}
         block = 100

@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from feature_repo.schema import ITEM_CONTENT
+
 log = logging.getLogger("bench.streaming")
 
 
@@ -48,7 +50,7 @@ def _content(handle: Any, item_ids: list[str], dim: int) -> None:
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     for i in range(0, len(item_ids), 2000):
         handle.write_online(
-            "item_content_embedding",
+            ITEM_CONTENT.name,
             pd.DataFrame(
                 {
                     "item_id": item_ids[i : i + 2000],

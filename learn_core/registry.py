@@ -9,7 +9,10 @@ Layout under the root::
 A version directory is written under a temporary name and renamed into place, so a
 reader never sees half a model; the pointer is a file replaced with ``os.replace``.
 Loading refuses a manifest whose schema, config or content dimension does not match
-what this code builds: silently loading mismatched weights would serve garbage.
+what this code builds, and (given the running content model's identity) a model trained
+on another content model: silently loading mismatched weights would serve garbage.
+The manifest's ``serving`` section is the typed serving contract
+(``learn_core.contract.ServingConfig``: history length, pairing, content identity).
 No pickle anywhere.
 """
 
@@ -28,6 +31,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from learn_core.contract import ServingConfig, check_content
 from learn_core.item_text import TEMPLATE_VERSION
 from learn_core.settings import cache_dir, load
 
@@ -58,6 +62,8 @@ class LoadedModel:
     version: str
     model: Any
     manifest: dict[str, Any]
+    #: The serving contract (``None`` for versions saved before it was recorded).
+    serving: ServingConfig | None = None
 
     @property
     def user_tower(self) -> Any:
@@ -103,9 +109,19 @@ class ModelRegistry:
         metrics: dict[str, Any] | None = None,
         parent_version: str | None = None,
         template_version: str = TEMPLATE_VERSION,
+        serving: ServingConfig | None = None,
         **extra: Any,
     ) -> str:
-        """Store ``model`` (a ``LearnModel``) as a new, unpromoted version; returns its id."""
+        """Store ``model`` (a ``LearnModel``) as a new, unpromoted version; returns its id.
+
+        ``content_model`` is the content model's identity (``learn_core.embedding.
+        identity``); ``serving``, when given, must name the same one.
+        """
+        if serving is not None and serving.content_model != content_model:
+            raise RegistryError(
+                f"serving contract names content model {serving.content_model!r}, "
+                f"the save call {content_model!r}"
+            )
         from safetensors.torch import save_model
 
         from learn_core.models.towers import TOWER_SCHEMA
@@ -120,6 +136,7 @@ class ModelRegistry:
             "content_model": content_model,
             "content_dim": int(cfg["tower"]["content_dim"]),
             "template_version": template_version,
+            "serving": None if serving is None else serving.to_dict(),
             "data_window": data_window or {},
             "metrics": metrics or {},
             "parent_version": parent_version,
@@ -146,8 +163,18 @@ class ModelRegistry:
             raise RegistryError(f"no model version {version!r} in {self.root}")
         return json.loads(path.read_text())
 
-    def load(self, version: str, *, expect_content_dim: int | None = None) -> LoadedModel:
-        """Load a version, refusing a manifest that this code cannot trust."""
+    def load(
+        self,
+        version: str,
+        *,
+        expect_content_dim: int | None = None,
+        expect_content: str | None = None,
+    ) -> LoadedModel:
+        """Load a version, refusing a manifest that this code cannot trust.
+
+        ``expect_content``: the running content model's identity; a model trained on
+        another one is refused (``ContentMismatch``, naming both).
+        """
         from safetensors.torch import load_model
 
         from learn_core.models.learn import LearnConfig, LearnModel
@@ -175,6 +202,19 @@ class ModelRegistry:
                 f"{version}: model reads {cfg.tower.content_dim}-d content embeddings, "
                 f"the content model makes {expect_content_dim}-d"
             )
+        serving = None
+        if m.get("serving") is not None:
+            try:
+                serving = ServingConfig.from_dict(m["serving"])
+            except (TypeError, ValueError) as exc:
+                raise RegistryError(f"{version}: bad serving contract: {exc}") from None
+            if serving.history_len > cfg.tower.max_len:
+                raise RegistryError(
+                    f"{version}: history_len {serving.history_len} > tower max_len "
+                    f"{cfg.tower.max_len}"
+                )
+        if expect_content is not None:
+            check_content(version, m, expect_content, "the running content model")
         model = LearnModel(cfg)
         missing, unexpected = load_model(model, str(self._dir(version) / WEIGHTS), strict=False)
         if missing or unexpected:
@@ -182,7 +222,7 @@ class ModelRegistry:
                 f"{version}: weights do not fit: missing {missing}, unexpected {unexpected}"
             )
         model.eval()
-        return LoadedModel(version, model, m)
+        return LoadedModel(version, model, m, serving)
 
     def current_version(self) -> str | None:
         try:

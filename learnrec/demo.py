@@ -52,7 +52,7 @@ class Pipeline:
     """The item and interaction consumers on background threads, one Feast handle each.
 
     The item consumer's sink also writes item-tower vectors of the registry's current
-    model (``ranking.item_tower.ItemTowerSink``), so new items are retrievable at once;
+    model (``streaming.sinks.ItemTowerSink``), so new items are retrievable at once;
     the interaction consumer serves the registry's current user tower.
     """
 
@@ -72,11 +72,9 @@ class Pipeline:
 
     def start(self) -> None:
         from feature_repo.store import open_store
-        from ranking.item_tower import ItemTowerSink
-        from ranking.models import ModelCache
+        from learn_core.serving import RegistryTowers
         from streaming.interaction_consumer import (
             InteractionConsumerSettings,
-            RegistryTowers,
             build_interaction_loop,
         )
         from streaming.item_consumer import ItemConsumerSettings, build_item_loop
@@ -84,13 +82,13 @@ class Pipeline:
         from streaming.user_sinks import FeastUserSink, open_history_store
 
         h_items = open_store(self.feast)
-        sink = ItemTowerSink(FeastItemSink(h_items), h_items, ModelCache(self.registry, 0.2))
         item_loop, self.item_handler = build_item_loop(
             self.bootstrap,
-            sink,
+            FeastItemSink(h_items),
             self.embedder,
             settings=ItemConsumerSettings(group_id=f"{self.group_prefix}-items"),
             kafka=self.kafka,
+            models=self.registry,
         )
         h_users = open_store(self.feast)
         history = open_history_store(h_users)

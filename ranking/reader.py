@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from feature_repo.schema import ITEM_TOWER, USER_TOWER
+from learn_core.serving import ModelCache, ModelSource, ServingModel
 from ranking.core import (
     OK,
     STALE,
@@ -28,8 +30,6 @@ from ranking.core import (
     check_ids,
     check_k,
 )
-from ranking.item_tower import ITEM_TOWER_VIEW, USER_TOWER_VIEW
-from ranking.models import ModelCache, ModelSource, ServingModel
 from ranking.settings import RankingSettings
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class RankingReader:
         return self.models.current()
 
     def user_embedding(self, user_id: str, model: ServingModel) -> np.ndarray:
-        (got,) = self.handle.online.read_vectors([(USER_TOWER_VIEW, [user_id])], model.version)
+        (got,) = self.handle.online.read_vectors([(USER_TOWER.name, [user_id])], model.version)
         return _user_row(user_id, got, model)
 
     def rank(self, user_id: str, item_ids: Sequence[str]) -> RankResult:
@@ -81,7 +81,7 @@ class RankingReader:
         )
         model = self.model()
         got_user, items = self.handle.online.read_vectors(
-            [(USER_TOWER_VIEW, [user_id]), (ITEM_TOWER_VIEW, ids)], model.version
+            [(USER_TOWER.name, [user_id]), (ITEM_TOWER.name, ids)], model.version
         )
         user = _user_row(user_id, got_user, model)
         ok = items.ok
@@ -151,8 +151,8 @@ def _user_row(user_id: str, got: VersionedVectors, model: ServingModel) -> np.nd
 def open_reader(settings: RankingSettings | None = None) -> RankingReader:
     """The reader over the configured Feast store and the default model registry."""
     from feature_repo.store import open_store
+    from learn_core.serving import open_registry
     from learn_core.settings import load
-    from ranking.models import open_registry
 
     s = settings or load(RankingSettings)
     return RankingReader(open_store(), open_registry(), s)

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import pandas as pd
 
+from feature_repo.schema import ITEM_TOWER
 from ranking.core import ExactIndex
-from ranking.item_tower import ITEM_TOWER_VIEW
 
 if TYPE_CHECKING:
     from feature_repo.store import FeatureStoreHandle
@@ -72,7 +72,7 @@ class _Feed:
     def reset(self, version: str) -> pd.DataFrame:
         self.version = version
         started = datetime.now(UTC)
-        rows = latest_rows(self.handle.read_offline(ITEM_TOWER_VIEW), version)
+        rows = latest_rows(self.handle.read_offline(ITEM_TOWER.name), version)
         self.since = started - SLACK
         return rows
 
@@ -80,7 +80,7 @@ class _Feed:
         assert self.version is not None and self.since is not None
         started = datetime.now(UTC)
         rows = latest_rows(
-            self.handle.read_offline(ITEM_TOWER_VIEW, start=self.since), self.version
+            self.handle.read_offline(ITEM_TOWER.name, start=self.since), self.version
         )
         self.since = started - SLACK
         return rows

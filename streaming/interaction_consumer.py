@@ -2,7 +2,7 @@
 
 Per micro-batch (``InteractionHandler``):
 
-1. merge the batch into the stored windows of its users (``streaming.history``, pure);
+1. merge the batch into the stored windows of its users (``learn_core.history``, pure);
 2. look the windows' items up in the content store through an in-process LRU;
 3. run the current user tower once over every user whose window changed and is fully
    resolved (held users whose late item has arrived included);
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import logging
 import threading
 import time
@@ -33,7 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,22 +40,14 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from learn_core.events import INTERACTION, Interaction, event_fingerprint
+from learn_core.history import group_by_user, plan_batch, to_us
+from learn_core.inference import embed_windows
+from learn_core.serving import LoadedTower, ModelSource, RegistryTowers
 from learn_core.settings import load
 from streaming.consumer import Accepted, ConsumerSettings, LoopStats, MicroBatchLoop
-from streaming.history import (
-    UserHistory,
-    group_by_user,
-    pad_windows,
-    plan_batch,
-    to_us,
-    windows_from_log,
-)
 from streaming.metrics import MetricsSettings, StreamMetrics
 from streaming.user_sinks import ContentLookup, HistoryStore, UserFeatureSink
 from streaming.validate import DUPLICATE_CONFLICT, Rejection
-
-if TYPE_CHECKING:
-    from learn_core.models.towers import TowerConfig, UserTower
 
 log = logging.getLogger(__name__)
 
@@ -84,104 +75,6 @@ class InteractionConsumerSettings(ConsumerSettings):
     )
 
 
-# ------------------------------------------------------------------------------ model
-
-
-@dataclass(frozen=True)
-class LoadedTower:
-    version: str
-    tower: UserTower
-
-
-class TowerSource(Protocol):
-    """Where the current user tower comes from (the model registry in production)."""
-
-    def current_version(self) -> str | None:
-        """Cheap: the version that ``load`` would return now (``None``: no model)."""
-        ...
-
-    def load(self, version: str) -> LoadedTower: ...
-
-
-def bootstrap_tower(cfg: TowerConfig | None = None, seed: int = 0) -> LoadedTower:
-    """A deterministic untrained tower; its version is a digest of its weights."""
-    import torch
-
-    from learn_core.models.towers import TowerConfig, UserTower
-
-    gen_state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        tower = UserTower(cfg or TowerConfig()).eval()
-    finally:
-        torch.random.set_rng_state(gen_state)
-    h = hashlib.sha256()
-    for name, t in sorted(tower.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().contiguous().numpy().tobytes())
-    return LoadedTower(f"bootstrap-{h.hexdigest()[:12]}", tower)
-
-
-class BootstrapTowers:
-    """A ``TowerSource`` with only the bootstrap tower (no registry yet)."""
-
-    def __init__(self, cfg: TowerConfig | None = None) -> None:
-        self._tower = bootstrap_tower(cfg)
-
-    def current_version(self) -> str | None:
-        return self._tower.version
-
-    def load(self, version: str) -> LoadedTower:
-        return self._tower
-
-
-class FixedTowers:
-    """A ``TowerSource`` serving given towers; ``version`` may be switched (tests, benches)."""
-
-    def __init__(self, *towers: LoadedTower) -> None:
-        self.towers = {t.version: t for t in towers}
-        self.version = towers[0].version
-
-    def current_version(self) -> str | None:
-        return self.version
-
-    def load(self, version: str) -> LoadedTower:
-        return self.towers[version]
-
-
-def embed_windows(
-    tower: UserTower, windows: list[list[str]], content: dict[str, np.ndarray], h: int
-) -> np.ndarray:
-    """One batched forward: item windows -> ``[B, out_dim]`` float32 user embeddings."""
-    import torch
-
-    if not windows:
-        return np.zeros((0, tower.cfg.out_dim), np.float32)
-    x, mask = pad_windows(windows, content, h, tower.cfg.content_dim)
-    with torch.inference_mode():
-        out = tower.encode_histories(torch.from_numpy(x), torch.from_numpy(mask))
-    return out.numpy().astype(np.float32, copy=False)
-
-
-def recompute_users(
-    interaction_log: pd.DataFrame,
-    content: dict[str, np.ndarray],
-    tower: UserTower,
-    h: int,
-) -> dict[str, tuple[np.ndarray, int, int]]:
-    """The batch reference path: user -> (embedding, history_len, event time ms).
-
-    Rebuilds each window from the offline interaction log and embeds users one at a
-    time; the streaming path must agree with it (``tests/.../test_interaction_*``).
-    """
-    out: dict[str, tuple[np.ndarray, int, int]] = {}
-    for user, hist in windows_from_log(interaction_log, h).items():
-        if all(i in content for i in hist.item_ids):
-            vec = embed_windows(tower, [hist.item_ids], content, h)[0]
-            out[user] = (vec, len(hist), hist.latest_ms)
-    return out
-
-
 # ---------------------------------------------------------------------------- handler
 
 
@@ -206,7 +99,7 @@ class InteractionHandler:
 
     def __init__(
         self,
-        towers: TowerSource,
+        towers: ModelSource,
         history: HistoryStore,
         content: ContentLookup,
         sink: UserFeatureSink,
@@ -239,8 +132,16 @@ class InteractionHandler:
         if version is None:
             raise RuntimeError("tower source has no model and no bootstrap")
         if self.model is None or version != self.model.version:
-            loaded = self.towers.load(version)
+            got = self.towers.load(version)
+            if isinstance(got, LoadedTower):
+                loaded = got
+            else:
+                manifest = getattr(got, "manifest", None) or {}
+                loaded = LoadedTower(version, got.user_tower, manifest.get("content_model"))
             loaded.tower.eval()
+            # The tower reads only vectors of the content model it was trained on; others
+            # count as missing (the user is held), never as input of the wrong meaning.
+            self.content.expect(loaded.content_model)
             if self.model is not None:
                 self.stats.model_switches += 1
                 log.info("user tower %s -> %s", self.model.version, loaded.version)
@@ -398,14 +299,17 @@ def build_interaction_loop(
     bootstrap: str,
     sink: UserFeatureSink,
     history: HistoryStore,
-    towers: TowerSource,
+    towers: ModelSource,
     *,
     settings: InteractionConsumerSettings | None = None,
     kafka: Any | None = None,
     metrics: StreamMetrics | None = None,
     **consumer_overrides: Any,
 ) -> tuple[MicroBatchLoop, InteractionHandler]:
-    """Wire a consumer-group loop for the interactions topic (tests pass tiny settings)."""
+    """Wire the interaction consumer: the one wiring of the CLI, the demo, the benches and tests.
+
+    ``towers``: any ``ModelSource`` (``default_towers()``: the registry, else bootstrap).
+    """
     import torch
 
     from streaming.kafka_io import await_partitions, make_consumer, make_producer
@@ -427,7 +331,8 @@ def build_interaction_loop(
     await_partitions(consumer, k.interactions_topic)
 
     probe = towers.load(towers.current_version() or "")
-    content = ContentLookup(sink.read_content, s.content_cache_entries, probe.tower.cfg.content_dim)
+    dim = probe.user_tower.cfg.content_dim
+    content = ContentLookup(sink.read_content, s.content_cache_entries, dim)
     handler = InteractionHandler(towers, history, content, sink, s, metrics)
     last_lag = [0.0]
 
@@ -462,38 +367,9 @@ def build_interaction_loop(
     return loop, handler
 
 
-def default_towers() -> TowerSource:
-    """The registry's current tower when a registry is available, else the bootstrap."""
-    try:
-        from learn_core.registry import ModelRegistry  # noqa: F401
-    except ModuleNotFoundError:
-        log.warning("no model registry module; using the bootstrap user tower")
-        return BootstrapTowers()
+def default_towers() -> ModelSource:
+    """The registry's current tower, else the deterministic bootstrap tower."""
     return RegistryTowers.open()
-
-
-class RegistryTowers:
-    """``TowerSource`` over ``learn_core.registry``: current model, else the bootstrap."""
-
-    def __init__(self, registry: Any) -> None:
-        self.registry = registry
-        self.bootstrap = BootstrapTowers()
-
-    @classmethod
-    def open(cls) -> RegistryTowers:
-        from learn_core.registry import ModelRegistry
-
-        return cls(ModelRegistry())
-
-    def current_version(self) -> str | None:
-        v = self.registry.current_version()
-        return v if v is not None else self.bootstrap.current_version()
-
-    def load(self, version: str) -> LoadedTower:
-        if version.startswith("bootstrap-"):
-            return self.bootstrap.load(version)
-        model = self.registry.load(version)
-        return LoadedTower(version, model.user_tower)
 
 
 def run_interaction_consumer(
@@ -535,16 +411,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 __all__ = [
-    "BootstrapTowers",
-    "FixedTowers",
     "InteractionConsumerSettings",
     "InteractionHandler",
-    "LoadedTower",
-    "TowerSource",
-    "UserHistory",
-    "bootstrap_tower",
     "build_interaction_loop",
-    "embed_windows",
-    "recompute_users",
+    "default_towers",
     "run_interaction_consumer",
 ]

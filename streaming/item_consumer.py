@@ -10,15 +10,17 @@ import argparse
 import logging
 import threading
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from learn_core.embedding.base import ContentEmbedder
+from learn_core.embedding.identity import content_identity
 from learn_core.events import ITEM_CREATED, ItemCreated
-from learn_core.item_text import TEMPLATE_VERSION, render_item
+from learn_core.item_text import render_item
+from learn_core.serving import ModelCache, ModelSource
 from learn_core.settings import cache_dir, load
 from streaming.consumer import (
     Accepted,
@@ -27,10 +29,9 @@ from streaming.consumer import (
     MicroBatchLoop,
     close_loop,
 )
+from streaming.sinks import ItemContentSink, ItemTowerSink
 
 log = logging.getLogger(__name__)
-
-ITEM_CONTENT_VIEW = "item_content_embedding"
 
 
 class ItemConsumerSettings(ConsumerSettings):
@@ -44,15 +45,13 @@ class ItemConsumerSettings(ConsumerSettings):
     disk_cache: bool = Field(True, description="persist the embedding cache in the cache dir")
 
 
-class ItemContentSink(Protocol):
-    """Where content embeddings go (Feast online + offline in production)."""
-
-    def write_item_content(self, rows: pd.DataFrame) -> None: ...
-
-
 def content_version(embedder: ContentEmbedder) -> str:
-    """The version stamped on every content embedding: model and text template."""
-    return f"{embedder.model_id}@{TEMPLATE_VERSION}"
+    """The version stamped on every content embedding: the content model's identity.
+
+    A digest of weights, tokenizer, max_length, pooling, dtype and text template
+    (``learn_core.embedding.identity``), the same string model manifests record.
+    """
+    return content_identity(embedder)
 
 
 def item_content_rows(
@@ -123,9 +122,16 @@ def build_item_loop(
     *,
     settings: ItemConsumerSettings | None = None,
     kafka: Any | None = None,
+    models: ModelSource | None = None,
     **consumer_overrides: Any,
 ) -> tuple[MicroBatchLoop, ItemHandler]:
-    """Wire a consumer-group loop for the items topic (tests call this with tiny settings)."""
+    """Wire the item consumer: the one wiring of the CLI, the demo, the benches and tests.
+
+    With ``models`` (the registry), ``sink`` (which must have a ``handle``) is wrapped in
+    an ``ItemTowerSink``, so new items also get an item-tower vector from the current
+    model at once, before any retraining (cold start); a model trained on another content
+    model than ``embedder`` is refused.
+    """
     from streaming.kafka_io import await_partitions, make_consumer, make_producer
     from streaming.settings import KafkaSettings
     from streaming.validate import limits_from_env
@@ -140,6 +146,9 @@ def build_item_loop(
         **consumer_overrides,
     )
     await_partitions(consumer, k.items_topic)
+    if models is not None:
+        cache = ModelCache(models, expect_content=content_identity(embedder))
+        sink = ItemTowerSink(sink, sink.handle, cache)  # type: ignore[attr-defined]
     handler = ItemHandler(embedder, sink)
     loop = MicroBatchLoop(
         consumer,
@@ -157,18 +166,16 @@ def run_item_consumer(
     stop: threading.Event | None = None, idle_exit_s: float | None = None
 ) -> LoopStats:
     """The long-running service: ``learnrec consume items``."""
-    from ranking.item_tower import ItemTowerSink
-    from ranking.models import ModelCache, open_registry
+    from learn_core.serving import open_registry
     from streaming.kafka_io import prepare_kafka
     from streaming.sinks import open_sink
 
     s = load(ItemConsumerSettings)
     k, bootstrap = prepare_kafka()
-    content = open_sink()
-    # New items also get an item-tower vector from the current model at once, so they are
-    # retrievable seconds after their event, before any retraining (cold start).
-    sink = ItemTowerSink(content, content.handle, ModelCache(open_registry()))
-    loop, handler = build_item_loop(bootstrap, sink, default_embedder(s), settings=s, kafka=k)
+    loop, handler = build_item_loop(
+        bootstrap, open_sink(), default_embedder(s), settings=s, kafka=k, models=open_registry()
+    )
+    sink = handler.sink
     log.info("item consumer %s reading %s from %s", s.group_id, k.items_topic, bootstrap)
     try:
         return loop.run(stop, idle_exit_s=idle_exit_s)

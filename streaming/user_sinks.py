@@ -31,16 +31,16 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import pandas as pd
 
-from streaming.history import UserHistory
+from feature_repo.schema import INTERACTION_LOG, ITEM_CONTENT, USER_TOWER
+from learn_core.history import UserHistory
 
 if TYPE_CHECKING:
     from feature_repo.store import FeatureStoreHandle
 
 log = logging.getLogger(__name__)
 
-USER_VIEW = "user_tower_embedding"
-CONTENT_VIEW = "item_content_embedding"
-INTERACTION_LOG = "interaction_log"
+USER_VIEW = USER_TOWER.name
+CONTENT_VIEW = ITEM_CONTENT.name
 
 
 # ----------------------------------------------------------------------------- history
@@ -245,22 +245,31 @@ class ContentLookup:
 
     Only hits are cached: a missing item must be asked for again, because its
     embedding may land at any moment (that is what releases held users). An item whose
-    vector has the wrong width (another content model) counts as missing.
+    vector has the wrong width, or (once ``expect`` names the tower's content model)
+    another content identity, counts as missing: the tower must not read it.
     """
 
     def __init__(
         self,
-        fetch: Callable[[list[str]], dict[str, np.ndarray]],
+        fetch: Callable[..., dict[str, np.ndarray]],
         max_entries: int,
         dim: int,
     ) -> None:
         self.fetch = fetch
         self.max_entries = max_entries
         self.dim = dim
+        self.content_model: str | None = None
         self._lru: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+
+    def expect(self, content_model: str | None) -> None:
+        """Serve only vectors of ``content_model`` from now on (``None``: any)."""
+        with self._lock:
+            if content_model != self.content_model:
+                self.content_model = content_model
+                self._lru.clear()
 
     def get_many(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
         """Vectors of the ids that have content; absent ids have none yet."""
@@ -277,7 +286,12 @@ class ContentLookup:
             self.hits += len(out)
             self.misses += len(want)
         if want:
-            got = {k: v for k, v in self.fetch(want).items() if v.shape == (self.dim,)}
+            fetched = (
+                self.fetch(want)
+                if self.content_model is None
+                else self.fetch(want, self.content_model)
+            )
+            got = {k: v for k, v in fetched.items() if v.shape == (self.dim,)}
             out.update(got)
             with self._lock:
                 for k, v in got.items():
@@ -293,7 +307,11 @@ class ContentLookup:
 class UserFeatureSink(Protocol):
     """Where the consumer reads content and writes user features."""
 
-    def read_content(self, item_ids: list[str]) -> dict[str, np.ndarray]: ...
+    def read_content(
+        self, item_ids: list[str], content_model: str | None = None
+    ) -> dict[str, np.ndarray]:
+        """Content vectors of the ids found (only those of ``content_model`` when given)."""
+        ...
 
     def write_users_online(self, rows: pd.DataFrame) -> None: ...
 
@@ -309,15 +327,28 @@ class UserFeatureSink(Protocol):
 class MemoryUserSink:
     """In-process sink for unit tests: dicts of content, online rows and offline logs."""
 
-    def __init__(self, content: Mapping[str, np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        content: Mapping[str, np.ndarray] | None = None,
+        versions: Mapping[str, str] | None = None,
+    ) -> None:
         self.content: dict[str, np.ndarray] = dict(content or {})
+        #: item -> content identity of its vector (absent: any model may read it)
+        self.versions: dict[str, str] = dict(versions or {})
         self.online: dict[str, dict] = {}
         self.offline_users: list[pd.DataFrame] = []
         self.offline_interactions: list[pd.DataFrame] = []
         self.fail_writes = False
 
-    def read_content(self, item_ids: list[str]) -> dict[str, np.ndarray]:
-        return {i: self.content[i] for i in item_ids if i in self.content}
+    def read_content(
+        self, item_ids: list[str], content_model: str | None = None
+    ) -> dict[str, np.ndarray]:
+        return {
+            i: self.content[i]
+            for i in item_ids
+            if i in self.content
+            and (content_model is None or self.versions.get(i, content_model) == content_model)
+        }
 
     def write_users_online(self, rows: pd.DataFrame) -> None:
         if self.fail_writes:
@@ -338,16 +369,22 @@ class FeastUserSink:
     def __init__(self, handle: FeatureStoreHandle) -> None:
         self.handle = handle
 
-    def read_content(self, item_ids: list[str]) -> dict[str, np.ndarray]:
+    def read_content(
+        self, item_ids: list[str], content_model: str | None = None
+    ) -> dict[str, np.ndarray]:
         rows = self.handle.read_embeddings(CONTENT_VIEW, item_ids)
-        return {i: rows.vectors[r].copy() for r, i in enumerate(rows.ids) if rows.found[r]}
+        return {
+            i: rows.vectors[r].copy()
+            for r, i in enumerate(rows.ids)
+            if rows.found[r] and (content_model is None or rows.model_version[r] == content_model)
+        }
 
     def write_users_online(self, rows: pd.DataFrame) -> None:
         self.handle.write_online(USER_VIEW, rows)
 
     def append_interactions(self, rows: pd.DataFrame) -> None:
         if len(rows):
-            self.handle.append_offline(INTERACTION_LOG, rows)
+            self.handle.append_offline(INTERACTION_LOG.name, rows)
 
     def append_users(self, rows: pd.DataFrame) -> None:
         if len(rows):

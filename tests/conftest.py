@@ -27,7 +27,7 @@ from streaming.admin import create_topics, delete_topics
 
 log = logging.getLogger(__name__)
 
-# Fixture modules of other components, e.g. "tests.integration.conftest_feast".
+# Fixture modules of other components (the Feast fixtures live in tests/integration/conftest.py).
 pytest_plugins: list[str] = []
 
 

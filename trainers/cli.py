@@ -1,10 +1,11 @@
-"""``learnrec train`` (train LEARN on a data set, register it) and ``learnrec evaluate``."""
+"""``learnrec train`` (flags -> ``trainers.train.train``) and ``learnrec evaluate``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,54 +77,31 @@ def _prepare(s: TrainSettings) -> tuple[Any, Any, Any, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
-
-    from learn_core.models import FrozenContent, LearnConfig, TowerConfig
-    from learn_core.registry import ModelRegistry
-    from trainers.evaluation import eval_loop, summarise
-    from trainers.learn import (
-        CVRStageConfig,
-        LearnTrainConfig,
-        learn_score_fn,
-        train_cvr_stage,
-        train_learn,
-    )
+    from trainers.train import TrainConfig, train
 
     s = _settings(args)
-    ds, split, embedder, content = _prepare(s)
-    inputs = FrozenContent(torch.from_numpy(content))
-    cfg = LearnTrainConfig(
-        model=LearnConfig(TowerConfig(content_dim=inputs.dim, item_variant=s.item_variant)),
-        pairing=s.pairing,
-        epochs=s.epochs,
-        seed=s.seed,
-    )
-    res = train_learn(cfg, split, inputs)
-    cvr = {}
-    if s.cvr_epochs:
-        cvr = train_cvr_stage(
-            res.model,
-            inputs,
-            split,
-            cfg.history_len,
-            CVRStageConfig(epochs=s.cvr_epochs, seed=s.seed),
+    res = train(
+        TrainConfig(
+            dataset=s.dataset,
+            data=s.data,
+            epochs=s.epochs,
+            cvr_epochs=s.cvr_epochs,
+            seed=s.seed,
+            threads=s.threads,
+            pairing=s.pairing,
+            item_variant=s.item_variant,
+            registry=args.registry,
+            promote=args.promote,
         )
-    test = summarise(eval_loop(learn_score_fn(res.model, inputs, cfg.history_len), split), split)
-    times = ds.interactions["occurred_at"]
-    reg = ModelRegistry(args.registry)
-    version = reg.save(
-        res.model,
-        content_model=embedder.model_id,
-        data_window={"dataset": ds.name, "start": str(times.min()), "end": str(times.max())},
-        metrics={"valid": res.valid, "test": test["all"], "cold": test["cold"], "cvr": cvr},
-        parent_version=reg.current_version(),
-        history_len=cfg.history_len,
     )
-    if args.promote:
-        reg.promote(version)
     print(
         json.dumps(
-            {"version": version, "promoted": args.promote, "test": test["all"], "cvr": cvr},
+            {
+                "version": res.version,
+                "promoted": res.promoted,
+                "test": res.test["all"],
+                "cvr": res.cvr,
+            },
             indent=2,
         )
     )
@@ -133,6 +111,8 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
+    from learn_core.contract import ContentMismatch
+    from learn_core.embedding.identity import content_identity
     from learn_core.models import FrozenContent
     from learn_core.registry import ModelRegistry
     from trainers.evaluation import eval_loop, summarise
@@ -145,9 +125,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     if version is None:
         print("no current model; pass --version")
         return 2
-    loaded = reg.load(version, expect_content_dim=embedder.dim)
+    try:
+        loaded = reg.load(
+            version, expect_content_dim=embedder.dim, expect_content=content_identity(embedder)
+        )
+    except ContentMismatch as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
     inputs = FrozenContent(torch.from_numpy(content))
-    h = int(loaded.manifest.get("extra", {}).get("history_len", loaded.model.cfg.tower.max_len))
+    # The serving contract's window; versions saved before it was recorded say it in extra.
+    h = (
+        loaded.serving.history_len
+        if loaded.serving is not None
+        else int(
+            loaded.manifest.get("extra", {}).get("history_len", loaded.model.cfg.tower.max_len)
+        )
+    )
     test = summarise(eval_loop(learn_score_fn(loaded.model, inputs, h), split), split)
     print(json.dumps({"version": version, "dataset": ds.name, **test}, indent=2, default=float))
     return 0

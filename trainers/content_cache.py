@@ -19,6 +19,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from learn_core.embedding.base import ContentEmbedder
+from learn_core.embedding.identity import content_identity
 from learn_core.events import ItemCreated
 from learn_core.item_text import render_item, text_hash
 from learn_core.settings import cache_dir
@@ -37,13 +38,16 @@ def content_matrix(
     batch_size: int = 256,
 ) -> np.ndarray:
     """``[len(items), embedder.dim]`` float32 content embeddings, from cache where possible."""
-    store = _store_dir(root or cache_dir(), embedder.model_id)
+    # Keyed by the content identity, not the name: another checkpoint, max_length or dtype
+    # behind the same name must not reuse these vectors.
+    ident = content_identity(embedder)
+    store = _store_dir(root or cache_dir(), ident)
     hashes = [text_hash(render_item(it)) for it in items]
     known: dict[str, int] = {}
     vectors = np.zeros((0, embedder.dim), dtype=np.float32)
     if (store / "index.json").exists():
         index = json.loads((store / "index.json").read_text())
-        if index["model_id"] == embedder.model_id and index["dim"] == embedder.dim:
+        if index["model_id"] == ident and index["dim"] == embedder.dim:
             vectors = load_file(str(store / "vectors.safetensors"))["vectors"]
             known = {h: i for i, h in enumerate(index["hashes"])}
     missing = sorted({h for h in hashes if h not in known})
@@ -57,11 +61,11 @@ def content_matrix(
         vectors = np.concatenate([vectors, *new]).astype(np.float32)
         for h in missing:
             known[h] = len(known)
-        _write(store, embedder, vectors, sorted(known, key=known.__getitem__))
+        _write(store, ident, embedder.dim, vectors, sorted(known, key=known.__getitem__))
     return vectors[[known[h] for h in hashes]]
 
 
-def _write(store: Path, embedder: ContentEmbedder, vectors: np.ndarray, hashes: list[str]) -> None:
+def _write(store: Path, ident: str, dim: int, vectors: np.ndarray, hashes: list[str]) -> None:
     """Vectors first, index last, each via temp file + ``os.replace``: a reader never sees a torn pair."""
     store.mkdir(parents=True, exist_ok=True)
     tmp = store / "vectors.safetensors.tmp"
@@ -69,6 +73,6 @@ def _write(store: Path, embedder: ContentEmbedder, vectors: np.ndarray, hashes: 
     os.replace(tmp, store / "vectors.safetensors")
     tmp_index = store / "index.json.tmp"
     tmp_index.write_text(
-        json.dumps({"model_id": embedder.model_id, "dim": embedder.dim, "hashes": hashes})
+        json.dumps({"model_id": ident, "dim": dim, "hashes": hashes})
     )
     os.replace(tmp_index, store / "index.json")

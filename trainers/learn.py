@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from learn_core.contract import Pairing
+from learn_core.history import pad_ids
 from learn_core.models import FrozenContent, ItemIdEmbedding, LearnConfig, LearnModel
 from trainers.evaluation import eval_loop
 from trainers.learn_task import LearnTaskConfig, LearnTrainTask
@@ -40,7 +42,7 @@ class LearnTrainConfig:
     recency_decay: float | None = None
     # "window": K query positions x the T items after the history (item variants 1-3).
     # "sliding": every history position x the T items that follow it (variants 2-3).
-    pairing: str = "window"
+    pairing: Pairing = "window"
     windows_per_user: int = 24  # cap on (history, target) windows per user per epoch
     batch_size: int = 128
     epochs: int = 40
@@ -164,11 +166,7 @@ def learn_score_fn(model: LearnModel, inputs: FrozenContent | ItemIdEmbedding, h
         items = model.item_tower.encode_items(inputs.matrix.detach())
 
     def score(users: np.ndarray, hists: list[np.ndarray]) -> np.ndarray:
-        h = np.full((len(hists), history_len), -1, dtype=np.int64)
-        for r, seq in enumerate(hists):
-            tail = seq[-history_len:]
-            h[r, : len(tail)] = tail
-        ht = torch.from_numpy(h)
+        ht = torch.from_numpy(pad_ids(hists, history_len))
         with torch.no_grad():
             u = model.user_tower.encode_histories(inputs(ht), ht >= 0)
         return (u @ items.T).numpy()
@@ -295,13 +293,12 @@ def train_cvr_stage(
     users, item_idx, labels = [], [], []
     for seq, conv in zip(split.train, split.train_conv, strict=True):
         for cut in range(1, len(seq)):
-            hist = seq[max(0, cut - history_len) : cut]
-            users.append(np.pad(hist, (0, history_len - len(hist)), constant_values=-1))
+            users.append(seq[max(0, cut - history_len) : cut])
             item_idx.append(seq[cut])
             labels.append(conv[cut])
     if not users:
         raise ValueError("no (history, item) pairs to train the CVR head on")
-    hist = torch.from_numpy(np.stack(users))
+    hist = torch.from_numpy(pad_ids(users, history_len))
     with torch.no_grad():
         u = torch.cat(
             [model.user_tower.encode_histories(inputs(h), h >= 0) for h in hist.split(2048)]

@@ -93,6 +93,7 @@ class CachedEmbedder:
         self.cache = cache or EmbeddingCache()
         self.hits = 0
         self.misses = 0
+        self._identity: str | None = None
 
     @property
     def model_id(self) -> str:
@@ -102,9 +103,18 @@ class CachedEmbedder:
     def dim(self) -> int:
         return self.inner.dim
 
+    @property
+    def identity(self) -> str:
+        """The inner model's identity; also the cache key, so another checkpoint misses."""
+        from learn_core.embedding.identity import content_identity
+
+        if self._identity is None:
+            self._identity = content_identity(self.inner)
+        return self._identity
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         hashes = [text_hash(t) for t in texts]
-        found = self.cache.get_many(self.model_id, hashes)
+        found = self.cache.get_many(self.identity, hashes)
         todo: dict[str, str] = {}
         for h, t in zip(hashes, texts, strict=True):
             if h not in found and h not in todo:
@@ -112,7 +122,7 @@ class CachedEmbedder:
         if todo:
             vecs = self.inner.embed(list(todo.values()))
             fresh = dict(zip(todo.keys(), vecs, strict=True))
-            self.cache.put_many(self.model_id, fresh)
+            self.cache.put_many(self.identity, fresh)
             found.update(fresh)
         self.misses += len(todo)
         self.hits += len(texts) - len(todo)

@@ -26,6 +26,8 @@ from learn_core.settings import ConfigError, load
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
+#: Part of the content identity: a change of pooling changes what the vectors mean.
+POOLING = "masked-mean-l2"
 
 
 def default_model_path() -> Path:
@@ -80,6 +82,8 @@ class HFEmbedder:
                     "(model hubs are not reached at run time; download the model first)"
                 )
             self._name = path.name
+        self._path = path
+        self._identity: str | None = None
         if s.threads:
             torch.set_num_threads(s.threads)
         want_cuda = s.device == "cuda" or (s.device == "auto" and torch.cuda.is_available())
@@ -127,6 +131,25 @@ class HFEmbedder:
     @property
     def dim(self) -> int:
         return self._dim
+
+    @property
+    def identity(self) -> str:
+        """``name@digest`` of weights, tokenizer, max_length, pooling, dtype and template.
+
+        Computed once (file digests are cached by size and mtime); written into every
+        content embedding's ``model_version`` and every model manifest.
+        """
+        if self._identity is None:
+            from learn_core.embedding.identity import identity_of, model_dir_parts
+
+            self._identity = identity_of(
+                self._name,
+                model_dir_parts(self._path),
+                max_length=self.settings.max_length,
+                pooling=POOLING,
+                dtype=str(self.dtype).removeprefix("torch."),
+            )
+        return self._identity
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         import torch

@@ -24,7 +24,7 @@ from ranking.reader import RankingReader
 from ranking.settings import RankingSettings
 from streaming.producer import EventProducer
 from streaming.replay import replay
-from tests.integration.conftest_feast import make_settings
+from tests.integration.conftest import make_settings
 from tests.integration.test_e2e import embedder, kafka
 from trainers.jobs.retrain import RetrainSettings, retrain
 

@@ -29,7 +29,7 @@ from ranking.settings import RankingSettings
 from streaming.producer import EventProducer
 from streaming.replay import replay
 from streaming.settings import KafkaSettings
-from tests.integration.conftest_feast import make_settings
+from tests.integration.conftest import make_settings
 from trainers.jobs.retrain import RetrainSettings, retrain
 
 pytestmark = pytest.mark.integration

@@ -24,11 +24,6 @@ from streaming.item_consumer import close_loop
 from streaming.kafka_io import make_consumer, make_producer
 from streaming.settings import KafkaSettings
 from streaming.user_sinks import FeastUserSink, open_history_store
-from tests.integration.conftest_feast import (  # noqa: F401 - fixtures
-    feast_handle,
-    feast_profile,
-    feast_settings,
-)
 
 pytestmark = pytest.mark.integration
 

@@ -34,11 +34,11 @@ import pytest
 from feature_repo.settings import FeastSettings
 from feature_repo.store import FeatureStoreHandle, open_store
 from learn_core.datasets import Dataset, load_dataset
+from learn_core.inference import recompute_users
+from learn_core.serving import BootstrapTowers
 from streaming.interaction_consumer import (
-    BootstrapTowers,
     InteractionConsumerSettings,
     build_interaction_loop,
-    recompute_users,
 )
 from streaming.item_consumer import close_loop
 from streaming.user_sinks import FeastUserSink, open_history_store

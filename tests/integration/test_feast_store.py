@@ -1,9 +1,5 @@
 """The feature store in both profiles: online round trip, offline log, point-in-time join."""
 
-# The fixtures are imported so this file runs whether or not tests/conftest.py lists
-# tests.integration.conftest_feast in pytest_plugins; pytest passes them as arguments.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -14,12 +10,7 @@ import pytest
 
 from feature_repo.settings import FeastSettings
 from feature_repo.store import FeatureStoreHandle, open_store
-from tests.integration.conftest_feast import (  # noqa: F401 - fixtures
-    cleanup,
-    feast_handle,
-    feast_profile,
-    feast_settings,
-)
+from tests.integration.conftest import cleanup
 
 pytestmark = pytest.mark.integration
 

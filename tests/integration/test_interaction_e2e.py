@@ -17,13 +17,13 @@ import pytest
 
 from feature_repo.store import FeatureStoreHandle
 from learn_core.datasets import Dataset, load_dataset
-from streaming.history import to_ms
+from learn_core.history import to_ms
+from learn_core.inference import recompute_users
+from learn_core.serving import BootstrapTowers
 from streaming.interaction_consumer import (
-    BootstrapTowers,
     InteractionConsumerSettings,
     InteractionHandler,
     build_interaction_loop,
-    recompute_users,
 )
 from streaming.item_consumer import close_loop
 from streaming.producer import EventProducer
@@ -35,11 +35,6 @@ from streaming.user_sinks import (
     FeastUserSink,
     HistoryStore,
     open_history_store,
-)
-from tests.integration.conftest_feast import (  # noqa: F401 - fixtures
-    feast_handle,
-    feast_profile,
-    feast_settings,
 )
 
 pytestmark = pytest.mark.integration
@@ -147,7 +142,7 @@ def assert_online_matches(
 def test_stream_to_feast_holds_late_items_and_matches_batch(
     kafka_bootstrap: str,
     topic_factory,
-    feast_handle: FeatureStoreHandle,  # noqa: F811 - fixture
+    feast_handle: FeatureStoreHandle,  # fixture
     pipeline: bool,
 ) -> None:
     ds = load_dataset("sample")

@@ -7,7 +7,6 @@ between a write and its commit and a second consumer of the group taking over:
 - nothing is duplicated (online or offline) after the restart.
 """
 
-# ruff: noqa: F811
 from __future__ import annotations
 
 import json
@@ -17,13 +16,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from feature_repo.schema import ITEM_CONTENT
 from learn_core.datasets import load_dataset
 from learn_core.embedding.cache import CachedEmbedder, EmbeddingCache
 from learn_core.events import ItemCreated, to_json_bytes
 from learn_core.item_text import render_item
 from streaming.dead_letter import H_OFFSET, H_PARTITION, H_REASON, H_TOPIC, parse_headers
 from streaming.item_consumer import (
-    ITEM_CONTENT_VIEW,
     ItemConsumerSettings,
     build_item_loop,
     close_loop,
@@ -32,11 +31,6 @@ from streaming.item_consumer import (
 from streaming.kafka_io import make_consumer, make_producer
 from streaming.settings import KafkaSettings
 from streaming.sinks import FeastItemSink
-from tests.integration.conftest_feast import (  # noqa: F401 - fixtures
-    feast_handle,
-    feast_profile,
-    feast_settings,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -169,7 +163,7 @@ def test_items_to_feast_with_dead_letters_and_restart(
         np.testing.assert_allclose(vec, expect[render_item(g)], atol=1e-5)
 
     # Offline: exactly one row per good item (the replayed batch is not duplicated).
-    offline = feast_handle.read_offline(ITEM_CONTENT_VIEW)
+    offline = feast_handle.read_offline(ITEM_CONTENT.name)
     assert len(offline) == n_good
     assert offline["item_id"].is_unique and set(offline["item_id"]) == set(ids)
 

@@ -7,12 +7,7 @@ import pandas as pd
 import pytest
 
 from feature_repo.store import FeatureStoreHandle
-from tests.integration.conftest_feast import (  # noqa: F401 - fixtures
-    feast_handle,
-    feast_profile,
-    feast_settings,
-)
-from trainers.jobs.retrain import point_in_time_frame, training_split
+from trainers.jobs.training_data import point_in_time_frame, training_split
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +26,7 @@ def content(item: str, v: np.ndarray, ts: pd.Timestamp) -> pd.DataFrame:
 
 
 def test_features_after_the_cutoff_never_reach_training(
-    feast_handle: FeatureStoreHandle,  # noqa: F811
+    feast_handle: FeatureStoreHandle,
 ) -> None:
     h = feast_handle
     cutoff = T + pd.Timedelta(days=10)

@@ -8,7 +8,6 @@ that exist only in another view, and non-ASCII ids. ``RankingReader.rank`` is th
 compared with a response built from ``get_online_features`` and per-pair scoring.
 """
 
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -22,15 +21,10 @@ import torch
 from feature_repo.online import RedisRawSource, SqliteRawSource
 from feature_repo.store import FeatureStoreHandle
 from learn_core.models import LearnConfig, LearnModel
+from learn_core.serving import ModelCache
 from ranking.core import OK, STALE, UNKNOWN, UnknownUserError, score_pairs_reference
-from ranking.models import ModelCache
 from ranking.reader import RankingReader
 from ranking.settings import RankingSettings
-from tests.integration.conftest_feast import (  # noqa: F401 - fixtures
-    feast_handle,
-    feast_profile,
-    feast_settings,
-)
 
 pytestmark = pytest.mark.integration
 

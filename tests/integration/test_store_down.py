@@ -19,7 +19,7 @@ import pytest
 from feature_repo.settings import FeastSettings
 from feature_repo.store import check_services
 from learn_core.settings import ServiceUnavailableError
-from tests.integration.conftest_feast import production_settings
+from tests.integration.conftest import production_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from learn_core.events import Interaction
+from learn_core.history import windows_from_log
 from learn_core.models.towers import TowerConfig
 from streaming.consumer import Accepted
 from streaming.dead_letter import SourceRef
-from streaming.history import windows_from_log
 from streaming.interaction_consumer import (
     FixedTowers,
     InteractionConsumerSettings,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from learn_core.events import Interaction
-from streaming.history import (
+from learn_core.history import (
     Entry,
     UserHistory,
     entry_of,
@@ -143,3 +143,20 @@ def test_pad_windows_fixed_width_left_aligned() -> None:
     x, mask = pad_windows([["a", "b"], [], ["b", "a", "b"]], content, 2, 3)
     assert x.shape == (3, 2, 3) and mask.tolist() == [[True, True], [False, False], [True, True]]
     assert x[2, :, 0].tolist() == [1.0, 2.0]  # the last h items of a longer window
+
+
+def test_one_padder_keeps_the_last_h_left_aligned() -> None:
+    from learn_core.history import pad_ids, pad_windows
+
+    ids = pad_ids([np.array([1, 2, 3, 4]), np.array([7]), np.array([], np.int64)], 3)
+    assert ids.tolist() == [[2, 3, 4], [7, -1, -1], [-1, -1, -1]]
+    rng = np.random.default_rng(0)
+    content = {f"i{n}": rng.standard_normal(4).astype(np.float32) for n in range(6)}
+    windows = [["i0", "i1", "i2", "i3"], ["i5"], []]
+    x, mask = pad_windows(windows, content, 3, 4)
+    assert mask.tolist() == [[True] * 3, [True, False, False], [False] * 3]
+    # The plain path: row by row, position by position.
+    for b, w in enumerate(windows):
+        for p, item in enumerate(w[-3:]):
+            np.testing.assert_array_equal(x[b, p], content[item])
+    assert not x[~mask].any()

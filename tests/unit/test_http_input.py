@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from feature_repo.settings import FeastSettings
 from feature_repo.store import check_services
-from ranking.models import ModelCache
+from learn_core.serving import ModelCache
 from ranking.reader import RankingReader
 from ranking.service import create_app
 from ranking.settings import RankingSettings

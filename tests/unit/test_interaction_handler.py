@@ -12,18 +12,16 @@ import pandas as pd
 import pytest
 
 from learn_core.events import Interaction
+from learn_core.history import Entry, UserHistory
+from learn_core.inference import recompute_users
 from learn_core.models.towers import TowerConfig
+from learn_core.serving import FixedTowers, LoadedTower, bootstrap_tower
 from streaming.consumer import Accepted
 from streaming.dead_letter import SourceRef
-from streaming.history import Entry, UserHistory
 from streaming.interaction_consumer import (
-    FixedTowers,
     InteractionConsumerSettings,
     InteractionHandler,
-    LoadedTower,
-    bootstrap_tower,
     interaction_rows,
-    recompute_users,
 )
 from streaming.metrics import MetricsSettings, StreamMetrics
 from streaming.user_sinks import (
@@ -291,3 +289,28 @@ def test_failed_offline_append_commits_no_state() -> None:
     sink.fail = False
     handler(acc)
     assert set(store.rows) == set(sink.online) and len(_log(sink)) == 40
+
+
+def test_vectors_of_another_content_model_are_held_not_read() -> None:
+    """A tower trained on content model A never reads a vector made by model B."""
+    base = bootstrap_tower(CFG)
+    tower = LoadedTower("m-a", base.tower, content_model="ident-A")
+    sink = MemoryUserSink(_content(12), versions={f"i{k}": "ident-A" for k in range(12)})
+    sink.versions["i0"] = "ident-B"  # one item still has a vector of another model
+    handler = _handler(sink, towers=FixedTowers(tower))
+    acc = _accepted(200)
+    handler(acc)
+    from learn_core.history import windows_from_log
+
+    wins = windows_from_log(_log(sink), H)
+    with_i0 = {u for u, w in wins.items() if "i0" in w.item_ids}  # i0 still in the window
+    assert with_i0 and handler.stats.held_users == len(with_i0)
+    assert not with_i0 & set(sink.online)  # held: no embedding from a B vector
+    assert set(sink.online) == {a.event.user_id for a in acc} - with_i0
+    # Re-embedded with model A: the held users are released on the next (empty) call.
+    sink.versions["i0"] = "ident-A"
+    handler([])
+    assert with_i0 <= set(sink.online) and handler.stats.held_users == 0
+    ref = recompute_users(_log(sink), sink.content, tower.tower, H)
+    for user in with_i0:
+        np.testing.assert_allclose(sink.online[user]["embedding"], ref[user][0], atol=1e-5)

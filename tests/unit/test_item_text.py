@@ -21,5 +21,8 @@ def test_template_is_fixed_and_ordered() -> None:
 
 def test_missing_fields_are_omitted_and_hash_is_stable() -> None:
     assert render_fields("Toy Story") == "Title: Toy Story"
-    assert text_hash("a") == text_hash("a") != text_hash("b")
+    # Pinned (sha256 of the UTF-8 text): a changed key would orphan every cached vector.
+    assert text_hash("a") == "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
+    assert text_hash("é") == "4a99557e4033c3539de2eb65472017cad5f9557f7a0625a09f1c3f6e2ba69c4c"
+    assert text_hash("a") != text_hash("a ") != text_hash("b")
     assert render_fields("T", price=0.0) == "Title: T\nPrice: 0.00"

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainers.jobs.retrain import holdout_start, should_promote
+from trainers.jobs.holdout import should_promote
 from trainers.jobs.scheduler import SchedulerSettings, build_scheduler
+from trainers.jobs.training_data import holdout_start
 
 
 def test_promotion_rule_within_tolerance_and_reasons() -> None:

@@ -1,12 +1,10 @@
-"""LEARN learns planted topic preferences and beats popularity by a wide margin, in seconds.
+"""LEARN learns planted topic preferences and beats popularity by a wide margin.
 
 Content vectors are the generator's planted topic structure (no language model), so
 the test isolates the towers, the loss and the loop.
 """
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import torch
@@ -36,9 +34,7 @@ def test_learn_beats_popularity_on_planted_topics() -> None:
         lr=3e-3,
         patience=5,
     )
-    t0 = time.monotonic()
     res = train_learn(cfg, split, inputs)
-    assert time.monotonic() - t0 < 60
     learn, popm = learn_and_popularity(res.model, inputs, split, 20)
     # a wide margin: measured about 0.7 against 0.25
     assert learn["all"]["hr@10"] > 2.0 * popm["all"]["hr@10"], (learn["all"], popm["all"])

@@ -10,6 +10,7 @@ from feast.protos.feast.types.Value_pb2 import FloatList, Value
 from feature_repo.online import RawPair, VersionedVectors, decode_vectors
 from learn_core.models import LearnConfig, LearnModel
 from learn_core.models.cvr import CVRHead
+from learn_core.serving import ModelCache, as_serving
 from ranking.core import (
     OK,
     STALE,
@@ -25,7 +26,6 @@ from ranking.core import (
     score_pairs,
     score_pairs_reference,
 )
-from ranking.models import ModelCache, as_serving
 from ranking.reader import RankingReader
 from ranking.settings import RankingSettings
 

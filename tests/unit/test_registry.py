@@ -90,3 +90,40 @@ def test_refusals(tmp_path: Path, model: LearnModel) -> None:
     _edit(reg, v, schema="other-registry")
     with pytest.raises(RegistryError, match="registry schema"):
         reg.load(v)
+
+
+def test_serving_contract_is_typed_saved_and_checked(tmp_path: Path, model: LearnModel) -> None:
+    from learn_core.contract import ContentMismatch, ServingConfig
+    from learn_core.serving import ModelCache
+
+    for bad in (
+        dict(history_len=0, pairing="window", content_model="a@1"),
+        dict(history_len=8, pairing="windows", content_model="a@1"),
+        dict(history_len=8, pairing="window", content_model=""),
+        dict(history_len=8.0, pairing="window", content_model="a@1"),
+    ):
+        with pytest.raises(ValueError):
+            ServingConfig(**bad)  # type: ignore[arg-type]
+    reg = ModelRegistry(tmp_path)
+    serving = ServingConfig(history_len=6, pairing="sliding", content_model="mini@aaaa")
+    with pytest.raises(RegistryError, match="names content model"):
+        reg.save(model, content_model="other@bbbb", serving=serving)
+    v = reg.save(model, content_model="mini@aaaa", serving=serving)
+    loaded = reg.load(v, expect_content="mini@aaaa")
+    assert loaded.serving == serving
+    assert loaded.manifest["serving"] == {
+        "history_len": 6,
+        "pairing": "sliding",
+        "content_model": "mini@aaaa",
+    }
+    # Beside another content model of the same width: refused, naming both identities.
+    with pytest.raises(ContentMismatch, match=r"'mini@aaaa'.*'mini@cccc'"):
+        reg.load(v, expect_content="mini@cccc")
+    reg.promote(v)
+    with pytest.raises(ContentMismatch, match=r"'mini@aaaa'.*'mini@cccc'"):
+        ModelCache(reg, expect_content="mini@cccc").current()
+    assert ModelCache(reg, expect_content="mini@aaaa").current().content_model == "mini@aaaa"
+    # A window longer than the tower reads is a broken contract, refused at load.
+    _edit(reg, v, serving={"history_len": 9, "pairing": "window", "content_model": "mini@aaaa"})
+    with pytest.raises(RegistryError, match="history_len 9 > tower max_len 8"):
+        reg.load(v)

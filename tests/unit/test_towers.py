@@ -89,10 +89,35 @@ def test_too_long_history_is_cut_to_most_recent() -> None:
     assert torch.allclose(full, recent, atol=1e-6)
 
 
-def test_cvr_head_shapes() -> None:
+def test_cvr_head_computes_its_mlp_and_learns_conversions() -> None:
+    torch.manual_seed(0)
     head = CVRHead(CVRConfig(in_dim=64, mid_dim=32)).eval()
-    mid, logit = head(torch.randn(5, 64), torch.randn(5, 64))
+    user, item = torch.randn(5, 64), torch.randn(5, 64)
+    mid, logit = head(user, item)
     assert mid.shape == (5, 32) and logit.shape == (5,)
+    # Values: concat(user, item) -> Linear -> ReLU -> Linear = mid; ReLU(mid) -> Linear = logit.
+    first, second = head.mlp[0], head.mlp[3]
+    hidden = torch.relu(torch.cat([user, item], -1) @ first.weight.T + first.bias)
+    want_mid = hidden @ second.weight.T + second.bias
+    want_logit = torch.relu(want_mid) @ head.out.weight[0] + head.out.bias[0]
+    torch.testing.assert_close(mid, want_mid)
+    torch.testing.assert_close(logit, want_logit)
+    # Learning: a conversion rule of the pair (user . item > 0) that neither side alone
+    # decides is learnt to well above chance on held-out pairs.
+    small = CVRHead(CVRConfig(in_dim=8, hidden=64, mid_dim=16, dropout=0.0))
+    u, i = torch.randn(2000, 8), torch.randn(2000, 8)
+    y = ((u * i).sum(-1) > 0).float()
+    opt = torch.optim.Adam(small.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            small(u[:1500], i[:1500])[1], y[:1500]
+        )
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        acc = ((small(u[1500:], i[1500:])[1] > 0).float() == y[1500:]).float().mean()
+    assert acc > 0.8, float(acc)
 
 
 def test_bad_config_is_refused() -> None:

@@ -2,50 +2,42 @@
 
 ``retrain(handle, registry, settings) -> RetrainReport`` runs, in order:
 
-1. **Training data, point in time.** The offline interaction log up to the cut-off
-   (the start of the held-out window) is joined with ``item_content_embedding`` *as of
-   each interaction's time* through Feast's historical retrieval
-   (``FeatureStoreHandle.historical``). An interaction whose item had no content yet is
-   dropped; a content row written after an interaction is never joined to it. Each
-   distinct (item, content vector) becomes one input token, so an item whose text
-   changed is seen with the content it had at the time.
+1. **Training data, point in time** (``trainers.jobs.training_data``): the offline log
+   before the held-out window, joined with the content each item had at the time.
 2. **Towers, then the CVR head** (``trainers.learn.train_learn``, ``train_cvr_stage``).
-3. **Evaluate** candidate and current model on the held-out recent window: each user's
-   first interaction in the window, ranked over the catalogue from their history before
-   it (HR@10; popularity on the same rows for reference).
+3. **Evaluate** candidate and current model on the held-out recent window
+   (``trainers.jobs.holdout``: the offline evaluator's full ranking, HR@10; popularity
+   on the same rows for reference).
 4. **Promote** when ``candidate >= current - tolerance`` (or there is no current model):
-   save, backfill every item and user under the new version, switch the pointer, then
-   catch up rows that writers on the old version wrote meanwhile. Otherwise keep the
-   current model and log why.
+   save with its serving contract (``trainers.train.save_version``), backfill every item
+   and user under the new version, switch the pointer, then catch up rows that writers
+   on the old version wrote meanwhile. Otherwise keep the current model and log why.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from ranking.item_tower import ITEM_CONTENT_VIEW
+from feature_repo.schema import INTERACTION_LOG
+from learn_core.contract import ServingConfig
+from learn_core.serving import as_serving
+from trainers.jobs.holdout import eval_set, evaluate_model, evaluate_popularity, should_promote
+from trainers.jobs.training_data import holdout_start, point_in_time_frame, training_split
 from trainers.recipe import RecipeSettings
+from trainers.train import save_version
 
 if TYPE_CHECKING:
     from feature_repo.store import FeatureStoreHandle
-    from ranking.models import ServingModel
-    from trainers.splits import Split
+    from learn_core.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
-
-INTERACTION_LOG = "interaction_log"
-CONTENT_FEATURE = f"{ITEM_CONTENT_VIEW}:embedding"
-CONTENT_VERSION_FEATURE = f"{ITEM_CONTENT_VIEW}:model_version"
 
 
 class RetrainSettings(RecipeSettings):
@@ -72,28 +64,6 @@ class RetrainSettings(RecipeSettings):
     torch_threads: int = Field(2, ge=1, le=64)
 
 
-class Registry(Protocol):
-    """What the job needs from ``learn_core.registry.ModelRegistry``."""
-
-    def current_version(self) -> str | None: ...
-
-    def load(self, version: str) -> Any: ...
-
-    def promote(self, version: str) -> None: ...
-
-
-@dataclass
-class TrainingData:
-    """Point-in-time training rows and their token matrix."""
-
-    frame: pd.DataFrame  # interactions < cut-off with a ``token`` column
-    matrix: np.ndarray  # [n_tokens, content_dim]
-    token_items: list[str]  # item id of each token
-    dropped_no_content: int
-    cutoff: datetime
-    content_model: str = "unknown"  # model_version of the content embeddings trained on
-
-
 @dataclass
 class RetrainReport:
     cutoff: str
@@ -112,204 +82,21 @@ class RetrainReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-# ------------------------------------------------------------------- training data
-
-
-def holdout_start(log_df: pd.DataFrame, fraction: float) -> datetime:
-    """The time that leaves the newest ``fraction`` of interactions after it."""
-    ts = pd.to_datetime(log_df["event_timestamp"], utc=True).sort_values(ignore_index=True)
-    return ts.iloc[int(len(ts) * (1 - fraction))].to_pydatetime()
-
-
-def point_in_time_frame(
-    handle: FeatureStoreHandle, log_df: pd.DataFrame, cutoff: datetime
-) -> TrainingData:
-    """Interactions before ``cutoff`` with content as of each one's time, tokenised."""
-    rows = log_df[pd.to_datetime(log_df["event_timestamp"], utc=True) < cutoff]
-    rows = rows.sort_values(["event_timestamp", "event_id"], kind="stable").reset_index(drop=True)
-    entity = rows[["event_id", "user_id", "item_id", "event_type", "value", "event_timestamp"]]
-    joined = handle.historical(entity, [CONTENT_FEATURE, CONTENT_VERSION_FEATURE])
-    has = joined["embedding"].notna()
-    dropped = int((~has).sum())
-    joined = joined[has].reset_index(drop=True)
-    versions = joined["model_version"].value_counts()
-    if len(versions) > 1:
-        log.warning(
-            "training rows mix content-model versions %s; recording the most common", dict(versions)
-        )
-    content_model = str(versions.index[0]) if len(versions) else "unknown"
-    joined = joined.drop(columns=["model_version"])
-    keys: dict[tuple[str, str], int] = {}
-    vectors: list[np.ndarray] = []
-    items: list[str] = []
-    tokens = np.empty(len(joined), np.int64)
-    for r, (iid, emb) in enumerate(zip(joined["item_id"], joined["embedding"], strict=True)):
-        vec = np.asarray(emb, np.float32)
-        key = (iid, hashlib.blake2b(vec.tobytes(), digest_size=8).hexdigest())
-        t = keys.get(key)
-        if t is None:
-            t = keys[key] = len(vectors)
-            vectors.append(vec)
-            items.append(iid)
-        tokens[r] = t
-    joined = joined.drop(columns=["embedding"]).assign(token=tokens)
-    dim = vectors[0].shape[0] if vectors else 0
-    matrix = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
-    return TrainingData(joined, matrix, items, dropped, cutoff, content_model)
-
-
-def training_split(data: TrainingData) -> Split:
-    """Per user, time order: the last token is the validation target, the rest trains."""
-    from learn_core.datasets.base import conversion_labels
-    from trainers.splits import Split
-
-    df = data.frame
-    conv = conversion_labels(df.rename(columns={"event_timestamp": "occurred_at"}))
-    users, train, train_conv, valid, n_events = [], [], [], [], []
-    for user, idx in df.groupby("user_id", sort=True).indices.items():
-        seq = df["token"].to_numpy()[idx]
-        lab = conv[idx]
-        users.append(str(user))
-        n_events.append(len(seq))
-        if len(seq) >= 3:
-            valid.append(int(seq[-1]))
-            train.append(seq[:-1])
-            train_conv.append(lab[:-1])
-        else:
-            valid.append(-1)
-            train.append(seq)
-            train_conv.append(lab)
-    n_tok = len(data.token_items)
-    return Split(
-        item_ids=[f"t{t}" for t in range(n_tok)],
-        users=users,
-        train=train,
-        train_conv=train_conv,
-        valid=np.asarray(valid, np.int64),
-        test=np.full(len(users), -1, np.int64),
-        cold=np.zeros(n_tok, bool),
-        n_events=np.asarray(n_events, np.int64),
-    )
-
-
-# ---------------------------------------------------------------------- evaluation
-
-
-@dataclass
-class EvalSet:
-    """Held-out window: per user, history (content vectors) before it and the first target."""
-
-    users: list[str]
-    histories: list[list[str]]  # item ids, oldest first
-    targets: list[str]
-    catalogue: list[str]
-    content: dict[str, np.ndarray]  # as of the window's end
-
-
-def eval_set(
-    handle: FeatureStoreHandle,
-    log_df: pd.DataFrame,
-    start: datetime,
-    end: datetime,
-    h: int,
-) -> EvalSet:
-    """Users with history before ``start`` and an interaction in ``[start, end)``."""
-    ts = pd.to_datetime(log_df["event_timestamp"], utc=True)
-    df = log_df.assign(_ts=ts).sort_values(["_ts", "event_id"], kind="stable")
-    content_df = handle.read_offline(ITEM_CONTENT_VIEW, end=end)
-    content_df = content_df.sort_values("event_timestamp", kind="stable").drop_duplicates(
-        "item_id", keep="last"
-    )
-    content = {
-        i: np.asarray(v, np.float32)
-        for i, v in zip(content_df["item_id"], content_df["embedding"], strict=True)
-    }
-    before = df[df["_ts"] < start]
-    inside = df[(df["_ts"] >= start) & (df["_ts"] < end)]
-    first = inside.drop_duplicates("user_id", keep="first").set_index("user_id")["item_id"]
-    hist = before.groupby("user_id")["item_id"].apply(list)
-    users, hists, targets = [], [], []
-    for u, target in first.items():
-        past = [i for i in hist.get(u, []) if i in content][-h:]
-        if past and target in content:
-            users.append(str(u))
-            hists.append(past)
-            targets.append(str(target))
-    return EvalSet(users, hists, targets, sorted(content), content)
-
-
-def hit_rates(scores: np.ndarray, ev: EvalSet) -> dict[str, float]:
-    from trainers.metrics import ranking_metrics, target_ranks
-
-    pos = {i: n for n, i in enumerate(ev.catalogue)}
-    exclude = np.zeros(scores.shape, bool)
-    for r, hist in enumerate(ev.histories):
-        exclude[r, [pos[i] for i in hist]] = True
-    ranks = target_ranks(scores, np.asarray([pos[t] for t in ev.targets]), exclude)
-    m = ranking_metrics(ranks, (10, 50))
-    return {"hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"], "hr@50": m["hr@50"], "n": m["n"]}
-
-
-def evaluate_model(model: ServingModel, ev: EvalSet, h: int) -> dict[str, float]:
-    """HR@10 of ``model`` on the held-out window (full ranking over the catalogue)."""
-    from ranking.item_tower import encode_items
-    from streaming.interaction_consumer import embed_windows
-
-    if not ev.users:
-        return {"hr@10": float("nan"), "ndcg@10": float("nan"), "hr@50": float("nan"), "n": 0}
-    items = encode_items(model, np.stack([ev.content[i] for i in ev.catalogue]))
-    users = np.concatenate(
-        [
-            embed_windows(model.user_tower, ev.histories[s : s + 512], ev.content, h)
-            for s in range(0, len(ev.users), 512)
-        ]
-    )
-    return hit_rates(users @ items.T, ev)
-
-
-def evaluate_popularity(train_frame: pd.DataFrame, ev: EvalSet) -> dict[str, float]:
-    counts = train_frame["item_id"].value_counts()
-    pop = np.asarray([counts.get(i, 0) for i in ev.catalogue], np.float64)
-    if not ev.users:
-        return {"hr@10": float("nan"), "n": 0}
-    return hit_rates(np.broadcast_to(pop, (len(ev.users), len(pop))), ev)
-
-
-def should_promote(candidate: float, current: float | None, tolerance: float) -> tuple[bool, str]:
-    """The promotion rule, and the reason either way (logged and reported)."""
-    if current is None:
-        return True, "no current model"
-    if np.isnan(candidate):
-        return False, "candidate HR@10 is NaN (empty held-out window)"
-    if np.isnan(current) or candidate >= current - tolerance:
-        return True, f"candidate HR@10 {candidate:.4f} >= current {current:.4f} - {tolerance}"
-    return False, (
-        f"candidate HR@10 {candidate:.4f} < current {current:.4f} - tolerance {tolerance}; "
-        "keeping the current model"
-    )
-
-
-# ----------------------------------------------------------------------------- job
-
-
 def retrain(
     handle: FeatureStoreHandle,
-    registry: Registry,
+    registry: ModelRegistry,
     settings: RetrainSettings | None = None,
     *,
-    save: Any = None,
     progress: bool = False,
     force: bool = False,
 ) -> RetrainReport | None:
     """Run the whole job once; ``None`` when there is too little data to train on.
 
-    ``save(result, meta) -> version`` stores a trained model (default: ``save_model``).
     ``force`` promotes even a worse candidate (the demo's first model, operators).
     """
     import torch
 
     from learn_core.models import FrozenContent, LearnConfig, TowerConfig
-    from ranking.models import as_serving
     from trainers.jobs.backfill import backfill, catch_up
     from trainers.learn import CVRStageConfig, LearnTrainConfig, train_cvr_stage, train_learn
 
@@ -317,7 +104,7 @@ def retrain(
     torch.set_num_threads(s.torch_threads)
     secs: dict[str, float] = {}
     t0 = time.monotonic()
-    log_df = handle.read_offline(INTERACTION_LOG)
+    log_df = handle.read_offline(INTERACTION_LOG.name)
     if len(log_df) < s.min_interactions:
         log.info("retrain skipped: %d interactions < %d", len(log_df), s.min_interactions)
         return None
@@ -327,6 +114,8 @@ def retrain(
     data = point_in_time_frame(handle, log_df, cutoff)
     split = training_split(data)
     ev = eval_set(handle, log_df, cutoff, end, s.history_len)
+    # The contract is built (and validated) before any training time is spent.
+    serving = ServingConfig(s.history_len, s.pairing, data.content_model)
     secs["data"] = time.monotonic() - t0
     log.info(
         "retrain: %d interactions before %s (%d without content yet), %d tokens, %d eval users",
@@ -391,14 +180,15 @@ def retrain(
         report.seconds = secs
         return report
 
-    meta = {
-        "content_model": data.content_model,
-        "data_window": {"end": cutoff.isoformat(), "eval_end": end.isoformat()},
-        "metrics": {"holdout": cand_metrics, "cvr": cvr, "valid": result.valid},
-        "parent_version": cur_version,
-        "train_interactions": len(data.frame),
-    }
-    version = (save or save_model)(registry, result, meta)
+    version = save_version(
+        registry,
+        result.model,
+        serving,
+        data_window={"end": cutoff.isoformat(), "eval_end": end.isoformat()},
+        metrics={"holdout": cand_metrics, "cvr": cvr, "valid": result.valid},
+        parent_version=cur_version,
+        train_interactions=len(data.frame),
+    )
     report.version = version
     t3 = time.monotonic()
     serving = as_serving(version, registry.load(version))
@@ -415,8 +205,3 @@ def retrain(
     secs["total"] = time.monotonic() - t0
     report.seconds = secs
     return report
-
-
-def save_model(registry: Any, result: Any, meta: dict[str, Any]) -> str:
-    """Store a trained model in ``learn_core.registry`` (unpromoted); returns its version."""
-    return str(registry.save(result.model, **meta))

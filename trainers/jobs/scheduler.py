@@ -43,7 +43,7 @@ def run_job(name: str, force: bool = False) -> dict[str, Any]:
     from dataclasses import asdict
 
     from feature_repo.store import open_store
-    from ranking.models import open_registry
+    from learn_core.serving import as_serving, open_registry
     from trainers.jobs.retrain import RetrainSettings, retrain
 
     if name not in JOBS:
@@ -54,7 +54,7 @@ def run_job(name: str, force: bool = False) -> dict[str, Any]:
         if name == "retrain":
             report = retrain(handle, registry, load(RetrainSettings), progress=True, force=force)
             return {"job": name, "skipped": report is None} | (asdict(report) if report else {})
-        from ranking.models import as_serving
+
         from trainers.jobs.backfill import backfill
 
         version = registry.current_version()

@@ -18,7 +18,7 @@ No Kafka, Feast or torch here.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -166,6 +166,22 @@ def plan_batch(
     return plan
 
 
+def pad_ids(seqs: Sequence[Sequence[int] | np.ndarray], h: int, fill: int = -1) -> np.ndarray:
+    """The one history padder: the last ``h`` of each sequence, left-aligned, ``[B, h]`` int64.
+
+    Positions after a short sequence hold ``fill``. Serving (``pad_windows``), the
+    offline evaluation and the CVR stage all read histories through it, so a model is
+    scored on exactly the window layout it is served with.
+    """
+    out = np.full((len(seqs), h), fill, dtype=np.int64)
+    if h <= 0:
+        return out
+    for b, seq in enumerate(seqs):
+        tail = seq[-h:]
+        out[b, : len(tail)] = tail
+    return out
+
+
 def pad_windows(
     windows: list[list[str]], content: Mapping[str, np.ndarray], h: int, dim: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -174,13 +190,13 @@ def pad_windows(
     A fixed width means the streaming path and the batch recomputation run the tower
     on identically shaped rows, whatever else is in the batch.
     """
+    rows: dict[str, int] = {}
+    ids = pad_ids([[rows.setdefault(i, len(rows)) for i in w[-h:]] for w in windows], h)
+    mask = ids >= 0
     x = np.zeros((len(windows), h, dim), dtype=np.float32)
-    mask = np.zeros((len(windows), h), dtype=bool)
-    for b, items in enumerate(windows):
-        items = items[-h:]
-        if items:
-            x[b, : len(items)] = np.stack([content[i] for i in items])
-            mask[b, : len(items)] = True
+    if rows:
+        matrix = np.stack([np.asarray(content[i], dtype=np.float32) for i in rows])
+        x[mask] = matrix[ids[mask]]
     return x, mask
 
 

@@ -1,0 +1,162 @@
+"""Batched inference with a served model: user windows and item content -> tower vectors.
+
+One definition, used by every stage: the interaction consumer embeds changed windows,
+the item consumer embeds new items, the retraining job evaluates and backfills, and the
+reference paths the tests compare against rebuild users from the offline log. Rows are
+built in the layout of the ``feature_repo.schema`` views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from learn_core.history import UserHistory, pad_windows, windows_from_log
+
+if TYPE_CHECKING:
+    from learn_core.models.towers import UserTower
+    from learn_core.serving import ServingModel
+
+
+def embed_windows(
+    tower: UserTower, windows: list[list[str]], content: dict[str, np.ndarray], h: int
+) -> np.ndarray:
+    """One batched forward: item windows -> ``[B, out_dim]`` float32 user embeddings."""
+    import torch
+
+    if not windows:
+        return np.zeros((0, tower.cfg.out_dim), np.float32)
+    x, mask = pad_windows(windows, content, h, tower.cfg.content_dim)
+    with torch.inference_mode():
+        out = tower.encode_histories(torch.from_numpy(x), torch.from_numpy(mask))
+    return out.numpy().astype(np.float32, copy=False)
+
+
+def encode_items(model: ServingModel, content: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """``[n, content_dim]`` content vectors -> ``[n, out_dim]`` float32 item-tower vectors."""
+    import torch
+
+    if content.shape[1] != model.content_dim:
+        raise ValueError(f"content dim {content.shape[1]} != model's {model.content_dim}")
+    with torch.inference_mode():
+        out = model.item_tower.encode_items(
+            torch.from_numpy(np.ascontiguousarray(content, dtype=np.float32)), batch_size
+        )
+    return out.numpy().astype(np.float32, copy=False)
+
+
+def _utc(when: datetime) -> pd.Timestamp:
+    t = pd.Timestamp(when)
+    return t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")
+
+
+def item_tower_rows(
+    model: ServingModel, item_ids: list[str], content: np.ndarray, when: datetime
+) -> pd.DataFrame:
+    """Rows of the ``item_tower_embedding`` view for ``item_ids`` (pure but for torch)."""
+    vecs = encode_items(model, content)
+    return pd.DataFrame(
+        {
+            "item_id": item_ids,
+            "embedding": list(vecs),
+            "model_version": model.version,
+            "event_timestamp": _utc(when),
+            "created": pd.Timestamp(datetime.now(UTC)),
+        }
+    )
+
+
+def latest_per_item(content_log: pd.DataFrame) -> pd.DataFrame:
+    """The newest row of each item in an offline ``item_content_embedding`` frame."""
+    if content_log.empty:
+        return content_log
+    return content_log.sort_values("event_timestamp", kind="stable").drop_duplicates(
+        "item_id", keep="last"
+    )
+
+
+def latest_vectors(content_log: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each item's newest content vector in an offline ``item_content_embedding`` frame."""
+    df = latest_per_item(content_log)
+    if df.empty:
+        return {}
+    return {
+        i: np.asarray(v, np.float32) for i, v in zip(df["item_id"], df["embedding"], strict=True)
+    }
+
+
+def ready_windows(
+    interaction_log: pd.DataFrame,
+    content: dict[str, np.ndarray],
+    h: int,
+    users: Iterable[str] | None = None,
+) -> tuple[dict[str, UserHistory], list[str]]:
+    """Every user's window rebuilt from the log, and the users whose items all have content.
+
+    The batch definition the streaming merge must agree with (``windows_from_log``); a
+    window with an item lacking content is left out, as the consumer holds it.
+    """
+    wins = windows_from_log(interaction_log, h)
+    if users is not None:
+        keep = set(users)
+        wins = {u: w for u, w in wins.items() if u in keep}
+    ready = [u for u, w in wins.items() if all(i in content for i in w.item_ids)]
+    return wins, ready
+
+
+def user_tower_rows(
+    model: ServingModel,
+    interaction_log: pd.DataFrame,
+    content: dict[str, np.ndarray],
+    h: int,
+    when: datetime,
+    users: set[str] | None = None,
+    batch: int = 512,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, int]:
+    """``user_tower_embedding`` rows of every ready user (or of ``users``), and how many wait."""
+    wins, ready = ready_windows(interaction_log, content, h, users)
+    vecs = [
+        embed_windows(
+            model.user_tower, [wins[u].item_ids for u in ready[s : s + batch]], content, h
+        )
+        for s in tqdm(range(0, len(ready), batch), desc="backfill users", disable=not progress)
+    ]
+    out = pd.DataFrame(
+        {
+            "user_id": ready,
+            "embedding": list(np.concatenate(vecs)) if vecs else [],
+            "model_version": model.version,
+            "history_len": np.asarray([len(wins[u]) for u in ready], np.int64),
+            "event_timestamp": pd.Timestamp(when),
+            "created": pd.Timestamp(datetime.now(UTC)),
+        }
+    )
+    return out, len(wins) - len(ready)
+
+
+def recompute_users(
+    interaction_log: pd.DataFrame,
+    content: dict[str, np.ndarray],
+    tower: UserTower,
+    h: int,
+) -> dict[str, tuple[np.ndarray, int, int]]:
+    """The batch reference path: user -> (embedding, history_len, event time ms).
+
+    Rebuilds each window from the offline interaction log and embeds users one at a
+    time; the streaming path must agree with it (``tests/.../test_interaction_*``).
+    """
+    wins, ready = ready_windows(interaction_log, content, h)
+    return {
+        u: (
+            embed_windows(tower, [wins[u].item_ids], content, h)[0],
+            len(wins[u]),
+            wins[u].latest_ms,
+        )
+        for u in ready
+    }

@@ -1,0 +1,250 @@
+"""The served model, shared by the three stages: one model-source port, its implementations, a cache.
+
+Every stage that runs a trained model asks a ``ModelSource`` (``learn_core.registry.
+ModelRegistry`` in production) for the current version and loads it:
+
+- the interaction consumer runs its user tower (``RegistryTowers``: the registry's
+  current model, else a deterministic untrained *bootstrap* tower);
+- the item consumer runs its item tower on new items (``ModelCache``);
+- the ranking reader scores with all three modules (``ModelCache``);
+- the retraining job evaluates and backfills with them (``as_serving``).
+
+``ModelCache`` re-reads the cheap ``current`` pointer at most every ``check_s`` and
+loads a version's weights once. Given the running content model's identity it refuses a
+model trained on another content model (``learn_core.contract``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from learn_core.contract import check_content
+from learn_core.scoring import NumpyCVR, score_pairs
+
+if TYPE_CHECKING:
+    from learn_core.models.cvr import CVRHead
+    from learn_core.models.towers import ItemTower, TowerConfig, UserTower
+
+log = logging.getLogger(__name__)
+
+
+class VersionError(RuntimeError):
+    """No servable model version, or the version changed under a request (HTTP 503)."""
+
+
+class ModelSource(Protocol):
+    """Where the current model comes from: a cheap pointer and a loader.
+
+    ``load`` returns an object with a ``user_tower`` module; the ranking side and the
+    jobs also need ``item_tower`` and ``cvr_head`` (a ``LoadedModel`` has all three, and a
+    ``manifest`` that carries the serving contract).
+    """
+
+    def current_version(self) -> str | None:
+        """Cheap: the version that ``load`` would return now (``None``: no model)."""
+        ...
+
+    def load(self, version: str) -> Any: ...
+
+
+# ------------------------------------------------------------------- user towers only
+
+
+@dataclass(frozen=True)
+class LoadedTower:
+    """A user tower and the version it serves under (what the interaction consumer runs)."""
+
+    version: str
+    tower: UserTower
+    #: Identity of the content model it was trained on (None: untrained or unknown).
+    content_model: str | None = None
+
+    @property
+    def user_tower(self) -> UserTower:
+        return self.tower
+
+
+def bootstrap_tower(cfg: TowerConfig | None = None, seed: int = 0) -> LoadedTower:
+    """A deterministic untrained tower; its version is a digest of its weights."""
+    import torch
+
+    from learn_core.models.towers import TowerConfig, UserTower
+
+    gen_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        tower = UserTower(cfg or TowerConfig()).eval()
+    finally:
+        torch.random.set_rng_state(gen_state)
+    h = hashlib.sha256()
+    for name, t in sorted(tower.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().contiguous().numpy().tobytes())
+    return LoadedTower(f"bootstrap-{h.hexdigest()[:12]}", tower)
+
+
+class BootstrapTowers:
+    """A ``ModelSource`` with only the bootstrap tower (no registry yet)."""
+
+    def __init__(self, cfg: TowerConfig | None = None) -> None:
+        self._tower = bootstrap_tower(cfg)
+
+    def current_version(self) -> str | None:
+        return self._tower.version
+
+    def load(self, version: str) -> LoadedTower:
+        return self._tower
+
+
+class FixedTowers:
+    """A ``ModelSource`` serving given towers; ``version`` may be switched (tests, benches)."""
+
+    def __init__(self, *towers: LoadedTower) -> None:
+        self.towers = {t.version: t for t in towers}
+        self.version = towers[0].version
+
+    def current_version(self) -> str | None:
+        return self.version
+
+    def load(self, version: str) -> LoadedTower:
+        return self.towers[version]
+
+
+class RegistryTowers:
+    """A ``ModelSource`` over a registry: its current model, else the bootstrap tower."""
+
+    def __init__(self, registry: ModelSource) -> None:
+        self.registry = registry
+        self.bootstrap = BootstrapTowers()
+
+    @classmethod
+    def open(cls) -> RegistryTowers:
+        return cls(open_registry())
+
+    def current_version(self) -> str | None:
+        v = self.registry.current_version()
+        return v if v is not None else self.bootstrap.current_version()
+
+    def load(self, version: str) -> LoadedTower:
+        if version.startswith("bootstrap-"):
+            return self.bootstrap.load(version)
+        loaded = self.registry.load(version)
+        manifest = getattr(loaded, "manifest", None) or {}
+        return LoadedTower(version, loaded.user_tower, manifest.get("content_model"))
+
+
+# ----------------------------------------------------------------- the whole model
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    version: str
+    user_tower: UserTower
+    item_tower: ItemTower
+    cvr_head: CVRHead
+    #: The head's numpy twin (checked equal at load); None: score with torch.
+    numpy_cvr: NumpyCVR | None = None
+    #: Identity of the content model it was trained on (from its manifest; None: unknown).
+    content_model: str | None = None
+
+    def score(self, user: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(mid_emb [n, m], cvr [n])`` of one user against ``items [n, d]``."""
+        if self.numpy_cvr is not None:
+            return self.numpy_cvr(user, items)
+        return score_pairs(self.cvr_head, user, items)
+
+    @property
+    def content_dim(self) -> int:
+        return int(self.user_tower.cfg.content_dim)
+
+    @property
+    def dim(self) -> int:
+        return int(self.user_tower.cfg.out_dim)
+
+
+def as_serving(version: str, loaded: Any) -> ServingModel:
+    """Accept a ``LoadedModel`` or a ``LearnModel`` (both expose the three modules).
+
+    A ``LoadedModel``'s manifest also gives the content identity it was trained on.
+    """
+    model = getattr(loaded, "model", loaded)
+    parts = [getattr(model, n, None) for n in ("user_tower", "item_tower", "cvr_head")]
+    if any(p is None for p in parts):
+        raise TypeError(f"model {version} lacks user_tower/item_tower/cvr_head: {type(loaded)}")
+    for p in parts:
+        p.eval()
+    twin = NumpyCVR.from_head(parts[2])
+    if twin is None:
+        log.info("model %s: CVR head scored with torch (no numpy twin)", version)
+    manifest = getattr(loaded, "manifest", None) or {}
+    return ServingModel(
+        version, *parts, numpy_cvr=twin, content_model=manifest.get("content_model")
+    )
+
+
+class ModelCache:
+    """The current ``ServingModel``; refuses to serve when there is none.
+
+    ``expect_content``: the identity of the content model whose vectors this process
+    feeds the towers (``learn_core.embedding.identity``); a version trained on another
+    one is refused (``ContentMismatch``) instead of served.
+    """
+
+    def __init__(
+        self, source: ModelSource, check_s: float = 0.2, expect_content: str | None = None
+    ) -> None:
+        self.source = source
+        self.check_s = check_s
+        self.expect_content = expect_content
+        self._lock = threading.Lock()
+        self._loaded: dict[str, ServingModel] = {}
+        self._current: ServingModel | None = None
+        self._checked = -float("inf")
+
+    def current(self) -> ServingModel:
+        now = time.monotonic()
+        cur = self._current
+        if cur is not None and now - self._checked < self.check_s:
+            return cur
+        with self._lock:
+            self._checked = time.monotonic()
+            version = self.source.current_version()
+            if version is None:
+                raise VersionError("no model has been promoted yet: run `learnrec run-job retrain`")
+            if self._current is None or self._current.version != version:
+                self._current = self.get(version)
+                log.info("serving model %s", version)
+            return self._current
+
+    def get(self, version: str) -> ServingModel:
+        """Load (once) a given version, e.g. for the backfill of a candidate."""
+        if version not in self._loaded:
+            where = "the running content model"
+            manifest = getattr(self.source, "manifest", None)
+            if self.expect_content is not None and callable(manifest):
+                # The registry's manifest is cheap: refuse before loading any weights.
+                check_content(version, manifest(version), self.expect_content, where)
+            loaded = self.source.load(version)
+            if self.expect_content is not None:
+                check_content(
+                    version, getattr(loaded, "manifest", None), self.expect_content, where
+                )
+            self._loaded[version] = as_serving(version, loaded)
+            # Keep the current and the previous version only: a switch needs both briefly.
+            while len(self._loaded) > 2:
+                self._loaded.pop(next(iter(self._loaded)))
+        return self._loaded[version]
+
+
+def open_registry() -> Any:
+    """The model registry at its default root (``learn_core.registry``)."""
+    from learn_core.registry import ModelRegistry
+
+    return ModelRegistry()
