@@ -14,12 +14,9 @@ import uuid
 import pytest
 
 from feature_repo.store import FeatureStoreHandle
+from learn_core.serving import BootstrapTowers
 from streaming.dead_letter import H_OFFSET, H_REASON, parse_headers
-from streaming.interaction_consumer import (
-    BootstrapTowers,
-    InteractionConsumerSettings,
-    build_interaction_loop,
-)
+from streaming.interaction_consumer import InteractionConsumerSettings, build_interaction_loop
 from streaming.item_consumer import close_loop
 from streaming.kafka_io import make_consumer, make_producer
 from streaming.settings import KafkaSettings

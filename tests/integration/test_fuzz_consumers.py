@@ -30,12 +30,9 @@ from hypothesis import strategies as st
 from feature_repo.settings import FeastSettings
 from feature_repo.store import open_store
 from learn_core.events import Interaction, ItemCreated, to_json_bytes
+from learn_core.serving import BootstrapTowers
 from streaming.dead_letter import H_REASON, H_TRUNCATED, parse_headers
-from streaming.interaction_consumer import (
-    BootstrapTowers,
-    InteractionConsumerSettings,
-    build_interaction_loop,
-)
+from streaming.interaction_consumer import InteractionConsumerSettings, build_interaction_loop
 from streaming.item_consumer import ItemConsumerSettings, build_item_loop, close_loop
 from streaming.kafka_io import make_consumer, make_producer
 from streaming.settings import KafkaSettings

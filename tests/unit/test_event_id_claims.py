@@ -11,14 +11,10 @@ import pandas as pd
 from learn_core.events import Interaction
 from learn_core.history import windows_from_log
 from learn_core.models.towers import TowerConfig
+from learn_core.serving import FixedTowers, bootstrap_tower
 from streaming.consumer import Accepted
 from streaming.dead_letter import SourceRef
-from streaming.interaction_consumer import (
-    FixedTowers,
-    InteractionConsumerSettings,
-    InteractionHandler,
-    bootstrap_tower,
-)
+from streaming.interaction_consumer import InteractionConsumerSettings, InteractionHandler
 from streaming.user_sinks import (
     ContentLookup,
     MemoryHistoryStore,
