@@ -11,7 +11,9 @@
   whose manifest exists is listed or loadable. The pointer is one object replaced by a
   single PUT, after the version is complete. S3 makes a finished PUT (multipart
   included) visible whole and with read-after-write consistency, so a reader sees the
-  old pointer or the new one, and never part of a file.
+  old pointer or the new one, and never part of a file. The s3fs client keeps no
+  listings cache: a listing cached before another machine's manifest landed would hide
+  that version (a flaky "no model version" in the threaded test showed it).
 
 Credentials never pass through here: fsspec/s3fs take them from the standard AWS
 environment (``AWS_ACCESS_KEY_ID``..., ``AWS_PROFILE``, an instance role).
@@ -154,8 +156,15 @@ class ObjectStore:
         check_root_url(url)
         parts = urlsplit(url)
         options: dict[str, Any] = {}
-        if endpoint_url and parts.scheme in ("s3", "s3a"):
-            options["endpoint_url"] = endpoint_url
+        self._cat: dict[str, Any] = {}
+        if parts.scheme in ("s3", "s3a"):
+            # No listings cache: another machine's uploads must show at once (a cached
+            # listing without a new manifest made its read fail); a GET of a small file
+            # without the size lookup that would consult that cache.
+            options.update(use_listings_cache=False, skip_instance_cache=True)
+            self._cat = {"max_concurrency": 1}
+            if endpoint_url:
+                options["endpoint_url"] = endpoint_url
         self.fs = fsspec.filesystem(parts.scheme, **options)
         self.location = url.rstrip("/")
         self.base = self.fs._strip_protocol(self.location).rstrip("/")
@@ -167,7 +176,7 @@ class ObjectStore:
 
     def versions(self) -> list[str]:
         prefix = self._key("versions")
-        self.fs.invalidate_cache(prefix)  # listings are cached by s3fs; a registry changes
+        self.fs.invalidate_cache(prefix)  # in case a backend caches listings anyway
         try:
             keys = self.fs.find(prefix)
         except FileNotFoundError:
@@ -180,7 +189,7 @@ class ObjectStore:
         return sorted(out)
 
     def read(self, version: str, name: str) -> bytes:
-        return bytes(self.fs.cat_file(self._key("versions", version, name)))
+        return bytes(self.fs.cat_file(self._key("versions", version, name), **self._cat))
 
     @contextlib.contextmanager
     def staging(self, version: str) -> Iterator[Path]:
@@ -205,7 +214,7 @@ class ObjectStore:
 
     def read_pointer(self, name: str) -> str | None:
         try:
-            return bytes(self.fs.cat_file(self._key(name))).decode()
+            return bytes(self.fs.cat_file(self._key(name), **self._cat)).decode()
         except FileNotFoundError:
             return None
 

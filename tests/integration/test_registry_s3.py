@@ -218,3 +218,28 @@ def test_no_partial_version_between_uploads(s3_root: str, monkeypatch: pytest.Mo
         m = _model(seed)
         writer.promote(writer.save(m, content_model="mini", fingerprint=_fingerprint(m)))
     assert len(steps) >= 8 and steps[-1] == reader.versions() and len(steps[-1]) == 2
+
+
+def test_reader_sees_a_manifest_uploaded_after_its_listing(s3_root: str) -> None:
+    """Two machines: the reader listed the version's prefix before its manifest landed.
+
+    A listings cache in the reader's client (s3fs caches by default) kept that listing
+    and the manifest read then failed with "no model version" (seen once in the
+    threaded test above). Each registry has its own client, as on separate machines.
+    """
+    writer, reader = ModelRegistry(s3_root), ModelRegistry(s3_root)
+    assert writer.store.fs is not reader.store.fs
+    m = _model(7)
+    v = writer.save(m, content_model="mini", fingerprint=_fingerprint(m))
+    weights, manifest = writer.store.read(v, WEIGHTS), writer.store.read(v, "manifest.json")
+    late = "m99991231T000000-late0000"  # the same files again, uploaded step by step
+    fs = writer.store.fs
+    fs.pipe_file(writer.store._key("versions", late, WEIGHTS), weights)
+    assert late not in reader.versions()  # the reader lists the half-uploaded prefix
+    reader.store.fs.ls(reader.store._key("versions", late))  # and looks inside it
+    fs.pipe_file(writer.store._key("versions", late, "manifest.json"), manifest)
+    assert reader.versions()[-1] == late
+    assert reader.manifest(late)["extra"]["fingerprint"] == _fingerprint(m)
+    writer.promote(late)
+    assert reader.current_version() == late
+    assert _fingerprint(reader.load(late).model) == _fingerprint(m)
