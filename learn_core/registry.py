@@ -41,6 +41,7 @@ from learn_core.registry_store import (
     is_url,
     open_store,
     sha256_file,
+    unmangle,
 )
 from learn_core.settings import ConfigError, cache_dir, load
 
@@ -131,6 +132,7 @@ class ModelRegistry:
 
     def __init__(self, root: Path | str | None = None) -> None:
         endpoint = None
+        root = unmangle(root) if root is not None else None
         if root is None or is_url(root):
             s = load(RegistrySettings, **({} if root is None else {"root": root}))
             root, endpoint = s.root or cache_dir() / "registry", s.endpoint_url

@@ -222,6 +222,15 @@ class ObjectStore:
         self.fs.pipe_file(self._key(name), value.encode())  # one PUT: old or new, never half
 
 
+def unmangle(root: Path | str) -> Path | str:
+    """``Path("s3://b/p")`` is ``s3:/b/p`` (an argparse ``type=Path`` does that): the URL again."""
+    if isinstance(root, Path) and not root.is_absolute() and len(root.parts) > 1:
+        head = root.parts[0]
+        if head.endswith(":") and head[:-1] in OBJECT_SCHEMES:
+            return f"{head}//{'/'.join(root.parts[1:])}"
+    return root
+
+
 def open_store(root: Path | str, *, endpoint_url: str | None = None) -> LocalStore | ObjectStore:
     """The backend for ``root``: a path or ``file://`` URL is local, else an object store."""
     if not is_url(root):

@@ -86,6 +86,19 @@ def test_local_registry_refuses_foreign_weights(tmp_path: Path) -> None:
         reg.load(v2)
 
 
+def test_url_through_pathlib_is_still_the_url(tmp_path: Path) -> None:
+    """``--registry s3://...`` parsed with ``type=Path`` must not become a local dir."""
+    from learn_core.registry_store import unmangle
+
+    assert unmangle(Path("s3://bucket/a/b")) == "s3://bucket/a/b"
+    assert unmangle(Path("memory://reg/x")) == "memory://reg/x"
+    assert unmangle(Path("s3:")) == Path("s3:")
+    assert unmangle(tmp_path / "s3:" / "x") == tmp_path / "s3:" / "x"  # absolute: a path
+    root = f"memory://reg-{uuid.uuid4().hex[:8]}/m"
+    reg = ModelRegistry(Path(root))
+    assert reg.root == root and not Path(root.split("//")[0]).exists()
+
+
 def test_file_url_is_the_local_backend(tmp_path: Path) -> None:
     reg = ModelRegistry(f"file://{tmp_path}")
     assert reg.root == tmp_path
