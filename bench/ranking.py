@@ -87,7 +87,9 @@ def _unit(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def fill(handle: Any, n_items: int, n_users: int, dim: int, seed: int) -> tuple[list, list]:
+def fill(
+    handle: Any, n_items: int, n_users: int, dim: int, seed: int, version: str = VERSION
+) -> tuple[list, list]:
     rng = np.random.default_rng(seed)
     now = pd.Timestamp(datetime.now(UTC))
     items = [f"i{n:06d}" for n in range(n_items)]
@@ -98,7 +100,7 @@ def fill(handle: Any, n_items: int, n_users: int, dim: int, seed: int) -> tuple[
             {
                 "item_id": items,
                 "embedding": list(_unit(n_items, dim, rng)),
-                "model_version": VERSION,
+                "model_version": version,
                 "event_timestamp": now,
             }
         ),
@@ -109,7 +111,7 @@ def fill(handle: Any, n_items: int, n_users: int, dim: int, seed: int) -> tuple[
             {
                 "user_id": users,
                 "embedding": list(_unit(n_users, dim, rng)),
-                "model_version": VERSION,
+                "model_version": version,
                 "history_len": np.int64(10),
                 "event_timestamp": now,
             }

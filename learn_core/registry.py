@@ -1,15 +1,19 @@
 """Model registry: one directory per version (safetensors + JSON manifest) and a "current" pointer.
 
-Layout under the root::
+Layout under the root (a path, ``file://...`` or ``s3://bucket/prefix``)::
 
     versions/<version>/model.safetensors   weights (shared tower weights stored once)
-    versions/<version>/manifest.json       config, content model, data window, metrics, lineage
+    versions/<version>/manifest.json       config, content model, data window, metrics,
+                                           lineage, the weights' SHA-256
     CURRENT                                the live version id (replaced atomically)
 
-A version directory is written under a temporary name and renamed into place, so a
-reader never sees half a model; the pointer is a file replaced with ``os.replace``.
-Loading refuses a manifest whose schema, config or content dimension does not match
-what this code builds, and (given the running content model's identity) a model trained
+A reader never sees half a model: on a file system a version directory is written
+under a temporary name and renamed into place, and the pointer is a file replaced with
+``os.replace``; on an object store the manifest is uploaded last and the pointer is one
+PUT (``learn_core.registry_store``). Several machines share one registry by pointing
+``LEARNREC_REGISTRY_ROOT`` at the same bucket. Loading refuses a manifest whose schema,
+config or content dimension does not match what this code builds, weights whose digest
+is not the manifest's, and (given the running content model's identity) a model trained
 on another content model: silently loading mismatched weights would serve garbage.
 The manifest's ``serving`` section is the typed serving contract
 (``learn_core.contract.ServingConfig``: history length, pairing, content identity).
@@ -21,25 +25,34 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from learn_core.contract import ServingConfig, check_content
 from learn_core.item_text import TEMPLATE_VERSION
-from learn_core.settings import cache_dir, load
+from learn_core.registry_store import (
+    MANIFEST,
+    LocalStore,
+    ObjectStore,
+    check_root_url,
+    is_url,
+    open_store,
+    sha256_file,
+    unmangle,
+)
+from learn_core.settings import ConfigError, cache_dir, load
 
 log = logging.getLogger(__name__)
 
 REGISTRY_SCHEMA = "learnrec-registry-v1"
 WEIGHTS = "model.safetensors"
-MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 
 
@@ -48,7 +61,39 @@ class RegistrySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LEARNREC_REGISTRY_", extra="forbid")
 
-    root: Path | None = Field(None, description="registry directory; default <cache dir>/registry")
+    root: str | None = Field(
+        None,
+        description="registry directory, file:// or s3://bucket/prefix URL; "
+        "default <cache dir>/registry",
+    )
+    #: S3-compatible endpoint (MinIO, Ceph, moto); unset: AWS, or botocore's own
+    #: ``AWS_ENDPOINT_URL``. Credentials are never settings: the standard AWS environment.
+    endpoint_url: str | None = None
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, v: str | None) -> str | None:
+        return check_root_url(v) if v is not None and is_url(v) else v
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and (
+            urlsplit(v).scheme not in ("http", "https") or not urlsplit(v).hostname
+        ):
+            raise ValueError("expected http(s)://host[:port]")
+        return v
+
+    @model_validator(mode="after")
+    def _aws_keys(self) -> RegistrySettings:
+        # A half-set key pair would make botocore fall through to another identity.
+        if self.root and urlsplit(self.root).scheme in ("s3", "s3a"):
+            pair = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+            have = [k for k in pair if os.environ.get(k)]
+            if len(have) == 1:
+                missing = pair[1 - pair.index(have[0])]
+                raise ValueError(f"{have[0]} is set but {missing} is not (registry {self.root})")
+        return self
 
 
 class RegistryError(ValueError):
@@ -85,20 +130,40 @@ def new_version_id(now: datetime | None = None) -> str:
 
 
 class ModelRegistry:
-    def __init__(self, root: Path | str | None = None) -> None:
-        if root is None:
-            root = load(RegistrySettings).root or cache_dir() / "registry"
-        self.root = Path(root).expanduser()
-        (self.root / "versions").mkdir(parents=True, exist_ok=True)
+    """Versions of ``LearnModel`` and the pointer to the live one.
 
-    def _dir(self, version: str) -> Path:
-        if not version or "/" in version or version.startswith("."):
+    ``root``: a directory, a ``file://`` URL or an ``s3://bucket/prefix`` URL; None reads
+    ``RegistrySettings``. ``root`` is a ``Path`` for a local registry, else the URL.
+    """
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        endpoint = None
+        root = unmangle(root) if root is not None else None
+        if root is None or is_url(root):
+            s = load(RegistrySettings, **({} if root is None else {"root": root}))
+            root, endpoint = s.root or cache_dir() / "registry", s.endpoint_url
+        if not is_url(root):
+            self.store: LocalStore | ObjectStore = open_store(root)
+        else:
+            try:  # an unreachable bucket is bad configuration: say which variable
+                self.store = open_store(root, endpoint_url=endpoint)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(
+                    f"registry {root} (LEARNREC_REGISTRY_ROOT, endpoint "
+                    f"LEARNREC_REGISTRY_ENDPOINT_URL={endpoint}): {exc}"
+                ) from exc
+        self.root: Path | str = (
+            self.store.root if isinstance(self.store, LocalStore) else self.store.location
+        )
+
+    @staticmethod
+    def _check(version: str) -> str:
+        if not version or "/" in version or "\\" in version or version.startswith("."):
             raise RegistryError(f"bad version id {version!r}")
-        return self.root / "versions" / version
+        return version
 
     def versions(self) -> list[str]:
-        d = self.root / "versions"
-        return sorted(p.name for p in d.iterdir() if (p / MANIFEST).exists())
+        return self.store.versions()
 
     def save(
         self,
@@ -143,25 +208,22 @@ class ModelRegistry:
             "created_at": datetime.now(UTC).isoformat(),
             "extra": extra,
         }
-        tmp = self.root / "versions" / f".tmp-{version}"
-        tmp.mkdir(parents=True)
-        try:
+        with self.store.staging(version) as tmp:
             save_model(model, str(tmp / WEIGHTS))  # de-duplicates the shared tower weights
+            manifest["weights_sha256"] = sha256_file(tmp / WEIGHTS)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-            os.replace(tmp, self._dir(version))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            self.store.publish(self._check(version), tmp, last=MANIFEST)
         log.info(
             "saved model %s (content %s, dim %d)", version, content_model, manifest["content_dim"]
         )
         return version
 
     def manifest(self, version: str) -> dict[str, Any]:
-        path = self._dir(version) / MANIFEST
-        if not path.exists():
-            raise RegistryError(f"no model version {version!r} in {self.root}")
-        return json.loads(path.read_text())
+        try:
+            raw = self.store.read(self._check(version), MANIFEST)
+        except FileNotFoundError:
+            raise RegistryError(f"no model version {version!r} in {self.root}") from None
+        return json.loads(raw)
 
     def load(
         self,
@@ -216,7 +278,14 @@ class ModelRegistry:
         if expect_content is not None:
             check_content(version, m, expect_content, "the running content model")
         model = LearnModel(cfg)
-        missing, unexpected = load_model(model, str(self._dir(version) / WEIGHTS), strict=False)
+        with self.store.local_file(version, WEIGHTS) as path:
+            digest = m.get("weights_sha256")  # absent in manifests written before it existed
+            if digest is not None and sha256_file(path) != digest:
+                raise RegistryError(
+                    f"{version}: weights digest {sha256_file(path)[:12]} != manifest "
+                    f"{str(digest)[:12]}: not the weights this version was saved with"
+                )
+            missing, unexpected = load_model(model, str(path), strict=False)
         if missing or unexpected:
             raise RegistryError(
                 f"{version}: weights do not fit: missing {missing}, unexpected {unexpected}"
@@ -225,16 +294,11 @@ class ModelRegistry:
         return LoadedModel(version, model, m, serving)
 
     def current_version(self) -> str | None:
-        try:
-            v = (self.root / CURRENT).read_text().strip()
-        except FileNotFoundError:
-            return None
+        v = (self.store.read_pointer(CURRENT) or "").strip()
         return v or None
 
     def promote(self, version: str) -> None:
-        """Point CURRENT at ``version`` atomically (the version must exist and load)."""
+        """Point CURRENT at ``version`` atomically (the version must be complete)."""
         self.manifest(version)
-        tmp = self.root / f".{CURRENT}.{uuid.uuid4().hex}"
-        tmp.write_text(version + "\n")
-        os.replace(tmp, self.root / CURRENT)
+        self.store.write_pointer(CURRENT, version + "\n")
         log.info("current model is now %s", version)

@@ -4,6 +4,13 @@
 Python client returns, as JSON. Errors map to status codes with the reader's message:
 400 bad request (size caps, malformed ids, malformed or unknown body fields), 404 unknown
 user, 413 body over ``LEARNREC_RANKING_MAX_BODY_BYTES``, 503 no servable model or store down.
+
+The server stack was chosen by measurement (``bench.http_ranking``, docs/BENCHMARKS.md):
+plain ``def`` handlers (the thread pool overlaps one request's online read with
+another's work; ``async def`` halved the rate at 8 connections), the body encoded once
+by orjson into a plain ``Response`` (FastAPI's response-model path validates and
+encodes 100 x 128 floats itself), no access log, httptools + uvloop when installed,
+HTTP/1.1 keep-alive, and ``LEARNREC_RANKING_WORKERS`` processes.
 """
 
 from __future__ import annotations
@@ -116,9 +123,13 @@ def store_errors() -> tuple[type[BaseException], ...]:
 
 
 def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> FastAPI:
+    import orjson
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
+
+    def as_json(payload: dict[str, Any]) -> Response:
+        return Response(orjson.dumps(payload), media_type="application/json")
 
     warmed: dict[str, str | None] = {"version": None}
 
@@ -182,12 +193,12 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Fast
     # Plain ``def`` handlers: FastAPI runs them in its thread pool, so the blocking
     # online read and the torch forward never stall the event loop.
     @app.post("/rank")
-    def rank(body: RankBody) -> dict[str, Any]:
-        return reader.rank(body.user_id, body.item_ids).to_dict()
+    def rank(body: RankBody) -> Response:
+        return as_json(reader.rank(body.user_id, body.item_ids).to_dict())
 
     @app.get("/retrieve")
-    def retrieve(user_id: str, k: int = 10) -> dict[str, Any]:
-        return reader.retrieve(user_id, k).to_dict()
+    def retrieve(user_id: str, k: int = 10) -> Response:
+        return as_json(reader.retrieve(user_id, k).to_dict())
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -210,7 +221,29 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Fast
     return app
 
 
-def serve(reader: RankingReader, host: str, port: int) -> None:
+def app_from_settings() -> FastAPI:
+    """The app over ``open_reader()``: what each worker process builds when there are several."""
+    import torch
+
+    from learn_core.settings import load
+    from ranking.reader import open_reader
+    from ranking.settings import RankingSettings
+
+    s = load(RankingSettings)
+    torch.set_num_threads(s.torch_threads)
+    return create_app(open_reader(s))
+
+
+def serve(reader: RankingReader, host: str, port: int, workers: int | None = None) -> None:
+    """Run the service; ``workers`` (default ``LEARNREC_RANKING_WORKERS``) > 1 forks that
+    many processes, each with its own reader built from the environment."""
     import uvicorn
 
-    uvicorn.run(create_app(reader), host=host, port=port, log_level="info")
+    if workers is None:
+        workers = reader.s.workers
+    kw: dict[str, Any] = dict(host=host, port=port, log_level="info", access_log=False)
+    if workers > 1:
+        reader.close()  # each worker opens its own store connections and model cache
+        uvicorn.run("ranking.service:app_from_settings", factory=True, workers=workers, **kw)
+    else:
+        uvicorn.run(create_app(reader), **kw)

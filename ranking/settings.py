@@ -35,3 +35,5 @@ class RankingSettings(BaseSettings):
     torch_threads: int = Field(1, ge=1, le=64)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    #: ``learnrec serve`` worker processes; each holds the model and its retrieval index.
+    workers: int = Field(1, ge=1, le=64)

@@ -1,0 +1,448 @@
+"""Ranking over HTTP: ``learnrec serve`` against Feast's own ``feast serve``, same store.
+
+    python -m bench.http_ranking --out out/http_ranking.json [--requests 1000 --profile auto]
+
+Set-up (as ``bench.ranking``, whose functions it reuses): a throwaway Feast project
+(``embedded``: SQLite; ``production``: Redis + PostgreSQL when ``LEARNREC_FEAST_*`` or
+``.ci/services.sh`` provide them; ``auto``: production when available) gets ``--items``
+item and ``--users`` user vectors of one untrained LEARN model, which is saved to a
+throwaway registry and promoted. Then two servers start on loopback ports, in their
+own processes, over that store:
+
+* ``ours``: ``python -m learnrec serve`` (``POST /rank`` {user_id, item_ids}: the user
+  and 100 item embeddings, mid-embs and CVR scores, all of the serving version);
+* ``feast``: ``feast -c <repo> serve`` (``POST /get-online-features`` for the same
+  user and items: user and item embeddings and model_version, no scoring), with
+  gunicorn's worker recycling off so that it does not stall Feast's own tail.
+
+One closed-loop client (``http.client``, one keep-alive connection per thread) sends
+each server the same request sequence, at 1 and at 8 concurrent connections, in
+alternating rounds so that machine noise hits both alike. A request counts only with
+status 200; the first responses of each server are checked for content (every
+candidate scored or present). Reported per server and concurrency: p50, p99, p99.9
+and requests/s, plus the 1-minute load average before and after (targets, issue 13:
+``p99_ms_c8`` <= 10 and <= ``feast_server_p99_ms_c8`` / 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.ranking import _cleanup, _commit, fill, production_settings
+from feature_repo.settings import FeastSettings
+from learn_core.settings import load
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+ITEM_VIEW, USER_VIEW = "item_tower_embedding", "user_tower_embedding"
+FEATURES = [f"{v}:{f}" for v in (USER_VIEW, ITEM_VIEW) for f in ("embedding", "model_version")]
+CONCURRENCY = (1, 8)
+
+
+# --- pure parts (unit-tested) -----------------------------------------------------------
+
+
+def percentiles(latencies_s: Sequence[float]) -> dict[str, float]:
+    """p50/p99/p99.9 and mean in milliseconds (numpy's linear interpolation)."""
+    ms = np.asarray(latencies_s, dtype=np.float64) * 1000.0
+    if ms.size == 0:
+        raise ValueError("no latencies")
+    p50, p99, p999 = np.percentile(ms, [50, 99, 99.9])
+    return {
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
+        "p999_ms": float(p999),
+        "mean_ms": float(ms.mean()),
+    }
+
+
+def rank_body(user_id: str, item_ids: Sequence[str]) -> bytes:
+    """Our ``POST /rank`` body."""
+    return json.dumps({"user_id": user_id, "item_ids": list(item_ids)}).encode()
+
+
+def feast_body(user_id: str, item_ids: Sequence[str]) -> bytes:
+    """Feast's ``POST /get-online-features`` body: one (user, item) row per candidate."""
+    return json.dumps(
+        {
+            "features": FEATURES,
+            "entities": {"user_id": [user_id] * len(item_ids), "item_id": list(item_ids)},
+            "full_feature_names": True,
+        }
+    ).encode()
+
+
+def check_ours(payload: dict[str, Any], version: str, n: int) -> None:
+    statuses = [it["status"] for it in payload["items"]]
+    if payload["model_version"] != version or statuses != ["ok"] * n:
+        raise AssertionError(f"/rank: version {payload['model_version']}, statuses {statuses[:5]}")
+
+
+def check_feast(payload: dict[str, Any], n: int) -> None:
+    names = payload["metadata"]["feature_names"]
+    col = payload["results"][names.index(f"{ITEM_VIEW}__embedding")]
+    present = sum(s == "PRESENT" for s in col["statuses"])
+    if present != n:
+        raise AssertionError(f"/get-online-features: {present} of {n} item embeddings present")
+
+
+# --- the client ---------------------------------------------------------------------------
+
+
+def closed_loop(
+    port: int, path: str, bodies: Sequence[bytes], concurrency: int
+) -> tuple[list[float], float]:
+    """Send every body once over ``concurrency`` keep-alive connections; (latencies, wall s).
+
+    Each thread sends its next request as soon as the previous answer is read (closed
+    loop); the bodies are shared out through one counter, so the total is bounded.
+    """
+    lock = threading.Lock()
+    nxt = [0]
+    lat: list[float] = []
+    errors: list[str] = []
+    headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
+    go = threading.Barrier(concurrency + 1)
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        mine: list[float] = []
+        go.wait()
+        try:
+            while True:
+                with lock:
+                    i = nxt[0]
+                    nxt[0] += 1
+                if i >= len(bodies):
+                    break
+                t0 = time.perf_counter()
+                conn.request("POST", path, bodies[i], headers)
+                resp = conn.getresponse()
+                resp.read()
+                dt = time.perf_counter() - t0
+                if resp.status != 200:
+                    errors.append(f"{path}: HTTP {resp.status}")
+                    break
+                mine.append(dt)
+        finally:
+            conn.close()
+            with lock:
+                lat.extend(mine)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    go.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(errors[0])
+    return lat, wall
+
+
+def post_json(port: int, path: str, body: bytes) -> dict[str, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"{path}: HTTP {resp.status}: {data[:300]!r}")
+        return json.loads(data)
+    finally:
+        conn.close()
+
+
+# --- servers ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A server subprocess, its log file, and a readiness probe."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], port: int, log_dir: Path):
+        self.name, self.port = name, port
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        log.info("starting %s: %s", name, " ".join(cmd))
+        # Its own process group: gunicorn's and uvicorn's workers are stopped with it.
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_ready(self, path: str, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", path)
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    return
+                conn.close()
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready in {timeout_s:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        """Stop the server and every worker it forked (a worker outlived its master once)."""
+        pgid = self.proc.pid  # start_new_session: the group id is the leader's pid
+        for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and _group_alive(pgid):
+                time.sleep(0.1)
+            if not _group_alive(pgid):
+                break
+        self.proc.wait()
+        self._log.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def server_env(settings: FeastSettings, registry_root: Path) -> dict[str, str]:
+    """The environment both servers read: the same Feast project and our registry."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEARNREC_")}
+    env.update(
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        LEARNREC_FEAST_PROFILE=settings.profile,
+        LEARNREC_FEAST_PROJECT=settings.project,
+        LEARNREC_FEAST_DATA_DIR=str(settings.resolved_data_dir()),
+        LEARNREC_REGISTRY_ROOT=str(registry_root),
+    )
+    if settings.profile == "production":
+        env.update(
+            LEARNREC_FEAST_REDIS_URL=settings.redis_url,
+            LEARNREC_FEAST_PG_HOST=settings.pg_host,
+            LEARNREC_FEAST_PG_PORT=str(settings.pg_port),
+            LEARNREC_FEAST_PG_DB=settings.pg_db,
+            LEARNREC_FEAST_PG_USER=settings.pg_user,
+            LEARNREC_FEAST_PG_PASSWORD=settings.pg_password.get_secret_value(),
+            LEARNREC_FEAST_PG_SSLMODE=settings.pg_sslmode,
+        )
+    return env
+
+
+# --- the benchmark --------------------------------------------------------------------------
+
+
+def profile_settings(profile: str, tmp: Path) -> FeastSettings:
+    project = f"bench_{uuid.uuid4().hex[:10]}"
+    if profile in ("production", "auto"):
+        s = production_settings(project, tmp / project)
+        if s is not None:
+            return s
+        if profile == "production":
+            raise SystemExit("production profile: no LEARNREC_FEAST_PG_* and no .ci/services.sh")
+    return load(FeastSettings, profile="embedded", project=project, data_dir=tmp / project)
+
+
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    import torch
+
+    from feature_repo.store import open_store
+    from learn_core.models import LearnConfig, LearnModel
+    from learn_core.registry import ModelRegistry
+
+    settings = profile_settings(args.profile, tmp)
+    torch.manual_seed(0)
+    model = LearnModel(LearnConfig()).eval()
+    registry = ModelRegistry(tmp / "registry")
+    version = registry.save(model, content_model="bench-untrained")
+    registry.promote(version)
+    handle = open_store(settings)
+    with ExitStack() as stack:
+        stack.callback(_cleanup, handle)
+        items, users = fill(
+            handle, args.items, args.users, model.cfg.tower.out_dim, args.seed, version=version
+        )
+        rnd = random.Random(args.seed)
+        reqs = [
+            (rnd.choice(users), rnd.sample(items, args.candidates))
+            for _ in range(args.requests + args.warmup)
+        ]
+        env = server_env(settings, tmp / "registry")
+        env["LEARNREC_RANKING_WORKERS"] = str(args.workers)
+        ours_port, feast_port = free_port(), free_port()
+        ours = Server(
+            "ours",
+            [
+                sys.executable,
+                "-m",
+                "learnrec",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ours_port),
+            ],
+            env,
+            ours_port,
+            tmp,
+        )
+        stack.callback(ours.stop)
+        feast = Server(
+            "feast",
+            [
+                "feast", "-c", str(settings.resolved_data_dir()), "serve",
+                "-h", "127.0.0.1", "-p", str(feast_port), "--no-access-log",
+                "-w", str(args.workers), "--max-requests", "0",
+            ],
+            env,
+            feast_port,
+            tmp,
+        )  # fmt: skip
+        stack.callback(feast.stop)
+        ours.wait_ready("/healthz")
+        feast.wait_ready("/health")
+        targets = {
+            "ours": (ours_port, "/rank", [rank_body(u, c) for u, c in reqs]),
+            "feast_server": (
+                feast_port,
+                "/get-online-features",
+                [feast_body(u, c) for u, c in reqs],
+            ),
+        }
+        check_ours(post_json(ours_port, "/rank", targets["ours"][2][0]), version, args.candidates)
+        check_feast(
+            post_json(feast_port, "/get-online-features", targets["feast_server"][2][0]),
+            args.candidates,
+        )
+        targets = {n: t for n, t in targets.items() if n in args.servers.split(",")}
+        for port, path, bodies in targets.values():  # warm both: imports, caches, JIT
+            closed_loop(port, path, bodies[: args.warmup], 2)
+
+        measured = {n: b[args.warmup :] for n, (_, _, b) in targets.items()}
+        rounds = max(1, args.rounds)
+        out: dict[str, Any] = {
+            "profile": settings.profile,
+            "workers": args.workers,
+            "model_version": version,
+        }
+        for c in CONCURRENCY:
+            lat: dict[str, list[float]] = {n: [] for n in targets}
+            wall: dict[str, float] = dict.fromkeys(targets, 0.0)
+            for r in range(rounds):  # alternate the servers so that noise hits both
+                for name, (port, path, _) in targets.items():
+                    part = measured[name][r::rounds]
+                    got, w = closed_loop(port, path, part, c)
+                    lat[name] += got
+                    wall[name] += w
+            for name in targets:
+                stats = percentiles(lat[name])
+                prefix = "" if name == "ours" else f"{name}_"
+                for k, v in stats.items():
+                    out[f"{prefix}{k}_c{c}"] = v
+                out[f"{prefix}rps_c{c}"] = len(lat[name]) / wall[name]
+                out[f"{prefix}requests_c{c}"] = len(lat[name])
+            if len(targets) == 2:
+                out[f"speedup_p99_c{c}"] = out[f"feast_server_p99_ms_c{c}"] / out[f"p99_ms_c{c}"]
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--requests", type=int, default=1000, help="per server and concurrency")
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=2, help="alternations of the two servers")
+    p.add_argument("--candidates", type=int, default=100)
+    p.add_argument("--items", type=int, default=5000)
+    p.add_argument("--users", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="server processes, both servers")
+    p.add_argument("--servers", default="ours,feast_server", help="which to measure")
+    p.add_argument("--profile", choices=["auto", "embedded", "production"], default="auto")
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("feast").setLevel(logging.WARNING)
+    import torch
+
+    torch.set_num_threads(1)
+    tmp = Path(tempfile.mkdtemp(prefix="learnrec-bench-http-"))
+    result: dict[str, Any] = {
+        "bench": "http_ranking",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_start": list(os.getloadavg()),
+        },
+        "commit": _commit(),
+        "candidates": args.candidates,
+    }
+    t0 = time.monotonic()
+    try:
+        result.update(run(args, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result["machine"]["loadavg_end"] = list(os.getloadavg())
+    result["wall_s"] = round(time.monotonic() - t0, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    load1 = (result["machine"]["loadavg_start"][0], result["machine"]["loadavg_end"][0])
+    print(
+        f"profile {result['profile']}, {args.workers} worker(s) each, "
+        f"load (1 min) {load1[0]:.2f} -> {load1[1]:.2f}, {result['wall_s']} s"
+    )
+    for c in CONCURRENCY:
+        for name, prefix in (("learnrec serve", ""), ("feast serve", "feast_server_")):
+            if f"{prefix}p50_ms_c{c}" not in result:
+                continue
+            print(
+                f"c={c} {name:15s} p50 {result[f'{prefix}p50_ms_c{c}']:7.2f} ms  "
+                f"p99 {result[f'{prefix}p99_ms_c{c}']:7.2f} ms  "
+                f"p99.9 {result[f'{prefix}p999_ms_c{c}']:7.2f} ms  "
+                f"{result[f'{prefix}rps_c{c}']:7.1f} req/s"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
