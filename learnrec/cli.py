@@ -113,6 +113,25 @@ def keep_triton_out() -> None:
         sys.modules["triton"] = None  # type: ignore[assignment]  # import -> ImportError
 
 
+def one_line_client_errors(record: logging.LogRecord) -> bool:
+    """Client libraries' recoverable errors as one line, not a traceback.
+
+    kafka-python logs a dropped broker connection with ``log.exception`` and then
+    reconnects by itself; the stack trace tells a user nothing (``-v`` keeps it).
+    """
+    if record.exc_info and record.name.startswith(CLIENT_LOGGERS):
+        exc = record.exc_info[1]
+        record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+    return True
+
+
+#: Loggers whose tracebacks are folded into one line unless ``--verbose``.
+CLIENT_LOGGERS = ("kafka.", "feast.", "httpx.", "urllib3.")
+
+
 def main(argv: list[str] | None = None) -> int:
     keep_triton_out()
     parser = build_parser()
@@ -126,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     # kafka-python warns "subscription unchanged" at every consumer start (our subscribe
     # after its own); harmless, and what a user reads as a problem.
     logging.getLogger("kafka.consumer.subscription_state").setLevel(logging.ERROR)
+    if not args.verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(one_line_client_errors)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

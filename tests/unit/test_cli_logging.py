@@ -1,0 +1,40 @@
+"""A client library's recoverable error reaches the user as one line, not a traceback."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from learnrec.cli import one_line_client_errors
+
+
+def _log_exception(name: str) -> str:
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.addFilter(one_line_client_errors)
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError:
+            logger.exception("%s: Error receiving network data closing socket", "<conn>")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    return buf.getvalue()
+
+
+def test_kafka_client_traceback_is_folded_into_one_line() -> None:
+    out = _log_exception("kafka.net.transport")
+    assert "Traceback" not in out
+    assert out == (
+        "<conn>: Error receiving network data closing socket "
+        "(ConnectionResetError: [Errno 104] Connection reset by peer)\n"
+    )
+
+
+def test_our_own_tracebacks_are_kept() -> None:
+    out = _log_exception("streaming.consumer")
+    assert "Traceback (most recent call last)" in out
