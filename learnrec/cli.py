@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 
+from learn_core.runtime import keep_triton_out
 from learn_core.settings import ConfigError, InputError, ServiceUnavailableError
 
 #: Modules that register subcommands, in the order of the data flow.
@@ -100,17 +101,6 @@ def check_store(command: str | None) -> None:
     from learn_core.settings import load
 
     check_services(load(FeastSettings))
-
-
-def keep_triton_out() -> None:
-    """Run torch without triton: nothing here compiles, and triton only adds exit noise.
-
-    transformers' BERT imports ``torch._dynamo`` (masking utils), whose import probes for
-    triton; once loaded, triton's nanobind extension prints a screen of ``nanobind:
-    leaked ...`` lines at interpreter exit. Eager torch on CPU and GPU needs no triton.
-    """
-    if "triton" not in sys.modules:
-        sys.modules["triton"] = None  # type: ignore[assignment]  # import -> ImportError
 
 
 def one_line_client_errors(record: logging.LogRecord) -> bool:

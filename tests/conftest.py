@@ -22,10 +22,13 @@ from dataclasses import dataclass
 import pytest
 
 from devstack.kafka import EXTERNAL_BOOTSTRAP_ENV, BrokerSettings, LocalKafka, start_local_kafka
+from learn_core.runtime import keep_triton_out
 from learn_core.settings import load
 from streaming.admin import create_topics, delete_topics
 
 log = logging.getLogger(__name__)
+
+keep_triton_out()  # no screen of nanobind leak lines at the end of the run
 
 # Fixture modules of other components (the Feast fixtures live in tests/integration/conftest.py).
 pytest_plugins: list[str] = []
