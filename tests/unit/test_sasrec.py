@@ -68,9 +68,7 @@ def test_ce_loss_equals_hand_computed_log_softmax() -> None:
     pos = torch.tensor([[2, 1, 0]])  # next items: 1, 0, padding
     # position 0: logits [1, 0, 1], target item 1; position 1: logits [0, 2, 1], target 0
     every = torch.tensor([True, True, True])
-    want = (
-        -(0 - math.log(math.e + 1 + math.e)) - (0 - math.log(1 + math.e**2 + math.e))
-    ) / 2
+    want = (-(0 - math.log(math.e + 1 + math.e)) - (0 - math.log(1 + math.e**2 + math.e))) / 2
     assert math.isclose(float(sasrec_ce_loss(h, pos, items, every)), want, rel_tol=1e-6)
     # item 2 (a held-out cold item) is no negative: it leaves both softmaxes
     no_cold = torch.tensor([True, True, False])
