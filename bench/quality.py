@@ -154,8 +154,15 @@ def run(
     seed: int = 0,
     models: tuple[str, ...] = MODELS,
     quick: bool = False,
+    time_budget_s: float | None = 840.0,
+    on_model: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate the models; return the report dictionary."""
+    """Train and evaluate the models; return the report dictionary.
+
+    ``time_budget_s`` caps each LEARN model's and SASRec+CE's training (None: no cap, the
+    same epochs on any machine however loaded). ``on_model(report)`` sees the report
+    after every model (targets so far), so that a long run leaves its finished models.
+    """
     import torch
 
     from learn_core.embedding.hf import HFEmbedder
@@ -204,6 +211,7 @@ def run(
             extra: dict[str, Any] = {}
         elif name in LEARN_MODELS:
             inputs, cfg = learn_recipe(name, content, split, dataset, seed)
+            cfg.time_budget_s = time_budget_s
             if epochs:
                 cfg.epochs = epochs
             report["settings"][name] = asdict(cfg)
@@ -223,6 +231,8 @@ def run(
             scfg = (
                 SASRecTrainConfig(seed=seed) if name == "sasrec" else sasrec_ce_bench_config(seed)
             )
+            if name == "sasrec_ce":
+                scfg.time_budget_s = time_budget_s
             if epochs:
                 scfg.epochs, scfg.eval_every = epochs, 1
             report["settings"][name] = asdict(scfg)
@@ -248,6 +258,10 @@ def run(
             summary["all"]["ndcg@10"],
             wall,
         )
+        if on_model is not None:
+            report["targets"] = compute_targets(report["models"], report["slices"])
+            report["total_seconds"] = time.monotonic() - t_start
+            on_model(report)
     report["targets"] = compute_targets(report["models"], report["slices"])
     report["total_seconds"] = time.monotonic() - t_start
     return report
@@ -261,6 +275,13 @@ def compute_targets(m: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
         # the stronger baseline on test: the ratios must hold against it, not the weaker one
         best = max(sasrecs, key=lambda n: m[n]["hr@10"])
         targets["best_sasrec"] = best
+    content_side = [n for n in ("learn", "learn_content") if "valid" in m.get(n, {})]
+    if content_side:
+        # which content-side LEARN the product should default to: validation NDCG@10, the
+        # early-stopping criterion, never a test figure
+        targets["learn_validation_winner"] = max(
+            content_side, key=lambda n: m[n]["valid"]["ndcg@10"]
+        )
     for n in (x for x in LEARN_MODELS if x in m):
         for b in sasrecs:
             targets[f"{n}_over_{b}_hr@10"] = m[n]["hr@10"] / max(m[b]["hr@10"], 1e-12)
@@ -369,18 +390,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--quick", action="store_true", help="2 epochs per model (smoke test)")
+    ap.add_argument(
+        "--time-budget",
+        type=float,
+        default=840.0,
+        help="seconds of training per LEARN model and SASRec+CE; 0 = none (epochs and "
+        "early stopping alone, so the result does not depend on the machine's load)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch
 
     torch.set_num_threads(args.threads)
-    report = run(args.dataset, args.data, args.seed, tuple(args.models.split(",")), args.quick)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=float))
-    md = markdown(report)
-    args.out.with_suffix(".md").write_text(md)
-    plot(report, args.out.with_suffix(".png"))
-    print(md)
+
+    def write(report: dict[str, Any], complete: bool = False) -> str:
+        report["complete"] = complete
+        args.out.write_text(json.dumps(report, indent=2, default=float))
+        md = markdown(report)
+        args.out.with_suffix(".md").write_text(md)
+        plot(report, args.out.with_suffix(".png"))
+        return md
+
+    report = run(
+        args.dataset,
+        args.data,
+        args.seed,
+        tuple(args.models.split(",")),
+        args.quick,
+        args.time_budget or None,
+        on_model=write,
+    )
+    print(write(report, complete=True))
     return 0
 
 
