@@ -58,12 +58,12 @@ def test_targets_use_the_stronger_sasrec_and_name_it() -> None:
 def test_learn_validation_winner_reads_validation_only() -> None:
     models = {
         "learn": _m(0.10) | {"valid": {"ndcg@10": 0.12}},
-        "learn_content": _m(0.30) | {"valid": {"ndcg@10": 0.11}},
+        "learn_hybrid": _m(0.30) | {"valid": {"ndcg@10": 0.11}},
     }
     slices = {
         "cold": {n: {"hr@10": 0.0} for n in models},
         "warm": {n: {"hr@10": 0.2} for n in models},
     }
     assert compute_targets(models, slices)["learn_validation_winner"] == "learn"
-    models["learn_content"]["valid"]["ndcg@10"] = 0.13
-    assert compute_targets(models, slices)["learn_validation_winner"] == "learn_content"
+    models["learn_hybrid"]["valid"]["ndcg@10"] = 0.13
+    assert compute_targets(models, slices)["learn_validation_winner"] == "learn_hybrid"
