@@ -191,7 +191,8 @@ class HybridItemInputs(nn.Module):
     content alone. In training the ID part of every looked-up item is zeroed with
     probability ``id_dropout``, so that the towers also learn to place warm items from
     content alone, which is the state a cold item is always in. With ``id_dropout=1``
-    the model is the pure-content model (the ID columns never carry a signal).
+    training is exactly the pure-content model's (tested); the IDs, never trained, would
+    still be added at inference, so the pure-content model itself uses ``FrozenContent``.
     """
 
     def __init__(
