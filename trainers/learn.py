@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from learn_core.contract import Pairing
 from learn_core.history import pad_ids
-from learn_core.models import FrozenContent, ItemIdEmbedding, LearnConfig, LearnModel
+from learn_core.models import LearnConfig, LearnModel
 from trainers.evaluation import eval_loop
-from trainers.learn_task import LearnTaskConfig, LearnTrainTask
+from trainers.learn_task import ItemInputs, LearnTaskConfig, LearnTrainTask
 from trainers.loop import Progress, make_optimizer, train_loop
 from trainers.metrics import ranking_metrics
 from trainers.splits import Split
@@ -58,7 +58,7 @@ class LearnTrainConfig:
 @dataclass
 class LearnResult:
     model: LearnModel
-    inputs: FrozenContent | ItemIdEmbedding
+    inputs: ItemInputs
     best_epoch: int
     valid: dict[str, float | int]
     history: list[dict[str, float]]
@@ -159,9 +159,10 @@ def _batches(windows: dict[str, np.ndarray], batch_size: int, rng: np.random.Gen
         yield {k: torch.from_numpy(v[idx]) for k, v in windows.items()}
 
 
-def learn_score_fn(model: LearnModel, inputs: FrozenContent | ItemIdEmbedding, history_len: int):
+def learn_score_fn(model: LearnModel, inputs: ItemInputs, history_len: int):
     """Scores for the evaluation loop: user state after the history · every item embedding."""
     model.eval()
+    inputs.eval()  # no ID dropout at inference
     with torch.no_grad():
         items = model.item_tower.encode_items(inputs.matrix.detach())
 
@@ -177,7 +178,7 @@ def learn_score_fn(model: LearnModel, inputs: FrozenContent | ItemIdEmbedding, h
 def train_learn(
     cfg: LearnTrainConfig,
     split: Split,
-    inputs: FrozenContent | ItemIdEmbedding,
+    inputs: ItemInputs,
     on_valid: Callable[[int, np.ndarray], None] | None = None,
 ) -> LearnResult:
     """Train with early stopping on validation NDCG@10.
@@ -206,6 +207,8 @@ def train_learn(
             "pairing='sliding' needs item_variant 2 or 3: variant 1 reads a separate target "
             "sequence, which the sliding pairing does not have"
         )
+    if cfg.task.negatives == "catalogue" and cfg.pairing != "sliding":
+        raise ValueError("task.negatives='catalogue' needs pairing='sliding'")
     sample = make_sliding_windows if cfg.pairing == "sliding" else make_windows
     n_windows = len(next(iter(sample(split, cfg, np.random.default_rng(cfg.seed)).values())))
     steps_per_epoch = -(-n_windows // cfg.batch_size)
@@ -275,7 +278,7 @@ class CVRStageConfig:
 
 def train_cvr_stage(
     model: LearnModel,
-    inputs: FrozenContent | ItemIdEmbedding,
+    inputs: ItemInputs,
     split: Split,
     history_len: int,
     cfg: CVRStageConfig,
@@ -288,6 +291,7 @@ def train_cvr_stage(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model.eval()
+    inputs.eval()
     with torch.no_grad():
         items = model.item_tower.encode_items(inputs.matrix.detach())
     users, item_idx, labels = [], [], []

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from learn_core.models import FrozenContent, ItemIdEmbedding, LearnModel
+from learn_core.models import FrozenContent, HybridItemInputs, ItemIdEmbedding, LearnModel
+
+ItemInputs = FrozenContent | ItemIdEmbedding | HybridItemInputs
 
 
 def info_nce(
@@ -100,18 +102,26 @@ class LearnTaskConfig:
     learn_temperature: bool = False
     cvr_weight: float = 0.0  # > 0: joint training with the CVR BCE as an auxiliary loss
     logq_correction: bool = True
+    # Sliding pairing's softmax: "in_batch" runs over the batch's distinct items (with the
+    # logQ correction); "catalogue" over every training item, embedded in one pass per step
+    # (item variants 2 and 3 read each item alone), so no sampling bias to correct.
+    negatives: str = "in_batch"
+
+    def __post_init__(self) -> None:
+        if self.negatives not in ("in_batch", "catalogue"):
+            raise ValueError(f"negatives must be 'in_batch' or 'catalogue', got {self.negatives!r}")
 
 
 class LearnTrainTask(nn.Module):
     """Adds LEARN's loss to the model; ``inputs`` maps item indices to tower inputs."""
 
-    def __init__(
-        self, model: LearnModel, inputs: FrozenContent | ItemIdEmbedding, cfg: LearnTaskConfig
-    ) -> None:
+    def __init__(self, model: LearnModel, inputs: ItemInputs, cfg: LearnTaskConfig) -> None:
         super().__init__()
         self.model, self.inputs, self.cfg = model, inputs, cfg
         # log of each item's share of training interactions, for the logQ correction
         self.register_buffer("log_q", torch.zeros(0), persistent=False)
+        # items the catalogue softmax may use as negatives: those with training interactions
+        self.register_buffer("trained", torch.zeros(0, dtype=torch.bool), persistent=False)
         log_tau = torch.tensor(math.log(cfg.temperature))
         if cfg.learn_temperature:
             self.log_tau = nn.Parameter(log_tau)
@@ -120,6 +130,7 @@ class LearnTrainTask(nn.Module):
 
     def set_item_counts(self, counts: Tensor) -> None:
         self.log_q = torch.log(counts.float().clamp(min=1.0) / counts.float().sum().clamp(min=1.0))
+        self.trained = counts > 0
 
     @property
     def temperature(self) -> Tensor:
@@ -146,19 +157,28 @@ class LearnTrainTask(nn.Module):
         t = full.shape[1] - h
         valid = full >= 0
         states = self.model.user_tower(self.inputs(hist), valid[:, :h])  # [B, H, E]
-        uniq, inv = torch.unique(full[valid], return_inverse=True)
+        catalogue = self.cfg.negatives == "catalogue"
+        if catalogue:
+            if not len(self.trained):
+                raise RuntimeError("negatives='catalogue' needs set_item_counts() first")
+            uniq = torch.arange(len(self.trained))
+            inv = full[valid]
+        else:
+            uniq, inv = torch.unique(full[valid], return_inverse=True)
         cands = self.model.item_tower.embed(self.inputs(uniq))  # [U, E]
         cols = torch.full_like(full, -1)
         cols[valid] = inv  # candidate column of every chunk slot
         rows = torch.arange(b)[:, None].expand_as(full)
         own = torch.zeros(b, len(uniq), dtype=torch.bool)
         own[rows[valid], inv] = True
+        if catalogue:
+            own |= ~self.trained[None, :]  # held-out (cold) items are no negatives
         # positives of position i: slots i+1..i+T
         nxt = torch.stack([cols[:, 1 + j : 1 + j + h] for j in range(t)], dim=-1)  # [B, H, T]
         q_mask = valid[:, :h] & (nxt[..., 0] >= 0)
         q_user = torch.arange(b)[:, None].expand(b, h)[q_mask]
         logq = None
-        if self.cfg.logq_correction and len(self.log_q):
+        if self.cfg.logq_correction and len(self.log_q) and not catalogue:
             logq = log_inclusion(self.log_q[uniq], int(valid.sum()))
         qweight = batch["qweight"][q_mask] if "qweight" in batch else None
         loss = sliding_info_nce(

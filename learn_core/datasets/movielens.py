@@ -69,6 +69,48 @@ def load_ml100k(path: str | Path) -> Dataset:
     return Dataset("ml-100k", items, _ratings(ratings, "ml100k-"))
 
 
+def _read_movies(path: Path) -> list[ItemCreated]:
+    items = []
+    with open(path / "movies.dat", encoding="latin-1") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("::")
+            if len(parts) != 3:
+                continue
+            items.append(movie_item(parts[0], parts[1], parts[2].split("|")))
+    return items
+
+
+def _read_ratings(rating_file: Path) -> pd.DataFrame:
+    return pd.read_csv(
+        rating_file,
+        sep="::",
+        engine="python",
+        header=None,
+        names=["user_id", "item_id", "rating", "ts"],
+    )
+
+
+def is_ml1m_layout(path: str | Path) -> bool:
+    """True for a directory with MovieLens-1M's ``ratings.dat`` and ``movies.dat``."""
+    path = Path(path)
+    return (path / "ratings.dat").is_file() and (path / "movies.dat").is_file()
+
+
+def load_ml1m_layout(path: str | Path, name: str | None = None) -> Dataset:
+    """Any data set converted to MovieLens-1M's layout: ``ratings.dat`` and ``movies.dat``.
+
+    ``ratings.dat``: ``user::item::rating::unix seconds``; ``movies.dat``:
+    ``item::Title (year)::Genre|Genre`` (latin-1). Named after the directory by default.
+    """
+    path = Path(path)
+    if not is_ml1m_layout(path):
+        raise FileNotFoundError(f"{path} has no ratings.dat and movies.dat (MovieLens-1M layout)")
+    items = _read_movies(path)
+    return Dataset(
+        name or path.resolve().name, items, _ratings(_read_ratings(path / "ratings.dat"), "ml1m-")
+    )
+
+
 def load_ml1m_subset(path: str | Path) -> Dataset:
     """MovieLens-1M movies with whatever ratings file is present (the partial one here).
 
@@ -77,21 +119,9 @@ def load_ml1m_subset(path: str | Path) -> Dataset:
     the full file was read.
     """
     path = Path(path)
-    items = []
-    with open(path / "movies.dat", encoding="latin-1") as f:
-        for line in f:
-            parts = line.rstrip("\n").split("::")
-            if len(parts) != 3:
-                continue
-            items.append(movie_item(parts[0], parts[1], parts[2].split("|")))
+    items = _read_movies(path)
     full = path / "ratings.dat"
     rating_file = full if full.exists() else path / "ratings.PARTIAL_users_1-2999.dat"
-    ratings = pd.read_csv(
-        rating_file,
-        sep="::",
-        engine="python",
-        header=None,
-        names=["user_id", "item_id", "rating", "ts"],
-    )
+    ratings = _read_ratings(rating_file)
     name = "ml-1m" if rating_file == full else "ml-1m-subset"
     return Dataset(name, items, _ratings(ratings, "ml1m-"))

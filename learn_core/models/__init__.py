@@ -7,6 +7,7 @@ from learn_core.models.sasrec import SASRec, SASRecConfig
 from learn_core.models.towers import (
     TOWER_SCHEMA,
     FrozenContent,
+    HybridItemInputs,
     ItemIdEmbedding,
     ItemTower,
     TowerConfig,
@@ -18,6 +19,7 @@ __all__ = [
     "CVRConfig",
     "CVRHead",
     "FrozenContent",
+    "HybridItemInputs",
     "ItemIdEmbedding",
     "ItemTower",
     "LearnConfig",

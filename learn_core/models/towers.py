@@ -182,3 +182,46 @@ class ItemIdEmbedding(nn.Module):
 
     def forward(self, idx: Tensor) -> Tensor:
         return self.table(idx.clamp(min=0))
+
+
+class HybridItemInputs(nn.Module):
+    """Item index -> ``[content vector, learned ID vector]``: content plus an ID for warm items.
+
+    Cold items (``warm`` False) have a zero ID part, so the towers place them from their
+    content alone. In training the ID part of every looked-up item is zeroed with
+    probability ``id_dropout``, so that the towers also learn to place warm items from
+    content alone, which is the state a cold item is always in. With ``id_dropout=1``
+    training is exactly the pure-content model's (tested); the IDs, never trained, would
+    still be added at inference, so the pure-content model itself uses ``FrozenContent``.
+    """
+
+    def __init__(
+        self, content: Tensor, warm: Tensor, id_dim: int = 64, id_dropout: float = 0.5
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= id_dropout <= 1.0:
+            raise ValueError(f"id_dropout must be in [0, 1], got {id_dropout}")
+        if warm.shape != (content.shape[0],):
+            raise ValueError("warm must be one flag per content row")
+        self.register_buffer("content", content.float(), persistent=False)
+        self.register_buffer("warm", warm.bool(), persistent=False)
+        self.table = nn.Embedding(content.shape[0], id_dim)
+        nn.init.normal_(self.table.weight, std=id_dim**-0.5)
+        self.id_dropout = id_dropout
+
+    @property
+    def dim(self) -> int:
+        return int(self.content.shape[1] + self.table.embedding_dim)
+
+    @property
+    def matrix(self) -> Tensor:
+        """Every item's inference-time input (no dropout): ``[N, dim]``."""
+        return torch.cat([self.content, self.table.weight * self.warm[:, None]], dim=1)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        idx = idx.clamp(min=0)
+        keep = self.warm[idx]
+        if self.training and self.id_dropout > 0:
+            keep = keep & (torch.rand(idx.shape, device=idx.device) >= self.id_dropout)
+        ids = self.table(idx) * keep[..., None]
+        return torch.cat([self.content[idx], ids], dim=-1)
