@@ -365,3 +365,27 @@ def test_expected_reference_is_not_trivial() -> None:
     user = ds.interactions["user_id"].iloc[2000]
     assert user in b and (user not in a or not np.allclose(a[user][0], b[user][0]))
     assert pd.Series([v[1] for v in a.values()]).max() <= H
+
+
+def test_history_check_can_fail(tmp_path: Path) -> None:
+    """``check_history`` notices a window that lost an entry, or a user left held."""
+    from streaming.history import UserHistory, windows_from_log
+    from tests.integration.stream_checks import check_history, source_log
+
+    events = load_dataset("sample").interactions.iloc[:300]
+    want = windows_from_log(source_log(events), H)
+    handle = _store("embedded", tmp_path / "feast")
+    history = open_history_store(handle)
+    try:
+        history.apply(want, [])
+        check_history(handle, events)
+        user = max(want, key=lambda u: len(want[u]))
+        history.apply({user: UserHistory(want[user].entries[1:])}, [])
+        with pytest.raises(AssertionError, match="windows differ"):
+            check_history(handle, events)
+        history.apply({user: want[user]}, [user])
+        with pytest.raises(AssertionError, match="still held"):
+            check_history(handle, events)
+    finally:
+        history.close()
+        teardown(handle)
