@@ -176,7 +176,8 @@ def test_replicas_share_the_stream_through_kill_stop_and_join(
 
         if not sc.item_replicas:
             write_content(handle, content_vectors(ds.item_ids))
-        children += [Child(learnrec("consume-items"), env) for _ in range(sc.item_replicas)]
+        item_children = [Child(learnrec("consume-items"), env) for _ in range(sc.item_replicas)]
+        children += item_children
         a, b, c = (Child(learnrec("consume-interactions"), env) for _ in range(3))
         children += [a, b, c]
         wait_until(lambda: group_size(kafka_bootstrap, group) == 3, 300, "3 members", children)
@@ -226,13 +227,14 @@ def test_replicas_share_the_stream_through_kill_stop_and_join(
         for child in list(children):
             children.remove(child)
             assert child.stop(signal.SIGTERM, 120) == 0, child.stderr
-        assert "Traceback" not in d.stderr, d.stderr
-        assert int(d.stdout.split("consumed ")[1].split()[0]) > 0, d.stdout  # d had work
+        for child in (d, *item_children):  # each had work
+            assert "Traceback" not in child.stderr, child.stderr
+            assert int(child.stdout.split("consumed ")[1].split()[0]) > 0, child.stdout
 
         log.info(
             "+%.0fs replicas stopped; replica summaries: %s",
             time.monotonic() - t0,
-            [b.stdout.strip(), c.stdout.strip(), d.stdout.strip()],
+            [x.stdout.strip() for x in (b, c, d, *item_children)],
         )
         rows = handle.read_embeddings(CONTENT_VIEW, ds.item_ids)
         assert rows.found.all()
