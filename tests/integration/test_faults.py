@@ -1,12 +1,16 @@
-"""Fault tests of the interaction consumer through the real broker and the embedded Feast store.
+"""Fault tests of the interaction consumer through the real broker, on both store profiles.
 
 * SIGKILL the consumer process 5 times mid-stream, restarting it each time;
 * restart (SIGKILL) the broker mid-stream;
-* hold the online store (SQLite) locked for 10 s.
+* take the online store away for 10 s: on ``embedded`` the SQLite online store is held
+  locked; on ``production`` a private ``redis-server`` (online store and history) is
+  killed and started again on its port with its append-only file.
 
-Each ends by checking every user's online embedding against the batch recomputation
-from the *source* events (what a clean run writes; ``test_interaction_e2e`` shows the
-clean run equals it) and that the offline log holds every event exactly once.
+Each test runs on ``embedded`` (SQLite + parquet) and ``production`` (Redis +
+PostgreSQL; skipped, saying why, without the services of ``.ci/services.sh``). Each ends
+with ``stream_checks.check_stream``: every event in the offline log exactly once, every
+user's online embedding equal to the batch recomputation from the *source* events, every
+user's stored window equal to the batch window, nobody held.
 
 Sizes: CI streams 10,000 events from the shipped sample. The brief's 100k-event SIGKILL
 run: ``LEARNREC_FAULT_EVENTS=100000 LEARNREC_FAULT_DATA=ml-1m-subset:/path/to/ml-1m``
@@ -25,6 +29,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +47,19 @@ from streaming.interaction_consumer import (
     build_interaction_loop,
 )
 from streaming.item_consumer import close_loop
-from streaming.user_sinks import FeastUserSink, open_history_store
+from streaming.user_sinks import INTERACTION_LOG, FeastUserSink, open_history_store
+from tests.integration.conftest_feast import feast_profile, make_settings  # noqa: F401
+from tests.integration.stream_checks import (  # noqa: F401 - private_redis is a fixture
+    PrivateRedis,
+    check_stream,
+    child_env,
+    expected_users,
+    feast_env,
+    private_redis,
+    teardown,
+)
 from tests.integration.test_interaction_e2e import (
     H,
-    assert_online_matches,
     content_vectors,
     kafka_settings,
     produce,
@@ -65,25 +80,16 @@ def _dataset() -> Dataset:
 
 def _expected(ds: Dataset, n: int) -> dict[str, tuple[np.ndarray, int, int]]:
     """What a clean run writes: the batch function of the first ``n`` source events."""
-    df = ds.interactions.iloc[:n].rename(columns={"occurred_at": "event_timestamp"})
-    tower = BootstrapTowers().load("").tower
-    return recompute_users(df, content_vectors(ds.item_ids), tower, H)
+    return expected_users(ds.interactions.iloc[:n], content_vectors(ds.item_ids))
 
 
-def _store(tmp_path: Path) -> FeatureStoreHandle:
-    s = FeastSettings(profile="embedded", project=f"f_{uuid.uuid4().hex[:10]}", data_dir=tmp_path)
-    handle = open_store(s)
-    return handle
+def _store(profile: str, tmp_path: Path, **update: object) -> FeatureStoreHandle:
+    """A fresh store of ``profile`` (its own Feast project), ``update`` applied to its settings."""
+    return open_store(make_settings(profile, tmp_path).model_copy(update=update))
 
 
 def _check(handle: FeatureStoreHandle, ds: Dataset, n: int) -> None:
-    log = handle.read_offline("interaction_log")
-    assert len(log) == n and log["event_id"].is_unique
-    assert set(log["event_id"]) == set(ds.interactions["event_id"].iloc[:n])
-    expected = _expected(ds, n)
-    version = BootstrapTowers().current_version()
-    assert version is not None
-    assert_online_matches(handle, expected, version)
+    check_stream(handle, ds.interactions.iloc[:n], content_vectors(ds.item_ids))
 
 
 def _committed(bootstrap: str, group: str) -> dict[int, int]:
@@ -109,15 +115,17 @@ def _wait(cond, timeout_s: float, what: str, every: float = 0.5) -> None:  # noq
 
 
 def child_main() -> None:
-    """Entry point of the killed consumer process (config as JSON in argv[1])."""
+    """Entry point of the killed consumer process (config as JSON in argv[1], store from env)."""
     import logging
+
+    from learn_core.settings import load
 
     logging.basicConfig(level=logging.INFO)
     cfg = json.loads(sys.argv[1])
     from streaming.settings import KafkaSettings
 
     k = KafkaSettings(**cfg["kafka"])
-    handle = open_store(FeastSettings(**cfg["feast"]), apply=False)
+    handle = open_store(load(FeastSettings), apply=False)
     history = open_history_store(handle)
     s = InteractionConsumerSettings(group_id=cfg["group"], history_len=H, max_batch=250)
     loop, _ = build_interaction_loop(
@@ -136,59 +144,76 @@ def child_main() -> None:
         loop.run(idle_exit_s=cfg["idle_exit_s"])
     finally:
         close_loop(loop)
+        history.close()
+        handle.close()
 
 
-def _offline_parts(handle: FeatureStoreHandle) -> int:
-    d = handle.settings.resolved_data_dir() / "offline" / "interaction_log"
+def _progress(handle: FeatureStoreHandle) -> int:
+    """Batches durably written: parquet parts (embedded) or logged events (production)."""
+    if handle.settings.profile == "production":
+        return handle.offline.count(INTERACTION_LOG)  # type: ignore[attr-defined]
+    d = handle.settings.resolved_data_dir() / "offline" / INTERACTION_LOG
     return len(list(d.glob("part-*.parquet")))
 
 
-def test_sigkill_restarts_lose_nothing(kafka_bootstrap: str, topic_factory, tmp_path: Path) -> None:
+def test_sigkill_restarts_lose_nothing(
+    kafka_bootstrap: str,
+    topic_factory,
+    tmp_path: Path,
+    feast_profile: str,  # noqa: F811
+) -> None:
     ds = _dataset()
     n = min(N_EVENTS, len(ds.interactions))
-    handle = _store(tmp_path / "feast")
-    write_content(handle, content_vectors(ds.item_ids))
-    k = kafka_settings(kafka_bootstrap, topic_factory)
-    produce(ds, k, n)
-    cfg = {
-        "kafka": k.model_dump(mode="json"),
-        "feast": handle.settings.model_dump(mode="json", exclude={"pg_password"}),
-        "group": f"g-{uuid.uuid4().hex[:8]}",
-        "idle_exit_s": 20.0,
-    }
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from tests.integration.test_faults import child_main; child_main()",
-        json.dumps(cfg),
-    ]
-    rng = random.Random(int(os.environ.get("LEARNREC_FAULT_SEED", "0")))
-    logs = tmp_path / "child.log"
-    kills = 0
-    for _ in range(5):
-        before = _offline_parts(handle)
+    handle = _store(feast_profile, tmp_path / "feast")
+    try:
+        write_content(handle, content_vectors(ds.item_ids))
+        k = kafka_settings(kafka_bootstrap, topic_factory)
+        produce(ds, k, n)
+        cfg = {
+            "kafka": k.model_dump(mode="json"),
+            "group": f"g-{uuid.uuid4().hex[:8]}",
+            "idle_exit_s": 20.0,
+        }
+        cmd = [
+            sys.executable,
+            "-c",
+            "import sys; from tests.integration.test_faults import child_main; child_main()",
+            json.dumps(cfg),
+        ]
+        env = child_env({"PYTHONPATH": str(REPO), **feast_env(handle.settings)})
+        rng = random.Random(int(os.environ.get("LEARNREC_FAULT_SEED", "0")))
+        logs = tmp_path / "child.log"
+        kills = 0
+        for _ in range(5):
+            before = _progress(handle)
+            with open(logs, "ab") as out:
+                proc = subprocess.Popen(
+                    cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+                )
+            try:
+                # Kill mid-stream: after it has written at least one more batch, at a random
+                # moment.
+                _wait(
+                    lambda: _progress(handle) > before or proc.poll() is not None,  # noqa: B023
+                    120,
+                    "the consumer to make progress",
+                    0.05,
+                )
+                time.sleep(rng.uniform(0.0, 0.6))
+            finally:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGKILL)
+                    kills += 1
+                proc.wait()
+        assert kills == 5, f"stream finished before 5 kills; raise LEARNREC_FAULT_EVENTS ({n})"
         with open(logs, "ab") as out:
-            proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            # Kill mid-stream: after it has written at least one more batch, at a random moment.
-            _wait(
-                lambda: _offline_parts(handle) > before or proc.poll() is not None,  # noqa: B023
-                120,
-                "the consumer to make progress",
-                0.05,
+            final = subprocess.run(
+                cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=300
             )
-            time.sleep(rng.uniform(0.0, 0.6))
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.wait()
-    assert kills == 5, f"stream finished before 5 kills; raise LEARNREC_FAULT_EVENTS ({n})"
-    with open(logs, "ab") as out:
-        final = subprocess.run(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=300)
-    assert final.returncode == 0, logs.read_text()[-3000:]
-    _check(handle, ds, n)
-    handle.close()
+        assert final.returncode == 0, logs.read_text()[-3000:]
+        _check(handle, ds, n)
+    finally:
+        teardown(handle)
 
 
 # ------------------------------------------------------------------ in-process consumer
@@ -227,17 +252,18 @@ class _Running:
 
 
 def _events_in_log(handle: FeatureStoreHandle) -> int:
-    return len(handle.read_offline("interaction_log"))
+    return len(handle.read_offline(INTERACTION_LOG))
 
 
-def _first_half_running(kafka_bootstrap: str, topic_factory, tmp_path: Path, n: int = 6000):
+def _first_half_running(
+    kafka_bootstrap: str, topic_factory, handle: FeatureStoreHandle, n: int = 6000
+):
     """Content in the store, the first n/2 sample events produced, a consumer running."""
     ds = load_dataset("sample")
-    handle = _store(tmp_path / "feast")
     write_content(handle, content_vectors(ds.item_ids))
     k = kafka_settings(kafka_bootstrap, topic_factory)
     produce(type(ds)(ds.name, ds.items, ds.interactions.iloc[: n // 2]), k, n // 2)
-    return ds, n, handle, k, _Running(kafka_bootstrap, k, handle)
+    return ds, n, k, _Running(kafka_bootstrap, k, handle)
 
 
 def _produce_second_half(ds, k, n: int) -> None:
@@ -245,57 +271,91 @@ def _produce_second_half(ds, k, n: int) -> None:
 
 
 def test_broker_restart_mid_stream_loses_nothing(
-    kafka_bootstrap: str, topic_factory, local_kafka, tmp_path: Path
+    kafka_bootstrap: str,
+    topic_factory,
+    local_kafka,
+    tmp_path: Path,
+    feast_profile: str,  # noqa: F811
 ) -> None:
-    ds, n, handle, k, run = _first_half_running(kafka_bootstrap, topic_factory, tmp_path)
+    handle = _store(feast_profile, tmp_path / "feast")
     try:
-        _wait(lambda: _events_in_log(handle) > 0, 60, "the first batches")
-        local_kafka.restart(hard=True)
-        _produce_second_half(ds, k, n)
-        _wait(
-            lambda: _events_in_log(handle) >= n,
-            120,
-            f"all events after the restart ({_events_in_log(handle)}/{n}, {run.loop.stats})",
-            1.0,
-        )
+        ds, n, k, run = _first_half_running(kafka_bootstrap, topic_factory, handle)
+        try:
+            _wait(lambda: _events_in_log(handle) > 0, 60, "the first batches")
+            local_kafka.restart(hard=True)
+            _produce_second_half(ds, k, n)
+            _wait(
+                lambda: _events_in_log(handle) >= n,
+                120,
+                f"all events after the restart ({_events_in_log(handle)}/{n}, {run.loop.stats})",
+                1.0,
+            )
+        finally:
+            run.close()
+        _check(handle, ds, n)
     finally:
-        run.close()
-    _check(handle, ds, n)
-    handle.close()
+        teardown(handle)
+
+
+@contextmanager
+def _sqlite_locked(db: Path) -> Iterator[None]:
+    """The embedded online store unavailable: its SQLite file held in an exclusive lock."""
+    lock = sqlite3.connect(str(db), timeout=30, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+
+
+@contextmanager
+def _redis_down(server: PrivateRedis) -> Iterator[None]:
+    """The production online store (and history) unavailable: its Redis killed, then restarted."""
+    server.kill()
+    try:
+        yield
+    finally:
+        server.start()
 
 
 def test_online_store_outage_retries_without_commit(
-    kafka_bootstrap: str, topic_factory, tmp_path: Path
-) -> None:
-    ds, n, handle, k, run = _first_half_running(kafka_bootstrap, topic_factory, tmp_path)
-    online_db = handle.settings.resolved_data_dir() / "online.db"
+    kafka_bootstrap: str, topic_factory, tmp_path: Path, request: pytest.FixtureRequest,
+    feast_profile: str,  # noqa: F811
+) -> None:  # fmt: skip
+    if feast_profile == "production":
+        server: PrivateRedis = request.getfixturevalue("private_redis")
+        handle = _store(feast_profile, tmp_path / "feast", redis_url=server.url)
+        outage = lambda: _redis_down(server)  # noqa: E731
+    else:
+        handle = _store(feast_profile, tmp_path / "feast")
+        online_db = handle.settings.resolved_data_dir() / "online.db"
+        outage = lambda: _sqlite_locked(online_db)  # noqa: E731
     try:
-        _wait(lambda: _events_in_log(handle) >= n // 2, 60, "the first half")
-        retries = run.loop.stats.retries
-        lock = sqlite3.connect(str(online_db), timeout=30, isolation_level=None)
-        lock.execute("BEGIN EXCLUSIVE")  # the online store is unavailable from here
-        t_lock = time.monotonic()
+        ds, n, k, run = _first_half_running(kafka_bootstrap, topic_factory, handle)
         try:
-            _produce_second_half(ds, k, n)
-            time.sleep(max(0.0, 6.0 - (time.monotonic() - t_lock)))
-            during = _committed(kafka_bootstrap, run.group)
-            time.sleep(max(0.0, 10.0 - (time.monotonic() - t_lock)))
-            assert _committed(kafka_bootstrap, run.group) == during  # nothing committed
-            # The offline appends of the batch in flight overlap its online write, so the
-            # log may already hold that batch (idempotent by event_id); nothing else lands.
-            in_log = _events_in_log(handle)
-            assert n // 2 <= in_log <= n, in_log
-            assert sum(during.values()) == n // 2
+            _wait(lambda: _events_in_log(handle) >= n // 2, 60, "the first half")
+            retries = run.loop.stats.retries
+            with outage():  # the online store is unavailable from here
+                t_down = time.monotonic()
+                _produce_second_half(ds, k, n)
+                time.sleep(max(0.0, 6.0 - (time.monotonic() - t_down)))
+                during = _committed(kafka_bootstrap, run.group)
+                time.sleep(max(0.0, 10.0 - (time.monotonic() - t_down)))
+                assert _committed(kafka_bootstrap, run.group) == during  # nothing committed
+                # The offline appends of the batch in flight overlap its online write, so the
+                # log may already hold that batch (idempotent by event_id); nothing else lands.
+                in_log = _events_in_log(handle)
+                assert n // 2 <= in_log <= n, in_log
+                assert sum(during.values()) == n // 2
+            assert run.loop.stats.retries > retries
+            _wait(lambda: _events_in_log(handle) >= n, 120, "recovery after the outage", 1.0)
+            _wait(lambda: sum(_committed(kafka_bootstrap, run.group).values()) == n, 30, "commits")
         finally:
-            lock.execute("ROLLBACK")
-            lock.close()
-        assert run.loop.stats.retries > retries
-        _wait(lambda: _events_in_log(handle) >= n, 120, "recovery after the outage", 1.0)
-        _wait(lambda: sum(_committed(kafka_bootstrap, run.group).values()) == n, 30, "commits")
+            run.close()
+        _check(handle, ds, n)
     finally:
-        run.close()
-    _check(handle, ds, n)
-    handle.close()
+        teardown(handle)
 
 
 def test_expected_reference_is_not_trivial() -> None:
@@ -306,3 +366,27 @@ def test_expected_reference_is_not_trivial() -> None:
     user = ds.interactions["user_id"].iloc[2000]
     assert user in b and (user not in a or not np.allclose(a[user][0], b[user][0]))
     assert pd.Series([v[1] for v in a.values()]).max() <= H
+
+
+def test_history_check_can_fail(tmp_path: Path) -> None:
+    """``check_history`` notices a window that lost an entry, or a user left held."""
+    from streaming.history import UserHistory, windows_from_log
+    from tests.integration.stream_checks import check_history, source_log
+
+    events = load_dataset("sample").interactions.iloc[:300]
+    want = windows_from_log(source_log(events), H)
+    handle = _store("embedded", tmp_path / "feast")
+    history = open_history_store(handle)
+    try:
+        history.apply(want, [])
+        check_history(handle, events)
+        user = max(want, key=lambda u: len(want[u]))
+        history.apply({user: UserHistory(want[user].entries[1:])}, [])
+        with pytest.raises(AssertionError, match="windows differ"):
+            check_history(handle, events)
+        history.apply({user: want[user]}, [user])
+        with pytest.raises(AssertionError, match="still held"):
+            check_history(handle, events)
+    finally:
+        history.close()
+        teardown(handle)
