@@ -27,10 +27,11 @@ from pydantic import SecretStr
 
 from feature_repo.settings import FeastSettings
 from feature_repo.store import FeatureStoreHandle
-from streaming.history import windows_from_log
-from streaming.interaction_consumer import BootstrapTowers, recompute_users
+from learn_core.history import windows_from_log
+from learn_core.inference import recompute_users
+from learn_core.serving import BootstrapTowers
 from streaming.user_sinks import INTERACTION_LOG, open_history_store
-from tests.integration.conftest_feast import cleanup
+from tests.integration.conftest import cleanup
 from tests.integration.test_interaction_e2e import H, assert_online_matches
 
 

@@ -40,7 +40,6 @@ import pytest
 from feature_repo.settings import FeastSettings
 from feature_repo.store import FeatureStoreHandle, open_store
 from learn_core.datasets import Dataset, load_dataset
-from learn_core.inference import recompute_users
 from learn_core.serving import BootstrapTowers
 from streaming.interaction_consumer import (
     InteractionConsumerSettings,
@@ -48,7 +47,7 @@ from streaming.interaction_consumer import (
 )
 from streaming.item_consumer import close_loop
 from streaming.user_sinks import INTERACTION_LOG, FeastUserSink, open_history_store
-from tests.integration.conftest_feast import feast_profile, make_settings  # noqa: F401
+from tests.integration.conftest import make_settings
 from tests.integration.stream_checks import (  # noqa: F401 - private_redis is a fixture
     PrivateRedis,
     check_stream,
@@ -370,7 +369,7 @@ def test_expected_reference_is_not_trivial() -> None:
 
 def test_history_check_can_fail(tmp_path: Path) -> None:
     """``check_history`` notices a window that lost an entry, or a user left held."""
-    from streaming.history import UserHistory, windows_from_log
+    from learn_core.history import UserHistory, windows_from_log
     from tests.integration.stream_checks import check_history, source_log
 
     events = load_dataset("sample").interactions.iloc[:300]

@@ -44,7 +44,7 @@ from streaming.producer import EventProducer
 from streaming.replay import replay
 from streaming.settings import KafkaSettings
 from streaming.user_sinks import CONTENT_VIEW, open_history_store
-from tests.integration.conftest_feast import feast_profile, make_settings  # noqa: F401
+from tests.integration.conftest import make_settings
 from tests.integration.stream_checks import check_stream, feast_env, teardown
 from tests.integration.test_interaction_e2e import KEEP, content_vectors, write_content
 from tests.integration.test_poison_pills import Child, cli_env, committed, learnrec
