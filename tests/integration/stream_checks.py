@@ -25,12 +25,13 @@ import pandas as pd
 import pytest
 from pydantic import SecretStr
 
+from feature_repo.schema import INTERACTION_LOG
 from feature_repo.settings import FeastSettings
 from feature_repo.store import FeatureStoreHandle
 from learn_core.history import windows_from_log
 from learn_core.inference import recompute_users
 from learn_core.serving import BootstrapTowers
-from streaming.user_sinks import INTERACTION_LOG, open_history_store
+from streaming.user_sinks import open_history_store
 from tests.integration.conftest import cleanup
 from tests.integration.test_interaction_e2e import H, assert_online_matches
 
@@ -66,7 +67,7 @@ def check_stream(
     handle: FeatureStoreHandle, events: pd.DataFrame, content: dict[str, np.ndarray]
 ) -> None:
     """The end state after ``events`` streamed through, however often it was interrupted."""
-    log = handle.read_offline(INTERACTION_LOG)
+    log = handle.read_offline(INTERACTION_LOG.name)
     assert len(log) == len(events) and log["event_id"].is_unique, (len(log), len(events))
     assert set(log["event_id"]) == set(events["event_id"])
     towers = BootstrapTowers()

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from feature_repo.schema import INTERACTION_LOG
 from feature_repo.settings import FeastSettings
 from feature_repo.store import FeatureStoreHandle, open_store
 from learn_core.datasets import Dataset, load_dataset
@@ -46,7 +47,7 @@ from streaming.interaction_consumer import (
     build_interaction_loop,
 )
 from streaming.item_consumer import close_loop
-from streaming.user_sinks import INTERACTION_LOG, FeastUserSink, open_history_store
+from streaming.user_sinks import FeastUserSink, open_history_store
 from tests.integration.conftest import make_settings
 from tests.integration.stream_checks import (  # noqa: F401 - private_redis is a fixture
     PrivateRedis,
@@ -150,8 +151,8 @@ def child_main() -> None:
 def _progress(handle: FeatureStoreHandle) -> int:
     """Batches durably written: parquet parts (embedded) or logged events (production)."""
     if handle.settings.profile == "production":
-        return handle.offline.count(INTERACTION_LOG)  # type: ignore[attr-defined]
-    d = handle.settings.resolved_data_dir() / "offline" / INTERACTION_LOG
+        return handle.offline.count(INTERACTION_LOG.name)  # type: ignore[attr-defined]
+    d = handle.settings.resolved_data_dir() / "offline" / INTERACTION_LOG.name
     return len(list(d.glob("part-*.parquet")))
 
 
@@ -251,7 +252,7 @@ class _Running:
 
 
 def _events_in_log(handle: FeatureStoreHandle) -> int:
-    return len(handle.read_offline(INTERACTION_LOG))
+    return len(handle.read_offline(INTERACTION_LOG.name))
 
 
 def _first_half_running(
