@@ -95,11 +95,44 @@ class UserTower(nn.Module):
         if content.shape[1] > self.cfg.max_len:
             raise ValueError(f"sequence length {content.shape[1]} > max_len {self.cfg.max_len}")
         valid = valid.bool()
+        x = self.encoder(self._inputs(content, valid), mask=attention_mask(valid, self.cfg.n_heads))
+        return F.normalize(self.proj(self.norm(x)), dim=-1)
+
+    def _inputs(self, content: Tensor, valid: Tensor) -> Tensor:
         pos = (valid.long().cumsum(1) - 1).clamp(min=0)
         x = self.in_norm(self.adaptor(content)) + self.positions(pos)
-        x = self.dropout(x) * valid[..., None]
-        x = self.encoder(x, mask=attention_mask(valid, self.cfg.n_heads))
-        return F.normalize(self.proj(self.norm(x)), dim=-1)
+        return self.dropout(x) * valid[..., None]
+
+    def forward_last(self, content: Tensor, valid: Tensor) -> Tensor:
+        """``forward`` at each row's last valid position only: ``[B, L, D] -> [B, out_dim]``.
+
+        Inference writes only the newest user state. Every layer but the last still runs
+        on all positions (the last query attends to their keys and values), but the last
+        layer's attention query, feed-forward block and the output head run on one
+        position per row, which skips most of the last layer's work. Equal to
+        ``forward(...)[rows, last]`` up to float rounding (tested at 1e-6).
+        """
+        if content.shape[1] > self.cfg.max_len:
+            raise ValueError(f"sequence length {content.shape[1]} > max_len {self.cfg.max_len}")
+        valid = valid.bool()
+        b, length = valid.shape
+        heads = self.cfg.n_heads
+        mask = attention_mask(valid, heads)
+        x = self._inputs(content, valid)
+        *head, tail = self.encoder.layers
+        if not tail.norm_first:
+            raise ValueError("forward_last expects pre-norm (norm_first) encoder layers")
+        for layer in head:  # as nn.TransformerEncoder calls them (its causal check is False)
+            x = layer(x, src_mask=mask, is_causal=False)
+        rows = torch.arange(b, device=x.device)
+        last = length - 1 - valid.flip(1).long().argmax(1)  # index of the last True
+        kv = tail.norm1(x)
+        q_mask = mask.view(b, heads, length, length)[rows, :, last].reshape(b * heads, 1, length)
+        attn = tail.self_attn(kv[rows, last, None], kv, kv, attn_mask=q_mask, need_weights=False)
+        h = x[rows, last] + tail.dropout1(attn[0][:, 0])
+        ff = tail.linear2(tail.dropout(tail.activation(tail.linear1(tail.norm2(h)))))
+        h = h + tail.dropout2(ff)
+        return F.normalize(self.proj(self.norm(h)), dim=-1)
 
     @torch.no_grad()
     def encode_histories(self, content_emb: Tensor, mask: Tensor) -> Tensor:
@@ -110,11 +143,7 @@ class UserTower(nn.Module):
         if content_emb.shape[1] > self.cfg.max_len:
             content_emb = content_emb[:, -self.cfg.max_len :]
             mask = mask[:, -self.cfg.max_len :]
-        mask = mask.bool()
-        out = self.forward(content_emb, mask)
-        length = mask.shape[1]
-        last = length - 1 - mask.flip(1).long().argmax(1)  # index of the last True
-        return out[torch.arange(out.shape[0], device=out.device), last]
+        return self.forward_last(content_emb, mask.bool())
 
 
 class ItemTower(nn.Module):

@@ -63,6 +63,29 @@ def test_encode_histories_equals_last_valid_position_of_forward() -> None:
         assert torch.allclose(batched[r], ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+@pytest.mark.parametrize("left_pad", [False, True])
+def test_last_position_forward_equals_full_forward(n_layers: int, left_pad: bool) -> None:
+    """The fast inference forward against the full forward's last valid position (1e-6)."""
+    m = _model(n_layers=n_layers)
+    g = torch.Generator().manual_seed(n_layers)
+    lengths = torch.randint(1, 13, (32,), generator=g)
+    lengths[:3] = torch.tensor([12, 1, 0])  # full, one item, empty (diagonal-only row)
+    x = torch.randn(32, 12, 16, generator=g)
+    mask = torch.arange(12)[None] < lengths[:, None]
+    if left_pad:
+        mask = mask.flip(1)
+    with torch.inference_mode():
+        full = m.user_tower(x, mask)
+        fast = m.user_tower.forward_last(x, mask)
+    last = 11 - mask.flip(1).long().argmax(1)
+    ref = full[torch.arange(32), last]
+    assert fast.shape == (32, 64)
+    assert torch.allclose(fast, ref, atol=1e-6, rtol=0)
+    # the check can fail: a different last position gives a different state
+    assert not torch.allclose(fast[3:], full[3:, 0], atol=1e-3)
+
+
 @pytest.mark.parametrize("variant", [1, 2])
 def test_shared_item_tower_at_inference_is_user_tower_on_one_item(variant: int) -> None:
     m = _model(variant)
