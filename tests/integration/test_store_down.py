@@ -7,10 +7,7 @@ and skips without the services of ``.ci/services.sh``.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,9 +16,8 @@ import pytest
 from feature_repo.settings import FeastSettings
 from feature_repo.store import check_services
 from learn_core.settings import ServiceUnavailableError
+from tests.cli_child import run_learnrec
 from tests.integration.conftest import production_settings
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def closed_port() -> int:
@@ -69,22 +65,14 @@ def test_embedded_profile_has_nothing_to_check() -> None:
 )
 def test_commands_refuse_to_start_without_redis(argv: list[str], tmp_path: Path) -> None:
     port = closed_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEARNREC_", "KAFKA_"))}
-    env.update(
-        PYTHONPATH=str(ROOT),
+    t0 = time.monotonic()
+    out = run_learnrec(
+        *argv,
+        timeout=60,
         LEARNREC_FEAST_PROFILE="production",
         LEARNREC_FEAST_REDIS_URL=f"redis://127.0.0.1:{port}/0",
         LEARNREC_FEAST_DATA_DIR=str(tmp_path),
         KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{closed_port()}",  # never reached
-    )
-    t0 = time.monotonic()
-    out = subprocess.run(
-        [sys.executable, "-m", "learnrec", *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        cwd=ROOT,
     )
     assert out.returncode == 2, out.stderr[-2000:]
     assert time.monotonic() - t0 < 15

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from learn_core.settings import ConfigError, check_environment
 from learnrec.cli import EXTRA_ENV_PREFIXES, known_env
+from tests.cli_child import run_learnrec
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _learnrec(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("LEARNREC_")}
-    base.update(env, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "learnrec", *argv],
-        capture_output=True,
-        text=True,
-        env=base,
-        timeout=60,
-        cwd=ROOT,
-    )
 
 
 def test_misspelled_variable_names_the_closest_one() -> None:
@@ -58,14 +43,14 @@ def test_every_documented_variable_is_known() -> None:
 
 
 def test_cli_refuses_a_typo_at_start_up() -> None:
-    out = _learnrec("dlq", LEARNREC_KAFKA_PARTITON="3")
+    out = run_learnrec("dlq", timeout=60, LEARNREC_KAFKA_PARTITON="3")
     assert out.returncode == 2, out.stderr
     assert "LEARNREC_KAFKA_PARTITON" in out.stderr and "LEARNREC_KAFKA_PARTITIONS" in out.stderr
     assert "Traceback" not in out.stderr
 
 
 def test_serve_port_flag_is_range_checked() -> None:
-    out = _learnrec("serve", "--port", "99999")
+    out = run_learnrec("serve", "--port", "99999", timeout=60)
     assert out.returncode == 2, out.stderr
     assert "LEARNREC_RANKING_PORT" in out.stderr and "--port 99999" in out.stderr
     assert "Traceback" not in out.stderr

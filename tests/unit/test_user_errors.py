@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from learn_core.datasets import DatasetError, load_dataset
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _learnrec(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("LEARNREC_", "KAFKA_"))}
-    base.update(env, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "learnrec", *argv],
-        capture_output=True,
-        text=True,
-        env=base,
-        timeout=120,
-        cwd=ROOT,
-    )
+from tests.cli_child import run_learnrec
 
 
 @pytest.mark.parametrize(
@@ -50,13 +33,13 @@ def test_dataset_errors_say_what_to_do(name: str, path: str | None, message: str
 )
 def test_replay_mistakes_are_one_line(argv: list[str], message: str) -> None:
     # A closed port: the data set is checked before any broker is needed.
-    out = _learnrec(*argv, KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
+    out = run_learnrec(*argv, KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
 
 
 def test_rank_without_a_model_is_a_message(tmp_path: Path) -> None:
-    out = _learnrec(
+    out = run_learnrec(
         "rank",
         "u090",
         "i0001",
