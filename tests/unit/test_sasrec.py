@@ -29,26 +29,30 @@ def test_left_pad() -> None:
     assert out.tolist() == [[0, 5, 6], [2, 3, 4]]
 
 
-def test_learns_a_cycle() -> None:
-    """Users walk a fixed cycle of 30 items; SASRec should predict the next step."""
-    n_items, rng = 30, np.random.default_rng(0)
+def cycle_split(n_items: int = 30, n_users: int = 60) -> Split:
+    """Users walk a fixed cycle of items from a random start: 20 train steps, then valid, test."""
+    rng = np.random.default_rng(0)
     train, valid, test = [], [], []
-    for _ in range(60):
-        start = int(rng.integers(n_items))
-        seq = (start + np.arange(22)) % n_items
+    for _ in range(n_users):
+        seq = (int(rng.integers(n_items)) + np.arange(22)) % n_items
         train.append(seq[:20])
         valid.append(seq[20])
         test.append(seq[21])
-    split = Split(
+    return Split(
         item_ids=[str(i) for i in range(n_items)],
-        users=[str(u) for u in range(60)],
+        users=[str(u) for u in range(n_users)],
         train=train,
-        train_conv=[np.zeros(20, bool)] * 60,
+        train_conv=[np.zeros(20, bool)] * n_users,
         valid=np.array(valid),
         test=np.array(test),
         cold=np.zeros(n_items, bool),
-        n_events=np.full(60, 22),
+        n_events=np.full(n_users, 22),
     )
+
+
+def test_learns_a_cycle() -> None:
+    """Users walk a fixed cycle of 30 items; SASRec should predict the next step."""
+    split = cycle_split()
     cfg = SASRecTrainConfig(d=16, max_len=20, epochs=40, eval_every=10, dropout=0.0, lr=5e-3)
     res = train_sasrec(cfg, split)
     hr = ranking_metrics(eval_loop(sasrec_score_fn(res.model, 20), split, "test"))["hr@10"]
@@ -77,23 +81,7 @@ def test_ce_loss_equals_hand_computed_log_softmax() -> None:
 def test_ce_recipe_learns_a_cycle_and_bad_loss_is_refused() -> None:
     import pytest
 
-    n_items, rng = 30, np.random.default_rng(0)
-    train, valid, test = [], [], []
-    for _ in range(60):
-        seq = (int(rng.integers(n_items)) + np.arange(22)) % n_items
-        train.append(seq[:20])
-        valid.append(seq[20])
-        test.append(seq[21])
-    split = Split(
-        item_ids=[str(i) for i in range(n_items)],
-        users=[str(u) for u in range(60)],
-        train=train,
-        train_conv=[np.zeros(20, bool)] * 60,
-        valid=np.array(valid),
-        test=np.array(test),
-        cold=np.zeros(n_items, bool),
-        n_events=np.full(60, 22),
-    )
+    split = cycle_split()
     cfg = SASRecTrainConfig(
         d=16, max_len=20, epochs=20, eval_every=10, dropout=0.0, lr=5e-3, loss="ce"
     )
