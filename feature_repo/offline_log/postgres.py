@@ -9,6 +9,7 @@ commit is the durability point.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -45,13 +46,19 @@ def ddl(log: LogSpec, table: str) -> str:
 
 
 class PostgresOfflineLog(OfflineLog):
-    """Logs as tables named by ``table_name(log)`` (``<project>_<log>``) in one database."""
+    """Logs as tables named by ``table_name(log)`` (``<project>_<log>``) in one database.
+
+    One connection serves every caller, so each use holds ``_lock``: a psycopg
+    connection is not safe for two threads at once (a consumer appending while a
+    reader counts nests their transactions and fails the commit).
+    """
 
     def __init__(self, conninfo: str, project: str) -> None:
         import psycopg
 
         self.project = project
         self._conn = psycopg.connect(conninfo, autocommit=False)
+        self._lock = threading.RLock()
         self._ready: set[str] = set()
 
     def table_name(self, name: str) -> str:
@@ -60,7 +67,7 @@ class PostgresOfflineLog(OfflineLog):
     def ensure(self, name: str) -> str:
         table = self.table_name(name)
         if table not in self._ready:
-            with self._conn.transaction():
+            with self._lock, self._conn.transaction():
                 self._conn.execute(ddl(spec(name), table))  # type: ignore[arg-type]
             self._ready.add(table)
         return table
@@ -74,7 +81,7 @@ class PostgresOfflineLog(OfflineLog):
         cols = ", ".join(f'"{c}"' for c in log.column_names)
         stage = f"_stage_{table}"
         rows = _rows(log, batch)
-        with self._conn.transaction(), self._conn.cursor() as cur:
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute(
                 f'CREATE TEMP TABLE IF NOT EXISTS "{stage}" '  # type: ignore[arg-type]
                 f'(LIKE "{table}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS'
@@ -110,7 +117,7 @@ class PostgresOfflineLog(OfflineLog):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY " + ", ".join(f'"{k}"' for k in log.key)
-        with self._conn.transaction(), self._conn.cursor() as cur:
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute(sql, params)  # type: ignore[arg-type]
             data = cur.fetchall()
         df = pd.DataFrame(data, columns=log.column_names)
@@ -126,7 +133,7 @@ class PostgresOfflineLog(OfflineLog):
         return df
 
     def count(self, name: str) -> int:
-        with self._conn.transaction(), self._conn.cursor() as cur:
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute(f'SELECT count(*) FROM "{self.ensure(name)}"')  # type: ignore[arg-type]
             row = cur.fetchone()
         return int(row[0]) if row else 0
@@ -134,12 +141,13 @@ class PostgresOfflineLog(OfflineLog):
     def drop(self, name: str) -> None:
         """Drop a log's table (tests and benchmarks clean up with this)."""
         table = self.table_name(name)
-        with self._conn.transaction():
+        with self._lock, self._conn.transaction():
             self._conn.execute(f'DROP TABLE IF EXISTS "{table}"')  # type: ignore[arg-type]
         self._ready.discard(table)
 
     def close(self) -> None:
-        self._conn.close()
+        with self._lock:
+            self._conn.close()
 
 
 def _rows(log: LogSpec, batch: pa.Table) -> list[list[Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -128,6 +129,50 @@ def test_offline_append_read_and_idempotent_replay(feast_handle: FeatureStoreHan
     log = feast_handle.read_offline("interaction_log")
     assert list(log["event_id"]) == ["e1", "e2", "e3"]
     assert log["value"].isna().tolist() == [False, True, False]
+
+
+def test_offline_log_shared_by_a_writer_and_a_reader_thread(
+    feast_handle: FeatureStoreHandle,
+) -> None:
+    """A consumer appends while a monitor reads the same handle: both must succeed.
+
+    On PostgreSQL one connection serves the handle; without a lock the two threads
+    nested their transactions and a commit failed (OutOfOrderTransactionNesting).
+    """
+    batches, per = 40, 25
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for b in range(batches):
+                ids = [f"e{b:03d}-{i:02d}" for i in range(per)]
+                df = pd.DataFrame(
+                    {
+                        "event_id": ids,
+                        "user_id": "u1",
+                        "item_id": "i1",
+                        "event_type": "click",
+                        "value": None,
+                        "event_timestamp": T0 + timedelta(seconds=b),
+                    }
+                )
+                feast_handle.append_offline("interaction_log", df)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    reads = 0
+    while writer.is_alive() or reads == 0:
+        try:
+            feast_handle.read_offline("interaction_log")
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+            break
+        reads += 1
+    writer.join()
+    assert errors == []
+    assert len(feast_handle.read_offline("interaction_log")) == batches * per
 
 
 def test_point_in_time_join_of_content_embeddings(feast_handle: FeatureStoreHandle) -> None:
