@@ -107,6 +107,16 @@ def next_offsets(records: Iterable[Any]) -> dict[Any, int]:
     return out
 
 
+def polled_offsets(polled: dict[Any, list[Any]]) -> dict[Any, int]:
+    """``next_offsets`` of a ``poll()`` result, from each partition's last record.
+
+    kafka-python returns each partition's records in offset order, so this reads one
+    record per partition instead of building a ``TopicPartition`` per record (that loop
+    was ~13 % of the polling thread's time).
+    """
+    return {tp: batch[-1].offset + 1 for tp, batch in polled.items() if batch}
+
+
 class MicroBatchLoop:
     """Drives a kafka-python consumer with at-least-once, commit-after-write semantics."""
 
@@ -136,7 +146,7 @@ class MicroBatchLoop:
         self._refused = 0  # events the handler refused in the last write (dead-lettered)
         #: the consumer's assignment as of the last poll (read by handlers on any thread)
         self.assignment: frozenset[Any] = frozenset()
-        self._next: list[Any] | None = None
+        self._next: tuple[list[Any], dict[Any, int]] | None = None
         self._inflight: tuple[Future[bool], dict[Any, int]] | None = None
         self._worker: ThreadPoolExecutor | None = None
         if settings.pipeline:
@@ -168,16 +178,17 @@ class MicroBatchLoop:
                 break
         return self.stats
 
-    def _poll(self) -> list[Any]:
+    def _poll(self) -> tuple[list[Any], dict[Any, int]]:
+        """The polled records, flat, and the offsets to commit after them."""
         polled = self.consumer.poll(timeout_ms=self.s.poll_timeout_ms, max_records=self.s.max_batch)
         self.assignment = frozenset(self.consumer.assignment())
-        return [r for batch in polled.values() for r in batch]
+        return [r for batch in polled.values() for r in batch], polled_offsets(polled)
 
     def step(self, stop: threading.Event | None = None) -> int:
         """One poll-process-commit cycle; returns the number of records handled."""
         if self._worker is not None:
             return self._step_pipelined(stop)
-        records = self._poll()
+        records, _ = self._poll()
         if not records:
             self._maybe_log()
             return 0
@@ -199,14 +210,14 @@ class MicroBatchLoop:
         are not committed, so they are re-delivered.
         """
         assert self._worker is not None
-        records, self._next = (self._next if self._next is not None else self._poll()), None
+        (records, offsets), self._next = (self._next or self._poll()), None
         if not records:
             self._maybe_log()
             return 0
         t0 = time.monotonic()
         good, bad = split_records(records, self.limits, self.expect)
         job = self._worker.submit(self._with_retry, lambda: self._write(good, bad), stop)
-        self._inflight = (job, next_offsets(records))
+        self._inflight = (job, offsets)
         try:
             self._next = self._poll()
         finally:

@@ -151,3 +151,20 @@ def test_consumer_command_runs_the_service_and_prints_its_counts(capsys) -> None
     assert seen["idle"] == 2.5
     assert hasattr(seen["stop"], "set")  # the event that SIGTERM/SIGINT set
     assert "consumed 5 records: 4 accepted, 1 dead-lettered" in capsys.readouterr().out
+
+
+def test_polled_offsets_equal_the_per_record_reference() -> None:
+    from kafka.structs import TopicPartition
+
+    from streaming.consumer import next_offsets, polled_offsets
+
+    rng = np.random.default_rng(3)
+    polled: dict[TopicPartition, list[Rec]] = {}
+    for p in range(5):
+        start = int(rng.integers(0, 1000))
+        n = int(rng.integers(0, 4))  # an empty partition list, too
+        tp = TopicPartition("t", p)
+        polled[tp] = [Rec("t", p, start + i, 0, None, b"{}") for i in range(n)]
+    flat = [r for batch in polled.values() for r in batch]
+    assert polled_offsets(polled) == next_offsets(flat)
+    assert polled_offsets(polled)  # the case is not vacuous
