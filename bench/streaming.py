@@ -2,7 +2,7 @@
 
     python -m bench.streaming --out streaming.json [--dataset ml-1m-subset --data-path DIR]
 
-Three phases against the real broker (the local one is started when
+Phases against the real broker (the local one is started when
 ``KAFKA_BOOTSTRAP_SERVERS`` is unset) and the Feast profile from ``LEARNREC_FEAST_*``
 (embedded by default, in a temporary data dir):
 
@@ -11,10 +11,19 @@ Three phases against the real broker (the local one is started when
 2. **throughput**: the interaction consumer (default user tower, H=50) turns the same
    topic into user embeddings written online and offline (``events_per_s``, counted
    from the first record to the last write);
-3. **freshness**: a producer thread replays at ``--fresh-rate`` events/s for
-   ``--fresh-seconds`` while the consumer runs; freshness is the time from the
-   record's produce timestamp to the online write having returned (the row is
-   readable then), per event whose user was embedded.
+3. **replicas** (``--replicas 1,2``): the same events on a fresh topic and store,
+   consumed by that many interaction-consumer *processes* of one group
+   (``bench.streaming_procs``), timed from the first record to the last write of any
+   of them; beside the in-process run, so the ratio to read-only is comparable;
+4. **freshness** (``--fresh-rates 1000,5000``): a producer process replays at each
+   rate for ``--fresh-seconds`` (the data set cycled with fresh event ids) while the
+   consumer runs; freshness is the time from the record's produce timestamp to the
+   online write having returned (the row is readable then), per event whose user was
+   embedded.
+
+Both consumers check every record batch's CRC-32C (kafka-python's default); the JSON
+says which implementation did it (``crc32c``: C when the ``crc32c`` package is
+installed, as the ``kafka`` extra does).
 
 Content vectors are seeded random unit vectors written to the online store (the
 consumer's cost does not depend on their values; the CEG has its own benchmark).
@@ -31,7 +40,6 @@ import platform
 import resource
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -40,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.streaming_procs import replica_rate
 from feature_repo.schema import ITEM_CONTENT
 
 log = logging.getLogger("bench.streaming")
@@ -167,7 +176,17 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     eps = n / elapsed
     log.info("consumer: %.0f events/s (%d users written)", eps, handler.stats.users_written)
 
-    fresh = freshness(bootstrap, k, handle, history, ds, args)
+    reps = [
+        {**replica_rate(bootstrap, ds, n, r, tag, args), "load_average_1m_before": _load()}
+        for r in args.replicas
+        if args.replicas != [1]
+    ]
+    for r in reps:
+        r["ratio_to_read_only"] = round(r["events_per_s"] / ro, 3)
+    fresh = [
+        freshness(bootstrap, k, handle, history, rate, ds.item_ids, args)
+        for rate in args.fresh_rates
+    ]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {
         "dataset": ds.name,
@@ -181,10 +200,13 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
         "read_only_events_per_s": round(ro, 1),
         "ratio_to_read_only": round(eps / ro, 3),
         "users_written": handler.stats.users_written,
-        **fresh,
+        "replica_runs": reps,
+        **(fresh[0] if fresh else {}),  # the first rate's figures at the top level, as before
+        "freshness_runs": fresh,
         "peak_rss_mb": round(rss, 1),
         "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "cpu_count": _cpus(),
+        "crc32c": _crc32c_impl(),
         "machine": platform.platform(),
         "note": "2 shared cores; producer, broker and consumer on the same machine",
     }
@@ -192,53 +214,61 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     handle.close()
     from streaming.admin import delete_topics
 
-    delete_topics(bootstrap, [k.interactions_topic, f"{k.interactions_topic}-fresh", k.dlq_topic])
+    delete_topics(bootstrap, [k.interactions_topic, k.dlq_topic])
     delete_topics(bootstrap, [k.items_topic])
     shutil.rmtree(data_dir, ignore_errors=True)  # the temporary Feast store
     return out
 
 
 def freshness(
-    bootstrap: str, k: Any, handle: Any, history: Any, ds: Any, args: argparse.Namespace
+    bootstrap: str,
+    k: Any,
+    handle: Any,
+    history: Any,
+    rate: float,
+    item_ids: list[str],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """Replay at a fixed rate (restamped to now) while the consumer runs; percentiles."""
-    from streaming.admin import create_topics
-    from streaming.item_consumer import close_loop
-    from streaming.producer import EventProducer
-    from streaming.replay import replay
+    """Replay at ``rate`` (restamped to now) from a producer process while the consumer runs.
 
-    n = int(args.fresh_rate * args.fresh_seconds)
+    The consumer is warmed first (group joined, model loaded, content cache filled), as a
+    long-running one is: the figure is the steady state, not a restart's first seconds.
+    """
+    from bench.streaming_procs import Child, child_env
+    from streaming.admin import create_topics, delete_topics
+    from streaming.item_consumer import close_loop
+
+    n = int(rate * args.fresh_seconds)
     if n <= 0:
         return {}
-    kf = k.model_copy(update=dict(interactions_topic=f"{k.interactions_topic}-fresh"))
-    create_topics(bootstrap, [kf.interactions_topic], partitions=args.partitions)
-    # Offset the event ids so that the window changes for every event (no dedup hits).
-    df = ds.interactions.iloc[:n].copy()
-    df["event_id"] = "f-" + df["event_id"].astype(str)
-    fds = type(ds)(ds.name, ds.items, df)
+    topic = f"{k.interactions_topic}-fresh{int(rate)}"
+    kf = k.model_copy(update=dict(interactions_topic=topic))
+    create_topics(bootstrap, [topic], partitions=args.partitions)
+    cmd = ["producer", "--topic", topic, "--rate", str(rate), "--seconds", str(args.fresh_seconds)]
+    cmd += ["--dataset", args.dataset] + (["--data-path", args.data_path] if args.data_path else [])
+    producer = Child(cmd, child_env(bootstrap))
     loop, handler = _consumer(
-        bootstrap, kf, handle, history, f"bench-f-{uuid.uuid4().hex[:6]}", 2000
+        bootstrap, kf, handle, history, f"bench-f-{uuid.uuid4().hex[:6]}", args.max_batch
     )
-    loop.step()  # join the group before the clock starts
-    sent: dict[str, float] = {}
-
-    def produce() -> None:
-        with EventProducer(bootstrap, kf) as producer:
-            st = replay(fds, producer, items=False, rate=args.fresh_rate, restamp=True)
-            sent["rate"] = st.events_per_s
-
-    th = threading.Thread(target=produce, daemon=True)
-    th.start()
-    deadline = time.monotonic() + args.fresh_seconds + 60
     try:
+        join_by = time.monotonic() + 30
+        while not loop.assignment and time.monotonic() < join_by:
+            loop.step()  # join the group before the clock starts
+        handler.reload_model(force=True)
+        handler.content.get_many(item_ids)
+        producer.read()  # ready: data set loaded, connected
+        producer.go()
+        deadline = time.monotonic() + args.fresh_seconds + 60
         while handler.stats.events < n and time.monotonic() < deadline:
             loop.step()
+        sent = producer.read()
     finally:
         close_loop(loop)
-    th.join(timeout=30)
+        producer.close()
+        delete_topics(bootstrap, [topic])
     f = np.asarray(handler.stats.freshness_s) * 1000
     return {
-        "fresh_target_rate": args.fresh_rate,
+        "fresh_target_rate": rate,
         "fresh_achieved_produce_rate": round(sent.get("rate", 0.0), 1),
         "fresh_seconds": args.fresh_seconds,
         "fresh_events": handler.stats.events,
@@ -246,11 +276,31 @@ def freshness(
         "freshness_p50_ms": round(float(np.percentile(f, 50)), 1) if f.size else None,
         "freshness_p99_ms": round(float(np.percentile(f, 99)), 1) if f.size else None,
         "freshness_max_ms": round(float(f.max()), 1) if f.size else None,
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
     }
 
 
 def _cpus() -> int:
     return len(os.sched_getaffinity(0))
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _crc32c_impl() -> str:
+    """Which CRC-32C kafka-python checks fetched batches with (both consumers use it)."""
+    from kafka.record import util
+
+    return "python" if util._crc32c is util.crc32c_py else f"C ({util._crc32c.__module__})"
+
+
+def _rates(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,8 +311,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=100_000, help="interactions to stream")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--max-batch", type=int, default=10_000)
-    p.add_argument("--fresh-rate", type=float, default=1000.0)
-    p.add_argument("--fresh-seconds", type=float, default=60.0)
+    p.add_argument(
+        "--fresh-rates",
+        type=_rates,
+        default=[1000.0],
+        help="comma list of events/s for freshness runs, e.g. 1000,5000 (default 1000)",
+    )
+    p.add_argument("--fresh-seconds", type=float, default=60.0, help="length of each one")
+    p.add_argument(
+        "--replicas",
+        type=_ints,
+        default=[1],
+        help="comma list of consumer process counts, e.g. 1,2: each runs as that many "
+        "processes of one group on a fresh topic and store (default 1: only the in-process run)",
+    )
     p.add_argument("--timeout", type=float, default=900.0)
     args = p.parse_args(argv)
     logging.basicConfig(
