@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from streaming.validate import Rejection
 
@@ -32,8 +33,9 @@ _FRAMING = 4_096
 _MAX_DETAIL = 1_000
 
 
-@dataclass(frozen=True)
-class SourceRef:
+class SourceRef(NamedTuple):
+    """Where a record came from. A tuple: one is built per record on the polling thread."""
+
     topic: str
     partition: int
     offset: int
