@@ -176,13 +176,12 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     eps = n / elapsed
     log.info("consumer: %.0f events/s (%d users written)", eps, handler.stats.users_written)
 
-    reps = [
-        {**replica_rate(bootstrap, ds, n, r, tag, args), "load_average_1m_before": _load()}
-        for r in args.replicas
-        if args.replicas != [1]
-    ]
-    for r in reps:
-        r["ratio_to_read_only"] = round(r["events_per_s"] / ro, 3)
+    reps = []
+    for r in args.replicas if args.replicas != [1] else []:
+        before = _load()
+        got = replica_rate(bootstrap, ds, n, r, tag, args)
+        got["ratio_to_read_only"] = round(got["events_per_s"] / ro, 3)
+        reps.append({**got, "load_average_1m_before_after": [before, _load()]})
     fresh = [
         freshness(bootstrap, k, handle, history, rate, ds.item_ids, args)
         for rate in args.fresh_rates
