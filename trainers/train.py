@@ -65,6 +65,11 @@ class ProductRecipeSettings(RecipeSettings):
                 f"{prefix}RECIPE: {r.name!r} trains learned item IDs, which the serving path "
                 "(content-only towers) does not load; choose a content-only recipe"
             )
+        if r.negatives == "catalogue" and r.pairing != "sliding":
+            raise ValueError(
+                f"{prefix}PAIRING must be sliding with recipe {r.name!r} (its softmax over "
+                "the catalogue scores every history position)"
+            )
         if r.pairing == "sliding" and r.item_variant == 1:
             raise ValueError(
                 f"{prefix}ITEM_VARIANT must be 2 or 3 when {prefix}PAIRING=sliding (recipe "

@@ -37,14 +37,25 @@ def test_default_is_the_product_recipe(cls: type) -> None:
 
 
 def test_env_overrides_single_values_and_are_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LEARNREC_TRAIN_PAIRING", "window")
+    other = 3 if PRODUCT_RECIPE.item_variant != 3 else 2
+    monkeypatch.setenv("LEARNREC_TRAIN_ITEM_VARIANT", str(other))
     r = load(TrainSettings).effective_recipe()
-    assert r.pairing == "window" and r.item_variant == PRODUCT_RECIPE.item_variant
+    assert r.item_variant == other and r.pairing == PRODUCT_RECIPE.pairing
     rec = recipe_record(r)
-    assert rec["name"] == PRODUCT_RECIPE.name and rec["pairing"] == "window"
-    assert rec["overrides"] == ({} if PRODUCT_RECIPE.pairing == "window" else {"pairing": "window"})
+    assert rec["name"] == PRODUCT_RECIPE.name and rec["item_variant"] == other
+    assert rec["overrides"] == {"item_variant": other}
+    # The old library default, window pairing + variant 1, unless the recipe's softmax
+    # needs the sliding pairing: then the start-up names the variable.
+    monkeypatch.setenv("LEARNREC_TRAIN_PAIRING", "window")
     monkeypatch.setenv("LEARNREC_TRAIN_ITEM_VARIANT", "1")
-    assert load(TrainSettings).effective_recipe().item_variant == 1  # window + 1: the old default
+    if PRODUCT_RECIPE.negatives == "catalogue":
+        with pytest.raises(ConfigError, match="LEARNREC_TRAIN_PAIRING must be sliding"):
+            load(TrainSettings)
+    else:
+        assert load(TrainSettings).effective_recipe().pairing == "window"
+    monkeypatch.setenv("LEARNREC_TRAIN_RECIPE", "content-sliding")
+    r = load(TrainSettings).effective_recipe()  # in-batch softmax: window is allowed
+    assert (r.name, r.pairing, r.item_variant) == ("content-sliding", "window", 1)
 
 
 @pytest.mark.parametrize(
@@ -111,15 +122,16 @@ def test_train_uses_the_recipe_and_the_manifest_records_it(
 
     monkeypatch.setattr(datasets, "load_dataset", small)
     # one value overridden, so that the record's "overrides" is not trivially empty
-    other = "window" if PRODUCT_RECIPE.pairing == "sliding" else "sliding"
-    recipe = replace(PRODUCT_RECIPE, pairing=other, item_variant=2)
+    other = 3 if PRODUCT_RECIPE.item_variant != 3 else 2
+    recipe = replace(PRODUCT_RECIPE, item_variant=other)
     res = train(
         TrainConfig(epochs=1, cvr_epochs=0, recipe=recipe, registry=tmp_path / "reg"),
         embedder=_Planted(),
     )
-    assert res.serving.pairing == other
+    assert res.serving.pairing == PRODUCT_RECIPE.pairing
     manifest = json.loads(next((tmp_path / "reg").rglob("manifest.json")).read_text())
     saved = manifest["extra"]["recipe"]
     assert saved == recipe_record(recipe) == res.recipe
-    assert saved["name"] == PRODUCT_RECIPE.name and saved["overrides"]["pairing"] == other
-    assert manifest["serving"]["pairing"] == other
+    assert saved["name"] == PRODUCT_RECIPE.name and saved["overrides"] == {"item_variant": other}
+    assert manifest["serving"]["pairing"] == PRODUCT_RECIPE.pairing
+    assert manifest["config"]["tower"]["item_variant"] == other  # the towers it trained
