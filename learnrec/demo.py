@@ -262,7 +262,10 @@ def run_demo(
         secs["train_backfill"] = time.monotonic() - t2
         if report is None:
             raise RuntimeError("too few interactions to train on")
-        print(f"[4/6] trained, backfilled and promoted {report.version}")
+        print(
+            f"[4/6] trained (recipe {report.recipe.get('name')}), backfilled and promoted "
+            f"{report.version}"
+        )
 
         reader = RankingReader(handle, registry, load(RankingSettings))
         reader.start()

@@ -13,13 +13,16 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from learn_core.settings import load
-from trainers.recipe import RecipeSettings
+from trainers.train import ProductRecipeSettings
 
 log = logging.getLogger(__name__)
 
 
-class TrainSettings(RecipeSettings):
-    """Offline training defaults (env prefix ``LEARNREC_TRAIN_``); flags override them."""
+class TrainSettings(ProductRecipeSettings):
+    """Offline training defaults (env prefix ``LEARNREC_TRAIN_``); flags override them.
+
+    The recipe is the product's named one unless ``LEARNREC_TRAIN_RECIPE`` says otherwise.
+    """
 
     model_config = SettingsConfigDict(env_prefix="LEARNREC_TRAIN_", extra="forbid")
 
@@ -88,8 +91,7 @@ def _train(args: argparse.Namespace) -> int:
             cvr_epochs=s.cvr_epochs,
             seed=s.seed,
             threads=s.threads,
-            pairing=s.pairing,
-            item_variant=s.item_variant,
+            recipe=s.effective_recipe(),
             registry=args.registry,
             promote=args.promote,
         )
@@ -99,6 +101,7 @@ def _train(args: argparse.Namespace) -> int:
             {
                 "version": res.version,
                 "promoted": res.promoted,
+                "recipe": res.recipe,
                 "test": res.test["all"],
                 "cvr": res.cvr,
             },

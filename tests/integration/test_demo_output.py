@@ -84,3 +84,7 @@ def test_demo_output_is_clean(tmp_path: Path) -> None:
         found = re.search(pattern, text, re.I)
         assert not found, f"{pattern!r} in the demo's output:\n{text[-6000:]}"
     assert re.search(r"freshness .*p50 \d+ ms", text), text[-3000:]
+    # The demo trains with the product's named recipe (trainers.recipe.PRODUCT_RECIPE).
+    from trainers.recipe import PRODUCT_RECIPE
+
+    assert f"trained (recipe {PRODUCT_RECIPE.name})" in text, text[-3000:]

@@ -15,6 +15,8 @@ from learn_core.registry import ModelRegistry
 from learn_core.serving import ModelCache, as_serving
 from trainers.jobs.backfill import backfill
 from trainers.jobs.retrain import RetrainSettings, retrain
+from trainers.recipe import PRODUCT_RECIPE
+from trainers.train import recipe_record
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +62,13 @@ def test_retrained_manifest_holds_the_contract_and_refuses_another_content_model
     report = retrain(h, reg, s)
     assert report is not None and report.promoted and report.version is not None
     manifest = reg.manifest(report.version)
-    assert manifest["serving"] == {"history_len": 6, "pairing": "window", "content_model": OURS}
+    # The product's named recipe, recorded with its settings (no overrides set here).
+    assert manifest["serving"] == {
+        "history_len": 6,
+        "pairing": PRODUCT_RECIPE.pairing,
+        "content_model": OURS,
+    }
+    assert manifest["extra"]["recipe"] == recipe_record(PRODUCT_RECIPE)
     assert manifest["content_model"] == OURS
     assert reg.load(report.version).serving.history_len == 6  # type: ignore[union-attr]
 

@@ -60,9 +60,10 @@ def test_sliding_pairing_with_item_variant_1_fails_naming_both_settings(monkeypa
     from trainers.jobs.retrain import RetrainSettings
 
     monkeypatch.setenv("LEARNREC_RETRAIN_PAIRING", "sliding")
+    monkeypatch.setenv("LEARNREC_RETRAIN_ITEM_VARIANT", "1")
     with pytest.raises(
         ConfigError, match="LEARNREC_RETRAIN_ITEM_VARIANT.*LEARNREC_RETRAIN_PAIRING"
     ):
         load(RetrainSettings)
     monkeypatch.setenv("LEARNREC_RETRAIN_ITEM_VARIANT", "2")
-    assert load(RetrainSettings).item_variant == 2
+    assert load(RetrainSettings).effective_recipe().item_variant == 2

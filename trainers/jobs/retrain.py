@@ -4,7 +4,9 @@
 
 1. **Training data, point in time** (``trainers.jobs.training_data``): the offline log
    before the held-out window, joined with the content each item had at the time.
-2. **Towers, then the CVR head** (``trainers.learn.train_learn``, ``train_cvr_stage``).
+2. **Towers, then the CVR head** (``trainers.learn.train_learn``, ``train_cvr_stage``),
+   with the product's named recipe (``trainers.recipe.PRODUCT_RECIPE``) unless
+   ``LEARNREC_RETRAIN_RECIPE`` / ``_PAIRING`` / ``_ITEM_VARIANT`` say otherwise.
 3. **Evaluate** candidate and current model on the held-out recent window
    (``trainers.jobs.holdout``: the offline evaluator's full ranking, HR@10; popularity
    on the same rows for reference).
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -30,8 +32,7 @@ from learn_core.contract import ServingConfig
 from learn_core.serving import as_serving
 from trainers.jobs.holdout import eval_set, evaluate_model, evaluate_popularity, should_promote
 from trainers.jobs.training_data import holdout_start, point_in_time_frame, training_split
-from trainers.recipe import RecipeSettings
-from trainers.train import save_version
+from trainers.train import ProductRecipeSettings, recipe_record, save_version
 
 if TYPE_CHECKING:
     from feature_repo.store import FeatureStoreHandle
@@ -40,8 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class RetrainSettings(RecipeSettings):
-    """Retraining job (env prefix ``LEARNREC_RETRAIN_``)."""
+class RetrainSettings(ProductRecipeSettings):
+    """Retraining job (env prefix ``LEARNREC_RETRAIN_``): the product's named recipe by default."""
 
     model_config = SettingsConfigDict(env_prefix="LEARNREC_RETRAIN_", extra="forbid")
 
@@ -53,7 +54,9 @@ class RetrainSettings(RecipeSettings):
     patience: int = Field(2, ge=1, le=100)
     batch_size: int = Field(128, ge=1)
     history_len: int = Field(50, ge=1, le=64, description="H; same as the interaction consumer")
-    target_len: int = Field(10, ge=1, le=64)
+    target_len: int | None = Field(
+        None, ge=1, le=64, description="T: items after each position (unset: the recipe's)"
+    )
     windows_per_user: int = Field(8, ge=1)
     cvr_epochs: int = Field(3, ge=1)
     min_interactions: int = Field(50, ge=1, description="fewer: the job does nothing")
@@ -78,6 +81,7 @@ class RetrainReport:
     reason: str
     version: str | None = None
     current_version: str | None = None
+    recipe: dict[str, Any] = field(default_factory=dict)
     backfill: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -96,9 +100,9 @@ def retrain(
     """
     import torch
 
-    from learn_core.models import FrozenContent, LearnConfig, TowerConfig
+    from learn_core.models import FrozenContent
     from trainers.jobs.backfill import backfill, catch_up
-    from trainers.learn import CVRStageConfig, LearnTrainConfig, train_cvr_stage, train_learn
+    from trainers.learn import CVRStageConfig, train_cvr_stage, train_learn
 
     s = settings or RetrainSettings()
     torch.set_num_threads(s.torch_threads)
@@ -115,7 +119,8 @@ def retrain(
     split = training_split(data)
     ev = eval_set(handle, log_df, cutoff, end, s.history_len)
     # The contract is built (and validated) before any training time is spent.
-    serving = ServingConfig(s.history_len, s.pairing, data.content_model)
+    recipe = s.effective_recipe()
+    serving = ServingConfig(s.history_len, recipe.pairing, data.content_model)
     secs["data"] = time.monotonic() - t0
     log.info(
         "retrain: %d interactions before %s (%d without content yet), %d tokens, %d eval users",
@@ -128,16 +133,14 @@ def retrain(
 
     t1 = time.monotonic()
     dim = data.matrix.shape[1]
-    cfg = LearnTrainConfig(
-        model=LearnConfig(tower=TowerConfig(content_dim=dim, item_variant=s.item_variant)),
-        pairing=s.pairing,
+    # The recipe's model and loss; the job's own budget and the serving window H.
+    cfg = replace(
+        recipe.train_config(dim, s.epochs, s.seed),
         history_len=s.history_len,
-        target_len=s.target_len,
+        target_len=s.target_len or recipe.target_len,
         windows_per_user=s.windows_per_user,
         batch_size=s.batch_size,
-        epochs=s.epochs,
         patience=s.patience,
-        seed=s.seed,
     )
     inputs = FrozenContent(torch.from_numpy(data.matrix))
     result = train_learn(cfg, split, inputs)
@@ -174,6 +177,7 @@ def retrain(
         promoted=promote,
         reason=reason,
         current_version=cur_version,
+        recipe=recipe_record(recipe),
     )
     log.info("retrain decision: %s", reason)
     if not promote:
@@ -187,6 +191,7 @@ def retrain(
         data_window={"end": cutoff.isoformat(), "eval_end": end.isoformat()},
         metrics={"holdout": cand_metrics, "cvr": cvr, "valid": result.valid},
         parent_version=cur_version,
+        recipe=recipe,
         train_interactions=len(data.frame),
     )
     report.version = version
