@@ -223,15 +223,11 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Fast
 
 def app_from_settings() -> FastAPI:
     """The app over ``open_reader()``: what each worker process builds when there are several."""
-    import torch
-
     from learn_core.settings import load
     from ranking.reader import open_reader
     from ranking.settings import RankingSettings
 
-    s = load(RankingSettings)
-    torch.set_num_threads(s.torch_threads)
-    return create_app(open_reader(s))
+    return create_app(open_reader(load(RankingSettings)))
 
 
 def serve(reader: RankingReader, host: str, port: int, workers: int | None = None) -> None:
