@@ -46,3 +46,19 @@ def limit_threads(blas: int, torch_threads: int) -> dict[str, int]:
         torch.set_num_threads(torch_threads)
     out["torch"] = torch.get_num_threads()
     return out
+
+
+def settle_heap() -> int:
+    """Collect once, then move every object alive now out of the collector's reach.
+
+    A serving process imports torch, Feast and pandas: about 300,000 tracked objects,
+    which a full (generation 2) collection walks in 180 ms of CPU on this project's
+    2-core machine. Any request that triggers one waits for it. Called once the process
+    is warm (model loaded, index built), ``gc.freeze`` leaves later collections only
+    the objects made since. Returns how many objects were frozen.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
