@@ -206,6 +206,8 @@ class ExactIndex:
         """Top-``k`` ids by inner product with ``query`` (best first), skipping ``exclude``."""
         with self._lock:
             n = len(self._ids)
+            if n == 0:  # nothing indexed yet (the matrix has no columns before an upsert)
+                return [], np.zeros(0, np.float32)
             scores = self._mat[:n] @ np.asarray(query, dtype=np.float32)
             ids = self._ids[:n]
             skip = [self._pos[i] for i in exclude if i in self._pos]
