@@ -16,8 +16,9 @@ interleaved in blocks so that machine noise hits both alike:
 Both run twice: one caller, then ``--threads`` concurrent callers sharing the reader
 (and the store), each sending its next request when the last one returned. The process
 is left as a new user leaves it (no thread settings of its own: the reader sizes its
-BLAS and torch pools itself). Garbage-collector pauses inside the timed loops are
-counted with ``gc.callbacks``.
+BLAS and torch pools itself) but for the heap, which is frozen after the warm-up as
+``learnrec serve`` freezes it (``--no-freeze``: not). Garbage-collector pauses inside the
+timed loops are counted with ``gc.callbacks``.
 
 JSON per profile: ``p50_ms``, ``p99_ms``, ``p999_ms``, the ``feast_sdk_`` twins and
 ``speedup_p99``; the same with a ``threads{N}_`` prefix for the concurrent case; the
@@ -211,10 +212,18 @@ def measure(
     warmup: int,
     threads: int,
     block: int,
+    freeze: bool = False,
 ) -> dict[str, list[float]]:
-    """Each call over the same requests, alternating blocks so that noise hits all alike."""
+    """Each call over the same requests, alternating blocks so that noise hits all alike.
+
+    ``freeze``: after the warm-up, freeze the heap as the service does once warm.
+    """
     for fn in calls.values():
         run_block(fn, requests[:warmup], threads)
+    if freeze:
+        from learn_core.runtime import settle_heap
+
+        settle_heap()
     times: dict[str, list[float]] = {name: [] for name in calls}
     for start in range(warmup, len(requests), block):
         chunk = requests[start : start + block]
@@ -292,11 +301,12 @@ def bench_profile(settings: FeastSettings, cfg: argparse.Namespace) -> dict[str,
             "requests": cfg.requests,
             "candidates": cfg.candidates,
             "pools": limit_threads(0, 0),  # what the reader left in force
+            "heap_frozen": cfg.freeze,
             "loadavg_1m_start": os.getloadavg()[0],
         }
         try:
             gcp.on = True
-            out.update(stats(measure(calls, requests, cfg.warmup, 1, 100)))
+            out.update(stats(measure(calls, requests, cfg.warmup, 1, 100, cfg.freeze)))
             if cfg.threads > 1:
                 times = measure(calls, requests, cfg.warmup, cfg.threads, 100 * cfg.threads)
                 out.update(stats(times, f"threads{cfg.threads}_"))
@@ -344,6 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profiles", default="embedded,production")
     p.add_argument("--threads", type=int, default=4, help="callers in the concurrent case")
+    p.add_argument(
+        "--no-freeze",
+        dest="freeze",
+        action="store_false",
+        help="leave the warm heap to the collector (the service freezes it)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
