@@ -192,6 +192,16 @@ def as_serving(version: str, loaded: Any) -> ServingModel:
 class ModelCache:
     """The current ``ServingModel``; refuses to serve when there is none.
 
+    Two ways to follow the registry's pointer:
+
+    * lazily (default): ``current()`` re-reads the pointer when ``check_s`` has passed,
+      so one request in each period pays for the read (a file read, or a GET on S3) and,
+      after a promotion, for loading the new version;
+    * in the background (``start()``, what the ranking service does): a daemon thread
+      re-reads the pointer every ``check_s`` and loads a new version before it swaps the
+      reference, so ``current()`` is one attribute read and no request waits on the
+      registry, its lock or a load. A failed poll keeps the version in service.
+
     ``expect_content``: the identity of the content model whose vectors this process
     feeds the towers (``learn_core.embedding.identity``); a version trained on another
     one is refused (``ContentMismatch``) instead of served.
@@ -207,21 +217,63 @@ class ModelCache:
         self._loaded: dict[str, ServingModel] = {}
         self._current: ServingModel | None = None
         self._checked = -float("inf")
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
 
     def current(self) -> ServingModel:
-        now = time.monotonic()
         cur = self._current
-        if cur is not None and now - self._checked < self.check_s:
+        if cur is not None and (
+            self._poller is not None or time.monotonic() - self._checked < self.check_s
+        ):
             return cur
         with self._lock:
-            self._checked = time.monotonic()
-            version = self.source.current_version()
-            if version is None:
-                raise VersionError("no model has been promoted yet: run `learnrec run-job retrain`")
-            if self._current is None or self._current.version != version:
-                self._current = self.get(version)
-                log.info("serving model %s", version)
-            return self._current
+            if self._current is not None and time.monotonic() - self._checked < self.check_s:
+                return self._current  # another thread re-read the pointer meanwhile
+            return self._refresh()
+
+    def _refresh(self) -> ServingModel:
+        """Re-read the pointer and load a new version (caller holds ``_lock``)."""
+        self._checked = time.monotonic()
+        version = self.source.current_version()
+        if version is None:
+            raise VersionError("no model has been promoted yet: run `learnrec run-job retrain`")
+        if self._current is None or self._current.version != version:
+            self._current = self.get(version)  # one reference assignment: atomic
+            log.info("serving model %s", version)
+        return self._current
+
+    def start(self) -> None:
+        """Follow the pointer from a background thread (idempotent). With ``check_s`` 0
+        every ``current()`` reads the pointer itself, as without a thread."""
+        if self._poller is None and self.check_s > 0:
+            self._stop.clear()
+            self._poller = threading.Thread(target=self._poll, name="model-poll", daemon=True)
+            self._poller.start()
+
+    def _poll(self) -> None:
+        said = ""
+        while not self._stop.wait(max(self.check_s, 0.01)):
+            try:
+                with self._lock:
+                    self._refresh()
+                said = ""
+            except VersionError:  # no model any more: requests take the lazy path and 503
+                self._current = None
+            except Exception as exc:  # keep serving the loaded version; say why, once
+                cur = self._current
+                if repr(exc) != said:
+                    said = repr(exc)
+                    log.warning(
+                        "model pointer check failed (%s); still serving %s",
+                        said,
+                        cur.version if cur is not None else None,
+                    )
+
+    def close(self) -> None:
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            self._stop.set()
+            poller.join(timeout=5)
 
     def get(self, version: str) -> ServingModel:
         """Load (once) a given version, e.g. for the backfill of a candidate."""

@@ -32,13 +32,10 @@ def _serve(args: argparse.Namespace) -> int:
         given = " ".join(f"--{k} {v}" for k, v in flags.items())
         raise ConfigError(f"{exc}{f' (from {given})' if given else ''}") from None
 
-    import torch
-
     from ranking.reader import open_reader
     from ranking.service import serve
 
-    torch.set_num_threads(s.torch_threads)
-    serve(open_reader(s), s.host, s.port)
+    serve(open_reader(s), s.host, s.port)  # the reader sizes the torch and BLAS pools
     return 0
 
 

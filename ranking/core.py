@@ -102,6 +102,40 @@ class RankResult:
             "items": items,
         }
 
+    def to_json(self) -> bytes:
+        """``orjson.dumps(self.to_dict())``, byte for byte, without a Python float per value.
+
+        The vectors go to orjson as float64 arrays (orjson writes them natively, with the
+        same shortest repr as for the Python floats of ``tolist()``), so a 100-candidate
+        answer builds 300 small objects instead of about 10,000.
+        """
+        import orjson
+
+        emb = self.item_embeddings.astype(np.float64)
+        mid = self.mid_emb.astype(np.float64)
+        cvr = self.cvr.tolist()
+        items = []
+        for r, iid in enumerate(self.item_ids):
+            ok = self.status[r] == OK
+            items.append(
+                {
+                    "item_id": iid,
+                    "status": self.status[r],
+                    "embedding": emb[r] if ok else None,
+                    "mid_emb": mid[r] if ok else None,
+                    "cvr": cvr[r] if ok else None,
+                }
+            )
+        return orjson.dumps(
+            {
+                "model_version": self.model_version,
+                "user_id": self.user_id,
+                "user_embedding": self.user_embedding.astype(np.float64),
+                "items": items,
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+
 
 @dataclass
 class Retrieved:
@@ -172,6 +206,8 @@ class ExactIndex:
         """Top-``k`` ids by inner product with ``query`` (best first), skipping ``exclude``."""
         with self._lock:
             n = len(self._ids)
+            if n == 0:  # nothing indexed yet (the matrix has no columns before an upsert)
+                return [], np.zeros(0, np.float32)
             scores = self._mat[:n] @ np.asarray(query, dtype=np.float32)
             ids = self._ids[:n]
             skip = [self._pos[i] for i in exclude if i in self._pos]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from feature_repo.schema import ITEM_TOWER, USER_TOWER
+from learn_core.runtime import limit_threads
 from learn_core.serving import ModelCache, ModelSource, ServingModel
 from ranking.core import (
     OK,
@@ -52,6 +53,8 @@ class RankingReader:
     ) -> None:
         self.handle = handle
         self.s = settings or RankingSettings()
+        # Small products on the request path: pools that spin on busy cores stall the tail.
+        limit_threads(self.s.blas_threads, self.s.torch_threads)
         self.models = (
             models if isinstance(models, ModelCache) else ModelCache(models, self.s.version_check_s)
         )
@@ -121,10 +124,13 @@ class RankingReader:
         return Retrieved(model.version, user_id, ids, scores)
 
     def start(self) -> None:
-        """Start the index's background refresh (the service calls this)."""
+        """Follow the model pointer and refresh the index in the background (the service
+        calls this): requests then never read the registry or load a model themselves."""
+        self.models.start()
         self.retrieval.start()
 
     def close(self) -> None:
+        self.models.close()
         self.retrieval.close()
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from learn_core.runtime import settle_heap
 from learn_core.settings import ServiceUnavailableError
 from ranking.core import RequestError, UnknownUserError, VersionError
 
@@ -144,11 +145,13 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Fast
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        reader.start()  # the retrieval index's background refresh
+        reader.start()  # model pointer poll and the retrieval index's refresh
         try:
             warm_index()
         except VersionError as exc:  # no model yet: /healthz says so, the index waits
             log.warning("retrieval index not built at start-up: %s", exc)
+        # Warm: what is alive now lives as long as the process; no collection walks it.
+        log.info("start-up heap frozen: %d objects", settle_heap())
         try:
             yield
         finally:
@@ -194,7 +197,8 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Fast
     # online read and the torch forward never stall the event loop.
     @app.post("/rank")
     def rank(body: RankBody) -> Response:
-        return as_json(reader.rank(body.user_id, body.item_ids).to_dict())
+        body_bytes = reader.rank(body.user_id, body.item_ids).to_json()
+        return Response(body_bytes, media_type="application/json")
 
     @app.get("/retrieve")
     def retrieve(user_id: str, k: int = 10) -> Response:
@@ -223,15 +227,11 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Fast
 
 def app_from_settings() -> FastAPI:
     """The app over ``open_reader()``: what each worker process builds when there are several."""
-    import torch
-
     from learn_core.settings import load
     from ranking.reader import open_reader
     from ranking.settings import RankingSettings
 
-    s = load(RankingSettings)
-    torch.set_num_threads(s.torch_threads)
-    return create_app(open_reader(s))
+    return create_app(open_reader(load(RankingSettings)))
 
 
 def serve(reader: RankingReader, host: str, port: int, workers: int | None = None) -> None:

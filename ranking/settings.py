@@ -32,7 +32,10 @@ class RankingSettings(BaseSettings):
     version_check_s: float = Field(
         0.2, ge=0, le=60, description="how often the registry's current pointer is re-read"
     )
-    torch_threads: int = Field(1, ge=1, le=64)
+    torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads")
+    blas_threads: int = Field(
+        1, ge=0, le=64, description="numpy's BLAS threads for scoring (0: leave as is)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     #: ``learnrec serve`` worker processes; each holds the model and its retrieval index.

@@ -64,6 +64,8 @@ def test_exact_index_matches_sorting_everything_and_takes_upserts() -> None:
     ids = [f"i{n:03d}" for n in range(300)]
     mat = unit_rows(300, 16, seed=1)
     idx = ExactIndex("v1", 16)
+    got, scores = idx.search(mat[0], 10)  # empty (the service warms it at start-up)
+    assert got == [] and scores.shape == (0,)
     assert idx.upsert(ids[:100], mat[:100]) == 100
     assert idx.upsert(ids[100:], mat[100:]) == 200  # grows past its initial capacity
     for q in unit_rows(20, 16, seed=2):

@@ -38,3 +38,23 @@ def test_rank_body_equals_to_dict() -> None:
         assert resp.json()["items"][3]["embedding"] is None
         got = np.asarray(resp.json()["items"][0]["embedding"], np.float32)
         assert np.array_equal(got, reader.rank("u1", ids).item_embeddings[0])
+
+
+def test_to_json_is_orjson_of_to_dict_byte_for_byte() -> None:
+    """The numpy encoding equals the reference dict's, edge floats and statuses included."""
+    import orjson
+
+    from ranking.core import OK, UNKNOWN, RankResult
+
+    rng = np.random.default_rng(3)
+    n = 6
+    emb = rng.standard_normal((n, 64)).astype(np.float32)
+    emb[0, :6] = [1e-40, -0.0, 3.4e38, 1e-7, np.inf, np.nan]  # denormal, -0, max, inf, NaN
+    mid = rng.standard_normal((n, 32)).astype(np.float32)
+    cvr = np.array([0.5, np.nan, 1e-30, np.nan, 1.0, 0.25], np.float32)
+    status = [OK, UNKNOWN, OK, STALE, OK, OK]
+    res = RankResult(
+        "v1", "u\u00e9", emb[5], ["a", "b", "c", "d", "\u00e9", "f"], status, emb, mid, cvr
+    )
+    assert res.to_json() == orjson.dumps(res.to_dict())
+    assert json.loads(res.to_json())["items"][1]["embedding"] is None
