@@ -28,18 +28,18 @@ from typing import Any
 
 import numpy as np
 
-from learn_core.models import LearnConfig, TowerConfig
 from trainers.learn import LearnTrainConfig
+from trainers.recipe import CONTENT_SLIDING, HYBRID_CATALOGUE, PRODUCT_RECIPE, Recipe
 from trainers.sasrec import SASRecTrainConfig
 from trainers.splits import Split
 
 log = logging.getLogger("bench.quality")
 
 MODELS = ("learn", "learn_hybrid", "sasrec", "sasrec_ce", "popularity", "learn_id")
-#: The LEARN models: ``learn`` is the recipe that won on validation (the paper's
-#: pure-content towers), ``learn_hybrid`` content + ID inputs with the catalogue softmax
-#: (lost on ml-100k validation, 2026-11-29), ``learn_id`` the ID-input ablation.
-LEARN_MODELS = ("learn", "learn_hybrid", "learn_id")
+#: The LEARN models (``BENCH_RECIPES`` below names the recipe of each).
+LEARN_MODELS = ("learn", "learn_content", "learn_hybrid", "learn_id")
+#: ``learn_hybrid``'s recipe: the best content + ID recipe on validation.
+HYBRID_RECIPE = HYBRID_CATALOGUE
 SASRECS = ("sasrec", "sasrec_ce")
 KNOWN_DATASETS = ("ml-100k", "ml-1m-subset", "sample")
 SHOWN = ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200", "mrr")
@@ -71,60 +71,56 @@ def _measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, time.monotonic() - t0, _peak_rss_mb()
 
 
-def learn_bench_config(input_dim: int, dataset: str, seed: int) -> LearnTrainConfig:
-    """The LEARN settings of this benchmark, chosen on ml-100k *validation* (docs/quality.md).
+def bench_epochs(dataset: str) -> int:
+    """LEARN's epochs: ml-1m-subset has ~5x the steps per epoch (~25 s each on 2 cores).
+
+    32 epochs let the cosine schedule finish inside the 14-minute budget (767 s measured)
+    and beat 24 on its validation (HR@10 0.281 vs 0.277, NDCG@10 0.155 vs 0.151).
+    """
+    return 32 if dataset == "ml-1m-subset" else 60
+
+
+def learn_bench_config(
+    input_dim: int, dataset: str, seed: int, recipe: Recipe = CONTENT_SLIDING
+) -> LearnTrainConfig:
+    """A named recipe's settings with this benchmark's budget (docs/quality.md).
 
     The sliding pairing (every history position against the item that follows it) with
     item tower variant 2 (shared weights, one item at a time) beat the window pairing
     with variant 1, the library default, on validation HR@10 (0.227 vs 0.169).
     """
-    tower = TowerConfig(content_dim=input_dim, item_variant=2)
-    # ml-1m-subset has ~5x the steps per epoch (~25 s each on 2 cores): 32 epochs let the
-    # cosine schedule finish inside the 14-minute budget (767 s measured) and beat 24 on
-    # its validation (HR@10 0.281 vs 0.277, NDCG@10 0.155 vs 0.151).
-    epochs = 32 if dataset == "ml-1m-subset" else 60
-    return LearnTrainConfig(
-        model=LearnConfig(tower=tower),
-        pairing="sliding",
-        target_len=1,
-        epochs=epochs,
-        patience=10,
-        seed=seed,
-        # 14 minutes of training at most: the cost target is 15 minutes on 2 CPU cores.
-        time_budget_s=840.0,
-    )
+    cfg = recipe.train_config(input_dim, bench_epochs(dataset), seed)
+    cfg.patience = 10
+    # 14 minutes of training at most: the cost target is 15 minutes on 2 CPU cores.
+    cfg.time_budget_s = 840.0
+    return cfg
 
 
-#: ``learn_hybrid``'s item side: content plus a learned ID for warm items, IDs dropped
-#: with this probability in training, softmax over the whole catalogue.
-HYBRID_ID_DIM = 64
-HYBRID_ID_DROPOUT = 0.5
-HYBRID_NEGATIVES = "catalogue"
+#: The recipe behind each LEARN model: ``learn`` is the product's (the validation
+#: winner), ``learn_content`` the paper's pure-content towers, ``learn_hybrid`` content +
+#: ID, ``learn_id`` the pure-content recipe over ID inputs (the paper's ablation).
+BENCH_RECIPES: dict[str, Recipe] = {
+    "learn": PRODUCT_RECIPE,
+    "learn_content": CONTENT_SLIDING,
+    "learn_hybrid": HYBRID_RECIPE,
+    "learn_id": CONTENT_SLIDING,
+}
 
 
 def learn_recipe(
     name: str, content: np.ndarray, split: Split, dataset: str, seed: int
 ) -> tuple[Any, LearnTrainConfig]:
     """Tower inputs and training settings of one LEARN model of the benchmark."""
-    import torch
+    from learn_core.models import ItemIdEmbedding
 
-    from learn_core.models import FrozenContent, HybridItemInputs, ItemIdEmbedding
-
-    if name == "learn_hybrid":
-        warm = torch.from_numpy(split.train_counts() > 0)
-        inputs: Any = HybridItemInputs(
-            torch.from_numpy(content), warm, HYBRID_ID_DIM, HYBRID_ID_DROPOUT
-        )
-        cfg = learn_bench_config(inputs.dim, dataset, seed)
-        cfg.task.negatives = HYBRID_NEGATIVES
-        return inputs, cfg
-    if name == "learn":
-        inputs = FrozenContent(torch.from_numpy(content))
-    elif name == "learn_id":
-        inputs = ItemIdEmbedding(split.n_items, 64)
-    else:
+    if name not in BENCH_RECIPES:
         raise ValueError(f"unknown LEARN model {name!r}")
-    return inputs, learn_bench_config(inputs.dim, dataset, seed)
+    recipe = BENCH_RECIPES[name]
+    if name == "learn_id":
+        inputs: Any = ItemIdEmbedding(split.n_items, 64)
+    else:
+        inputs = recipe.item_inputs(content, split.train_counts())
+    return inputs, learn_bench_config(inputs.dim, dataset, seed, recipe)
 
 
 def sasrec_ce_bench_config(seed: int) -> SASRecTrainConfig:
@@ -215,7 +211,7 @@ def run(
             cfg.time_budget_s = time_budget_s
             if epochs:
                 cfg.epochs = epochs
-            report["settings"][name] = asdict(cfg)
+            report["settings"][name] = asdict(cfg) | {"recipe": BENCH_RECIPES[name].as_dict()}
             res, wall, peak = _measure(
                 lambda cfg=cfg, inputs=inputs: train_learn(cfg, split, inputs)
             )
@@ -276,7 +272,9 @@ def compute_targets(m: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
         # the stronger baseline on test: the ratios must hold against it, not the weaker one
         best = max(sasrecs, key=lambda n: m[n]["hr@10"])
         targets["best_sasrec"] = best
-    content_side = [n for n in ("learn", "learn_hybrid") if "valid" in m.get(n, {})]
+    content_side = [
+        n for n in ("learn", "learn_content", "learn_hybrid") if "valid" in m.get(n, {})
+    ]
     if content_side:
         # which content-side LEARN the product should default to: validation NDCG@10, the
         # early-stopping criterion, never a test figure

@@ -1,11 +1,24 @@
-"""The LEARN training recipe's settings shared by ``learnrec train`` and the retraining job.
+"""LEARN's named training recipes, and the recipe settings of ``learnrec train`` and retraining.
 
-A base class rather than a component: each subclass sets its own env prefix.
+``PRODUCT_RECIPE`` is the one recipe the product trains with: the winner on ml-100k
+*validation* among the recipes of ``RECIPES`` (docs/quality.md has the grid and the
+figures; ``bench.quality``'s ``learn`` model is this recipe). A ``Recipe`` names
+everything about how LEARN learns except the data-dependent budget (epochs, time):
+pairing, item tower, history length, softmax, temperature, item inputs, CVR weight.
+
+``RecipeSettings`` is a base class rather than a component: each subclass sets its own
+env prefix.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # torch stays out of the CLI's start-up path
+    import numpy as np
+
+    from trainers.learn import LearnTrainConfig
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings
@@ -33,3 +46,86 @@ class RecipeSettings(BaseSettings):
                 "(variant 1 reads a separate target sequence)"
             )
         return self
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How LEARN trains; ``id_dim > 0`` adds a learned ID to warm items' content (hybrid)."""
+
+    name: str
+    pairing: Literal["window", "sliding"] = "sliding"
+    item_variant: int = 2
+    history_len: int = 50
+    target_len: int = 1
+    negatives: Literal["in_batch", "catalogue"] = "in_batch"
+    temperature: float = 0.07
+    logq_correction: bool = True
+    id_dim: int = 0  # 0: the paper's pure-content towers
+    id_dropout: float = 0.5  # hybrid only: P(ID part zeroed) per looked-up item in training
+    cvr_weight: float = 0.0  # > 0: the CVR head trained jointly (auxiliary BCE)
+
+    @property
+    def hybrid(self) -> bool:
+        return self.id_dim > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The recipe as plain JSON, for manifests and benchmark reports."""
+        return asdict(self)
+
+    def train_config(self, input_dim: int, epochs: int, seed: int = 0) -> LearnTrainConfig:
+        """``LearnTrainConfig`` for towers over ``input_dim``-d item inputs (``item_inputs().dim``)."""
+        from learn_core.models import LearnConfig, TowerConfig
+        from trainers.learn import LearnTrainConfig
+        from trainers.learn_task import LearnTaskConfig
+
+        # positions beyond 64 only when the history needs them (64 keeps the seeded init)
+        max_len = max(64, self.history_len + self.target_len)
+        tower = TowerConfig(content_dim=input_dim, item_variant=self.item_variant, max_len=max_len)
+        task = LearnTaskConfig(
+            temperature=self.temperature,
+            cvr_weight=self.cvr_weight,
+            logq_correction=self.logq_correction,
+            negatives=self.negatives,
+        )
+        return LearnTrainConfig(
+            model=LearnConfig(tower=tower),
+            task=task,
+            history_len=self.history_len,
+            target_len=self.target_len,
+            pairing=self.pairing,
+            epochs=epochs,
+            seed=seed,
+        )
+
+    def item_inputs(self, content: np.ndarray, train_counts: np.ndarray) -> Any:
+        """The towers' item inputs: frozen content, or content + ID for items with training counts."""
+        import torch
+
+        from learn_core.models import FrozenContent, HybridItemInputs
+
+        matrix = torch.from_numpy(content)
+        if not self.hybrid:
+            return FrozenContent(matrix)
+        warm = torch.from_numpy(train_counts > 0)
+        return HybridItemInputs(matrix, warm, self.id_dim, self.id_dropout)
+
+
+#: The paper's pure-content towers with the sliding pairing and item tower variant 2:
+#: every history position against the next item, in-batch softmax with logQ.
+CONTENT_SLIDING = Recipe("content-sliding")
+#: Content + a 64-d learned ID for warm items (dropped with p=0.5 in training), softmax
+#: over the whole catalogue (2026-11-29's ``learn_hybrid``; lost on validation).
+HYBRID_CATALOGUE = Recipe("hybrid-catalogue", negatives="catalogue", id_dim=64)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (CONTENT_SLIDING, HYBRID_CATALOGUE)}
+
+#: The product's recipe: the ml-100k validation winner (docs/quality.md).
+PRODUCT_RECIPE: Recipe = CONTENT_SLIDING
+
+
+def recipe(name: str) -> Recipe:
+    """A named recipe; an unknown name fails listing the known ones."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}") from None
