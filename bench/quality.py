@@ -16,7 +16,6 @@ after training, for the reported numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.quality_report import LEARN_MODELS, SASRECS, compute_targets, write_report
 from trainers.learn import LearnTrainConfig
 from trainers.recipe import CONTENT_SLIDING, HYBRID_CATALOGUE, PRODUCT_RECIPE, Recipe
 from trainers.sasrec import SASRecTrainConfig
@@ -35,14 +35,12 @@ from trainers.splits import Split
 
 log = logging.getLogger("bench.quality")
 
+#: The default run; the LEARN models are ``quality_report.LEARN_MODELS`` (``BENCH_RECIPES``
+#: below names the recipe of each).
 MODELS = ("learn", "learn_hybrid", "sasrec", "sasrec_ce", "popularity", "learn_id")
-#: The LEARN models (``BENCH_RECIPES`` below names the recipe of each).
-LEARN_MODELS = ("learn", "learn_content", "learn_hybrid", "learn_id")
 #: ``learn_hybrid``'s recipe: the best content + ID recipe on validation.
 HYBRID_RECIPE = HYBRID_CATALOGUE
-SASRECS = ("sasrec", "sasrec_ce")
 KNOWN_DATASETS = ("ml-100k", "ml-1m-subset", "sample")
-SHOWN = ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200", "mrr")
 
 
 def _reset_peak_rss() -> bool:
@@ -264,115 +262,6 @@ def run(
     return report
 
 
-def compute_targets(m: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
-    """The issue's target ratios, against the stronger SASRec on test (named in ``best_sasrec``)."""
-    targets: dict[str, Any] = {}
-    sasrecs = [n for n in SASRECS if n in m]
-    if sasrecs:
-        # the stronger baseline on test: the ratios must hold against it, not the weaker one
-        best = max(sasrecs, key=lambda n: m[n]["hr@10"])
-        targets["best_sasrec"] = best
-    content_side = [
-        n for n in ("learn", "learn_content", "learn_hybrid") if "valid" in m.get(n, {})
-    ]
-    if content_side:
-        # which content-side LEARN the product should default to: validation NDCG@10, the
-        # early-stopping criterion, never a test figure
-        targets["learn_validation_winner"] = max(
-            content_side, key=lambda n: m[n]["valid"]["ndcg@10"]
-        )
-    for n in (x for x in LEARN_MODELS if x in m):
-        for b in sasrecs:
-            targets[f"{n}_over_{b}_hr@10"] = m[n]["hr@10"] / max(m[b]["hr@10"], 1e-12)
-        if sasrecs:
-            targets[f"{n}_over_best_sasrec_hr@10"] = targets[f"{n}_over_{best}_hr@10"]
-        if n == "learn_id":
-            continue
-        targets[f"{n}_cold_over_warm_hr@10"] = s["cold"][n]["hr@10"] / max(
-            s["warm"][n]["hr@10"], 1e-12
-        )
-        if "sasrec_ce" in m:
-            targets[f"{n}_warm_minus_sasrec_ce_warm_hr@10"] = (
-                s["warm"][n]["hr@10"] - s["warm"]["sasrec_ce"]["hr@10"]
-            )
-        targets[f"{n}_train_seconds"] = m[n]["train_seconds"]
-    return targets
-
-
-def markdown(report: dict[str, Any]) -> str:
-    """The Markdown table for docs: overall metrics, then HR@10/NDCG@10 per slice."""
-    names = list(report["models"])
-    lines = [
-        f"### {report['dataset']} ({report['data']['users']} users, {report['data']['items']} items, "
-        f"{report['data']['interactions']} interactions; seed {report['seed']})",
-        "",
-        "| model | " + " | ".join(SHOWN) + " | train s | peak RSS MiB |",
-        "|---|" + "---:|" * (len(SHOWN) + 2),
-    ]
-    for n in names:
-        r = report["models"][n]
-        lines.append(
-            f"| {n} | "
-            + " | ".join(f"{r[k]:.4f}" for k in SHOWN)
-            + f" | {r['train_seconds']:.0f} | {r['peak_rss_mb']:.0f} |"
-        )
-    lines += [
-        "",
-        "| slice (n users) | " + " | ".join(f"{n} HR@10 / NDCG@10" for n in names) + " |",
-        "|---|" + "---:|" * len(names),
-    ]
-    for sl, per in report["slices"].items():
-        n_users = next(iter(per.values()))["n"]
-        cells = [
-            "n/a" if v["n"] == 0 else f"{v['hr@10']:.4f} / {v['ndcg@10']:.4f}"
-            for v in (per[n] for n in names)
-        ]
-        lines.append(f"| {sl} ({n_users}) | " + " | ".join(cells) + " |")
-    if "cvr_stage" in report["models"].get("learn", {}):
-        c = report["models"]["learn"]["cvr_stage"]
-        lines += [
-            "",
-            f"CVR head (separate stage, frozen LEARN towers): validation AUC {c['valid_auc']:.3f}",
-        ]
-    lines += [
-        "",
-        "Targets: "
-        + ", ".join(
-            f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}"
-            for k, v in report["targets"].items()
-        ),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(report["models"])
-    groups = ["all", "warm", "cold", "long_tail", "short_history"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for ax, metric in zip(axes, ("hr@10", "ndcg@10"), strict=True):
-        width = 0.8 / len(names)
-        for i, n in enumerate(names):
-            vals = [
-                report["models"][n][metric]
-                if g == "all"
-                else report["slices"][g][n].get(metric, np.nan)
-                for g in groups
-            ]
-            ax.bar(np.arange(len(groups)) + i * width, np.nan_to_num(vals), width, label=n)
-        ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
-        ax.set_title(f"{report['dataset']}: {metric.upper()} (test, full ranking)")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="LEARN quality benchmark (see module docstring)")
     ap.add_argument(
@@ -405,11 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def write(report: dict[str, Any], complete: bool = False) -> str:
         report["complete"] = complete
-        args.out.write_text(json.dumps(report, indent=2, default=float))
-        md = markdown(report)
-        args.out.with_suffix(".md").write_text(md)
-        plot(report, args.out.with_suffix(".png"))
-        return md
+        return write_report(report, args.out)
 
     report = run(
         args.dataset,
