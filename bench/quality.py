@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.quality_report import LEARN_MODELS, SASRECS, compute_targets, write_report
 from trainers.learn import LearnTrainConfig
-from trainers.recipe import CONTENT_SLIDING, HYBRID_CATALOGUE, PRODUCT_RECIPE, Recipe
+from trainers.recipe import CONTENT_SLIDING, HYBRID_IN_BATCH, PRODUCT_RECIPE, Recipe
 from trainers.sasrec import SASRecTrainConfig
 from trainers.splits import Split
 
@@ -39,7 +39,7 @@ log = logging.getLogger("bench.quality")
 #: below names the recipe of each).
 MODELS = ("learn", "learn_hybrid", "sasrec", "sasrec_ce", "popularity", "learn_id")
 #: ``learn_hybrid``'s recipe: the best content + ID recipe on validation.
-HYBRID_RECIPE = HYBRID_CATALOGUE
+HYBRID_RECIPE = HYBRID_IN_BATCH
 KNOWN_DATASETS = ("ml-100k", "ml-1m-subset", "sample")
 
 
