@@ -1,0 +1,132 @@
+"""One validation-only grid point of ``bench.quality``'s models: never reads a test target.
+
+    python -m bench.quality_grid --dataset ml-100k --data ../shared/data/ml-100k \
+        --model sasrec_ce --set d=128 --out grid.jsonl
+    python -m bench.quality_grid ... --model learn --set task.negatives=catalogue \
+        --set task.temperature=0.1 --out grid.jsonl
+
+Trains ``--model`` (``learn``, ``learn_hybrid``, ``learn_id`` or ``sasrec_ce``) with the
+benchmark's settings plus the ``--set key=value`` overrides on the ordinary split
+(``leave_one_out(cold_fraction=0.1)``), no time budget unless ``--set
+time_budget_s=...``, and appends one JSON line to ``--out``: the overrides, the best
+validation HR@10 / NDCG@10 (the early-stopping criterion), the best epoch, the epochs
+run, the training seconds and the 1-minute load average before and after. This is how
+the benchmark's settings are chosen (docs/quality.md), so the test split stays unread
+until the final run. LEARN keys: as ``bench.cold_start`` (``tower.x``, ``task.x``), plus
+``inputs.id_dropout`` for the hybrid; SASRec+CE keys are ``SASRecTrainConfig`` fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench.cold_start import apply_overrides, parse_overrides
+
+log = logging.getLogger("bench.quality_grid")
+
+GRID_MODELS = ("learn", "learn_hybrid", "learn_id", "sasrec_ce")
+
+
+def apply_sasrec_overrides(cfg: Any, overrides: dict[str, Any]) -> None:
+    """Set ``SASRecTrainConfig`` fields; an unknown name fails naming it."""
+    for key, value in overrides.items():
+        if not hasattr(cfg, key):
+            raise ValueError(f"--set {key}: no such SASRec setting")
+        setattr(cfg, key, value)
+
+
+def run(
+    dataset: str, data: str | None, model: str, overrides: dict[str, Any], seed: int = 0
+) -> dict[str, Any]:
+    import torch
+
+    from bench.quality import learn_recipe, load_bench_dataset, sasrec_ce_bench_config
+    from learn_core.embedding.hf import HFEmbedder
+    from trainers.content_cache import content_matrix
+    from trainers.learn import train_learn
+    from trainers.sasrec import train_sasrec
+    from trainers.splits import leave_one_out
+
+    if model not in GRID_MODELS:
+        raise ValueError(f"--model must be one of {', '.join(GRID_MODELS)}, got {model!r}")
+    load0 = os.getloadavg()[0]
+    ds = load_bench_dataset(dataset, data)
+    split = leave_one_out(ds, cold_fraction=0.1, seed=seed)
+    torch.manual_seed(seed)
+    t0 = time.monotonic()
+    out: dict[str, Any]
+    if model == "sasrec_ce":
+        scfg = sasrec_ce_bench_config(seed)
+        scfg.time_budget_s = None
+        apply_sasrec_overrides(scfg, overrides)
+        sres = train_sasrec(scfg, split)
+        out = {"best_epoch": sres.best_epoch, "valid": sres.valid, "settings": asdict(scfg)}
+    else:
+        content = content_matrix(ds.items, HFEmbedder())
+        inputs, cfg = learn_recipe(model, content, split, ds.name, seed)
+        cfg.time_budget_s = None
+        learn_over = {k: v for k, v in overrides.items() if not k.startswith("inputs.")}
+        for key, value in overrides.items():
+            if key.startswith("inputs."):
+                name = key.removeprefix("inputs.")
+                if not hasattr(inputs, name):
+                    raise ValueError(f"--set {key}: no such input setting")
+                setattr(inputs, name, value)
+        apply_overrides(cfg, learn_over)
+        res = train_learn(cfg, split, inputs)
+        out = {
+            "best_epoch": res.best_epoch,
+            "valid": res.valid,
+            "epochs_run": len(res.history),
+            "curve": res.history,
+            "settings": asdict(cfg),
+        }
+    return {
+        "dataset": ds.name,
+        "seed": seed,
+        "model": model,
+        "overrides": overrides,
+        "train_seconds": time.monotonic() - t0,
+        "load1_before": load0,
+        "load1_after": os.getloadavg()[0],
+        "torch_threads": torch.get_num_threads(),
+        "split": "ordinary leave-one-out split, validation targets only",
+    } | out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="one validation-only grid point (module docstring)")
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--model", required=True, choices=GRID_MODELS)
+    ap.add_argument("--set", action="append", default=[], help="override key=value")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, required=True, help="JSON lines file to append to")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rep = run(args.dataset, args.data, args.model, parse_overrides(args.set), args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as f:
+        f.write(json.dumps(rep, default=float) + "\n")
+    v = rep["valid"]
+    print(
+        f"{rep['model']} {rep['overrides']}: valid hr@10 {v['hr@10']:.4f} ndcg@10 "
+        f"{v['ndcg@10']:.4f} best epoch {rep['best_epoch']} ({rep['train_seconds']:.0f} s, "
+        f"load {rep['load1_before']:.1f}->{rep['load1_after']:.1f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
