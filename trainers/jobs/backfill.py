@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -68,7 +68,9 @@ class BackfillResult:
 
 
 def latest_content(
-    handle: FeatureStoreHandle, model: ServingModel | None = None
+    handle: FeatureStoreHandle,
+    model: ServingModel | None = None,
+    content_log: pd.DataFrame | None = None,
 ) -> dict[str, np.ndarray]:
     """Every item's newest content vector from the offline log.
 
@@ -76,7 +78,9 @@ def latest_content(
     another content model than the one ``model`` was trained on: its towers would read
     them as if they meant what its training vectors meant.
     """
-    latest = latest_per_item(handle.read_offline(ITEM_CONTENT.name))
+    if content_log is None:
+        content_log = handle.read_offline(ITEM_CONTENT.name)
+    latest = latest_per_item(content_log)
     if model is not None and model.content_model is not None and not latest.empty:
         other = latest.loc[latest["model_version"] != model.content_model, "model_version"]
         if len(other):
@@ -134,7 +138,8 @@ def backfill(
     t0 = time.monotonic()
     when = when or datetime.now(UTC)
     mark = datetime.now(UTC) - SLACK
-    content = latest_content(handle, model)
+    content_log = handle.read_offline(ITEM_CONTENT.name)
+    content = latest_content(handle, model, content_log)
     ids = sorted(content)
     for s in tqdm(range(0, len(ids), 4096), desc="backfill items", disable=not progress):
         chunk = ids[s : s + 4096]
@@ -143,9 +148,11 @@ def backfill(
     log_df = handle.read_offline(INTERACTION_LOG.name)
     users, skipped = user_tower_rows(model, log_df, content, history_len, when, progress=progress)
     _write_users(handle, users, log_df, history_len)
+    seen = Seen()
+    seen.add(content_log, log_df)
     caught = 0
     for _ in range(TAIL_PASSES):
-        n, mark = catch_up(handle, model, since=mark, history_len=history_len)
+        n, mark = catch_up(handle, model, since=mark, history_len=history_len, seen=seen)
         caught += n
         if n == 0:
             break
@@ -170,6 +177,35 @@ def backfill(
     return res
 
 
+@dataclass
+class Seen:
+    """Log rows a backfill has already embedded: content (item, event time), event ids."""
+
+    content: set[tuple[str, int]] = field(default_factory=set)
+    events: set[str] = field(default_factory=set)
+
+    @staticmethod
+    def _content_keys(df: pd.DataFrame) -> list[tuple[str, int]]:
+        ts = pd.to_datetime(df["event_timestamp"], utc=True).astype("int64")
+        return list(zip(df["item_id"].astype(str), ts, strict=True))
+
+    def add(self, content_log: pd.DataFrame, log_df: pd.DataFrame) -> None:
+        if not content_log.empty:
+            self.content.update(self._content_keys(content_log))
+        if not log_df.empty:
+            self.events.update(log_df["event_id"].astype(str))
+
+    def new_content(self, df: pd.DataFrame) -> pd.DataFrame:
+        if df.empty or not self.content:
+            return df
+        return df[[k not in self.content for k in self._content_keys(df)]]
+
+    def new_events(self, df: pd.DataFrame) -> pd.DataFrame:
+        if df.empty or not self.events:
+            return df
+        return df[~df["event_id"].astype(str).isin(self.events)]
+
+
 def _since(df: pd.DataFrame, since: datetime) -> pd.DataFrame:
     """Rows appended at or after ``since`` (rows without ``created`` count as new)."""
     if df.empty or CREATED_TS not in df.columns:
@@ -191,6 +227,7 @@ def catch_up(
     *,
     since: datetime,
     history_len: int = 50,
+    seen: Seen | None = None,
 ) -> tuple[int, datetime]:
     """Replay the logs' tail since ``since`` under ``model.version``; (rows written, next mark).
 
@@ -198,13 +235,16 @@ def catch_up(
     with an interaction appended since then, or whose window holds such an item (a user
     held for a late item). A user's row is written only when the store has none of this
     version or an older one: once the consumers run this version they may already have
-    written a newer window.
+    written a newer window. ``seen`` (the backfill's passes): rows already embedded are
+    skipped, and the rows of this pass are added.
     """
     mark = datetime.now(UTC) - SLACK
     when = datetime.now(UTC)
+    seen = seen or Seen()
     content_log = handle.read_offline(ITEM_CONTENT.name)
-    new_items = set(_since(content_log, since)["item_id"]) if not content_log.empty else set()
-    content = latest_content(handle, model)
+    fresh = seen.new_content(_since(content_log, since))
+    new_items = set(fresh["item_id"]) if not fresh.empty else set()
+    content = latest_content(handle, model, content_log)
     fixed = 0
     items = sorted(i for i in new_items if i in content)
     if items:
@@ -213,7 +253,7 @@ def catch_up(
         fixed += len(items)
     log_df = handle.read_offline(INTERACTION_LOG.name)
     if not log_df.empty:
-        tail = _since(log_df, since)
+        tail = seen.new_events(_since(log_df, since))
         users = set(tail["user_id"])
         if new_items:
             users |= set(log_df.loc[log_df["item_id"].isin(new_items), "user_id"])
@@ -237,6 +277,7 @@ def catch_up(
                         online_ts=stamps.iloc[keep].reset_index(drop=True),
                     )
                     fixed += len(keep)
+    seen.add(content_log, log_df)
     if fixed:
         log.info("catch-up %s: %d rows from the logs' tail since %s", model.version, fixed, since)
     return fixed, mark
