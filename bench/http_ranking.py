@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from bench.ranking import _cleanup, _commit, fill, production_settings
+from feature_repo.online.versions import online_id
 from feature_repo.settings import FeastSettings
 from learn_core.settings import load
 
@@ -92,6 +93,11 @@ def feast_body(user_id: str, item_ids: Sequence[str]) -> bytes:
             "full_feature_names": True,
         }
     ).encode()
+
+
+def versioned(version: str, user_id: str, item_ids: Sequence[str]) -> tuple[str, list[str]]:
+    """The ids stock Feast reads ``version``'s rows under (blue/green keys)."""
+    return online_id(version, user_id), [online_id(version, i) for i in item_ids]
 
 
 def check_ours(payload: dict[str, Any], version: str, n: int) -> None:
@@ -345,7 +351,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "feast_server": (
                 feast_port,
                 "/get-online-features",
-                [feast_body(u, c) for u, c in reqs],
+                [feast_body(*versioned(version, u, c)) for u, c in reqs],
             ),
         }
         check_ours(post_json(ours_port, "/rank", targets["ours"][2][0]), version, args.candidates)

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from feature_repo.online import online_id
 from feature_repo.schema import ITEM_TOWER, USER_TOWER
 from feature_repo.settings import FeastSettings
 from learn_core.settings import ConfigError, load
@@ -285,9 +286,11 @@ def bench_profile(settings: FeastSettings, cfg: argparse.Namespace) -> dict[str,
             assert res.status.count(OK) == len(c)
 
         def stock(u: str, c: list[str]) -> None:
+            # Blue/green rows: stock Feast names the version in the ids (``online_id``).
+            qu = online_id(VERSION, u)
             out = handle.store.get_online_features(
                 features=refs,
-                entity_rows=[{"user_id": u, "item_id": i} for i in c],
+                entity_rows=[{"user_id": qu, "item_id": online_id(VERSION, i)} for i in c],
                 full_feature_names=True,
             ).to_dict()
             assert sum(v is not None for v in out[f"{ITEM_TOWER.name}__embedding"]) == len(c)

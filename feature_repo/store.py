@@ -138,8 +138,11 @@ class FeatureStoreHandle:
     def write_online(self, view: str, df: pd.DataFrame) -> int:
         return self.online.write_online(view, df)
 
-    def read_embeddings(self, view: str, ids: list[str]) -> EmbeddingRows:
-        return self.online.read_embeddings(view, ids)
+    def read_embeddings(
+        self, view: str, ids: list[str], model_version: str | None = None
+    ) -> EmbeddingRows:
+        """Online rows of ``ids``; the model-made views need the ``model_version`` to read."""
+        return self.online.read_embeddings(view, ids, model_version=model_version)
 
     def append_offline(self, name: str, df: pd.DataFrame) -> int:
         return self.offline.append(name, df)

@@ -6,6 +6,8 @@ Layout under the root (a path, ``file://...`` or ``s3://bucket/prefix``)::
     versions/<version>/manifest.json       config, content model, data window, metrics,
                                            lineage, the weights' SHA-256
     CURRENT                                the live version id (replaced atomically)
+    RETIRED                                JSON {version: when it stopped serving}, for
+                                           the purge of its online rows after a grace
 
 A reader never sees half a model: on a file system a version directory is written
 under a temporary name and renamed into place, and the pointer is a file replaced with
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 REGISTRY_SCHEMA = "learnrec-registry-v1"
 WEIGHTS = "model.safetensors"
 CURRENT = "CURRENT"
+RETIRED = "RETIRED"
 
 
 class RegistrySettings(BaseSettings):
@@ -298,7 +301,29 @@ class ModelRegistry:
         return v or None
 
     def promote(self, version: str) -> None:
-        """Point CURRENT at ``version`` atomically (the version must be complete)."""
+        """Point CURRENT at ``version`` atomically (the version must be complete).
+
+        The version it replaces is recorded in ``RETIRED`` with the time, so that its
+        online rows are purged after a grace period (``retired``); a re-promoted version
+        leaves that list.
+        """
         self.manifest(version)
+        before = self.current_version()
         self.store.write_pointer(CURRENT, version + "\n")
         log.info("current model is now %s", version)
+        retired = {v: t.isoformat() for v, t in self.retired().items() if v != version}
+        if before is not None and before != version:
+            retired[before] = datetime.now(UTC).isoformat()
+        self.store.write_pointer(RETIRED, json.dumps(retired, sort_keys=True) + "\n")
+
+    def retired(self) -> dict[str, datetime]:
+        """Versions that stopped serving and whose online rows are not purged yet -> when."""
+        raw = (self.store.read_pointer(RETIRED) or "").strip()
+        if not raw:
+            return {}
+        return {v: datetime.fromisoformat(t) for v, t in json.loads(raw).items()}
+
+    def forget_retired(self, versions: list[str]) -> None:
+        """Drop ``versions`` from ``RETIRED`` (their online rows are gone)."""
+        keep = {v: t.isoformat() for v, t in self.retired().items() if v not in set(versions)}
+        self.store.write_pointer(RETIRED, json.dumps(keep, sort_keys=True) + "\n")

@@ -2,10 +2,12 @@
 
 Every value in a response comes from the registry's current model version ``v``:
 the user and item rows are read from the online store through the fast path
-(``OnlineEmbeddings.read_vectors``: one round trip) *filtered on* ``model_version == v``, and the
-mid-emb and CVR come from ``v``'s CVR head. A row made by another version (an item
-already overwritten by a backfill in progress, a user the consumer has not re-embedded
-yet) is reported as ``stale`` and never scored, so a response cannot mix versions.
+(``OnlineEmbeddings.read_vectors``: one round trip) under ``v``'s own keys (blue/green:
+each version's rows sit beside the others', ``feature_repo.online.versions``) and
+checked to carry ``model_version == v``; the mid-emb and CVR come from ``v``'s CVR head.
+A candidate's backfill writes beside ``v``'s rows, so it never takes an item away from
+``v``'s responses; an id without a row of ``v`` is ``unknown``, a row of another version
+(which the keys rule out) ``stale``, neither is scored, and a response cannot mix versions.
 """
 
 from __future__ import annotations
@@ -145,7 +147,9 @@ def _user_row(user_id: str, got: VersionedVectors, model: ServingModel) -> np.nd
         return got.vectors[0]
     version = got.version(0)
     if version is None:
-        raise UnknownUserError(f"unknown user {user_id!r}: no user embedding in the store")
+        raise UnknownUserError(
+            f"unknown user {user_id!r}: no user embedding of the serving model {model.version}"
+        )
     if version != model.version:
         raise UnknownUserError(
             f"user {user_id!r} has an embedding of model {version}, not of the serving "

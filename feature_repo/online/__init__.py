@@ -5,7 +5,9 @@
 * ``base``: the fast-read port (``RawVectorSource``) and Feast's entity-key bytes;
 * ``sqlite``, ``redis``, ``generic``: one ``RawVectorSource`` per backend (``generic``:
   any other store through Feast's ``online_read``);
-* ``decode``: protobuf values -> float32 matrices, shared by all of them.
+* ``decode``: protobuf values -> float32 matrices, shared by all of them;
+* ``versions``: blue/green keys, one row per (model version, entity) in the model-made
+  views, and the purge of a retired version's rows.
 """
 
 from feature_repo.online.base import (
@@ -25,6 +27,7 @@ from feature_repo.online.embeddings import OnlineEmbeddings, make_raw_source
 from feature_repo.online.generic import FeastRawSource
 from feature_repo.online.redis import RedisRawSource
 from feature_repo.online.sqlite import SqliteRawSource
+from feature_repo.online.versions import VERSIONED_VIEWS, online_id, online_ids
 
 __all__ = [
     "VECTOR_FIELDS",
@@ -36,9 +39,12 @@ __all__ = [
     "RedisRawSource",
     "Request",
     "SqliteRawSource",
+    "VERSIONED_VIEWS",
     "VersionedVectors",
     "decode_rows",
     "decode_vectors",
     "entity_key_encoder",
     "make_raw_source",
+    "online_id",
+    "online_ids",
 ]

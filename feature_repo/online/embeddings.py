@@ -36,6 +36,7 @@ from feature_repo.online.decode import (
 from feature_repo.online.generic import FeastRawSource
 from feature_repo.online.redis import RedisRawSource
 from feature_repo.online.sqlite import SqliteRawSource
+from feature_repo.online.versions import VERSIONED_VIEWS, online_ids, purge_version
 from feature_repo.schema import CREATED_TS, EVENT_TS, VIEWS
 
 if TYPE_CHECKING:
@@ -63,7 +64,9 @@ class OnlineEmbeddings:
         """Upsert the latest row per entity into the online store; return rows written.
 
         ``df`` has the join key, the view's features (``embedding`` as rows of floats,
-        ``model_version``, ...) and ``event_timestamp``; ``created`` is optional.
+        ``model_version``, ...) and ``event_timestamp``; ``created`` is optional. Rows of
+        the model-made views go under ``"<model_version>/<id>"`` (``versions``): beside
+        the rows of other versions, never over them.
         """
         spec = VIEWS[view]
         missing = [c for c in spec.column_names if c not in df.columns and c != CREATED_TS]
@@ -78,6 +81,12 @@ class OnlineEmbeddings:
             df[CREATED_TS] = pd.Timestamp(datetime.now(UTC))
         # Feast's value conversion wants Python lists for list features.
         df["embedding"] = [np.asarray(v, dtype=np.float32).tolist() for v in df["embedding"]]
+        if view in VERSIONED_VIEWS:
+            key = str(spec.join_key)
+            df[key] = [
+                online_ids(view, str(v), [str(i)])[0]
+                for v, i in zip(df["model_version"], df[key], strict=True)
+            ]
         self.store.write_to_online_store(feature_view_name=view, df=df)
         return len(df)
 
@@ -87,7 +96,8 @@ class OnlineEmbeddings:
         """Embeddings of ``ids`` from the online store, straight from ``online_read``.
 
         With ``model_version`` set, rows made by another version count as not found, so
-        a caller never mixes vectors from two models.
+        a caller never mixes vectors from two models. The model-made views keep a row per
+        version (``versions``): there ``model_version`` is required and picks the rows.
         """
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
@@ -97,7 +107,8 @@ class OnlineEmbeddings:
         assert spec.join_key is not None
         features = spec.feature_names
         keys = [
-            EntityKey(join_keys=[spec.join_key], entity_values=[Value(string_val=i)]) for i in ids
+            EntityKey(join_keys=[spec.join_key], entity_values=[Value(string_val=i)])
+            for i in online_ids(view, model_version, ids)
         ]
         provider = self.store._get_provider()
         rows = provider.online_read(self.store.config, fv, keys, features)
@@ -113,7 +124,9 @@ class OnlineEmbeddings:
         """
         for view, _ in requests:
             self._view(view)
-        raw = self.raw_source().fetch(requests)
+        raw = self.raw_source().fetch(
+            [(view, online_ids(view, model_version, ids)) for view, ids in requests]
+        )
         return [decode_vectors(rows, model_version) for rows in raw]
 
     def raw_source(self) -> RawVectorSource:
@@ -122,13 +135,20 @@ class OnlineEmbeddings:
             self._raw = make_raw_source(self.store, {v: self._view(v) for v in VIEWS})
         return self._raw
 
-    def read_embeddings_reference(self, view: str, ids: list[str]) -> EmbeddingRows:
+    def purge_version(self, view: str, version: str, ids: list[str]) -> int:
+        """Delete ``version``'s online rows of ``ids`` (a version that no longer serves)."""
+        return purge_version(self.store, self._view(view), version, ids)
+
+    def read_embeddings_reference(
+        self, view: str, ids: list[str], model_version: str | None = None
+    ) -> EmbeddingRows:
         """The same read through stock ``get_online_features`` (slower; for tests)."""
         spec = VIEWS[view]
         assert spec.join_key is not None
         refs = [f"{view}:{f}" for f in spec.feature_names]
+        keys = online_ids(view, model_version, ids)
         out = self.store.get_online_features(
-            features=refs, entity_rows=[{spec.join_key: i} for i in ids]
+            features=refs, entity_rows=[{spec.join_key: i} for i in keys]
         ).to_dict()
         vecs = out["embedding"]
         dim = max((len(v) for v in vecs if v is not None), default=0)

@@ -78,7 +78,7 @@ def test_new_item_is_retrievable_within_two_seconds(
         reader.start()
         deadline = time.monotonic() + 30
         while True:
-            got = handle.read_embeddings("user_tower_embedding", [user])
+            got = handle.read_embeddings("user_tower_embedding", [user], rep.version)
             if got.model_version[0] == rep.version:
                 break
             assert time.monotonic() < deadline, "the user's embedding never appeared"

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from feature_repo.online import online_id
 from feature_repo.settings import FeastSettings
 from feature_repo.store import FeatureStoreHandle, open_store
 from tests.integration.conftest import cleanup
@@ -72,25 +73,33 @@ def test_user_tower_and_ranking_service(feast_handle: FeatureStoreHandle) -> Non
     # the offline side would make Feast rewrite the parquet; the OfflineLog appends).
     from feast.data_source import PushMode
 
-    tower = item_rows(["i1"], vectors(1, 64, 4), "tower-7", T0)
+    # A push bypasses ``write_online``: it must name the version-qualified id itself.
+    tower = item_rows([online_id("tower-7", "i1")], vectors(1, 64, 4), "tower-7", T0)
     tower["embedding"] = tower["embedding"].map(np.ndarray.tolist)
     tower["created"] = pd.Timestamp.now(tz="UTC")
     feast_handle.store.push("item_tower_embedding_push", tower, to=PushMode.ONLINE)
     feast_handle.write_online(CONTENT, item_rows(["i1"], vectors(1, 384, 5), "ceg-v1", T0))
 
-    got = feast_handle.read_embeddings("user_tower_embedding", ["u2", "u1"])
+    got = feast_handle.read_embeddings("user_tower_embedding", ["u2", "u1"], "tower-7")
     assert got.extra["history_len"] == [0, 12]
+    assert not feast_handle.read_embeddings("user_tower_embedding", ["u1"], "other").found.any()
     np.testing.assert_array_equal(got.vectors, np.stack(users["embedding"][::-1].to_list()))
 
     store = feast_handle.store
     service = store.get_feature_service("ranking")
+    # The tower views keep a row per model version (blue/green), the content view one per
+    # item: one entity row reads the towers of "tower-7", another the content.
+    rows = [
+        {"user_id": online_id("tower-7", "u1"), "item_id": online_id("tower-7", "i1")},
+        {"user_id": online_id("tower-7", "u1"), "item_id": "i1"},
+    ]
     out = store.get_online_features(
-        features=service, entity_rows=[{"user_id": "u1", "item_id": "i1"}], full_feature_names=True
+        features=service, entity_rows=rows, full_feature_names=True
     ).to_dict()
     assert len(out["user_tower_embedding__embedding"][0]) == 64
     assert len(out["item_tower_embedding__embedding"][0]) == 64
-    assert len(out["item_content_embedding__embedding"][0]) == 384
-    assert out["user_tower_embedding__history_len"] == [12]
+    assert len(out["item_content_embedding__embedding"][1]) == 384
+    assert out["user_tower_embedding__history_len"] == [12, 12]
 
 
 def test_offline_append_read_and_idempotent_replay(feast_handle: FeatureStoreHandle) -> None:

@@ -129,7 +129,7 @@ def assert_online_matches(
     handle: FeatureStoreHandle, expected: dict[str, tuple[np.ndarray, int, int]], version: str
 ) -> None:
     users = sorted(expected)
-    got = handle.read_embeddings(USER_VIEW, users)
+    got = handle.read_embeddings(USER_VIEW, users, model_version=version)
     assert got.found.all(), [u for u, f in zip(users, got.found, strict=True) if not f][:5]
     assert set(got.model_version) == {version}
     want = np.stack([expected[u][0] for u in users])
@@ -179,7 +179,7 @@ def test_stream_to_feast_holds_late_items_and_matches_batch(
     assert_online_matches(feast_handle, ref, h1.model.version)
     # A held user keeps the embedding of their last fully resolved window (if any).
     held_hist = history.held(None)
-    stale = feast_handle.read_embeddings(USER_VIEW, sorted(held))
+    stale = feast_handle.read_embeddings(USER_VIEW, sorted(held), h1.model.version)
     for u, found, ts in zip(stale.ids, stale.found, stale.event_timestamp, strict=True):
         assert not found or to_ms(ts) < held_hist[u].latest_ms
 

@@ -3,11 +3,11 @@
 ``read_vectors`` reads Feast's rows itself (its own SQLite query, a Redis script or
 pipeline of ``HMGET``) and decodes the protobuf bytes with numpy. Here it is compared,
 on the same store, with ``online_read`` (``read_embeddings``) and with stock
-``get_online_features``: present ids, missing ids, rows of another model version, ids
-that exist only in another view, and non-ASCII ids. ``RankingReader.rank`` is then
+``get_online_features`` (asked for the version-qualified ids): present ids, missing ids,
+rows of another model version kept beside, ids that exist only in another view, and
+non-ASCII ids. ``RankingReader.rank`` is then
 compared with a response built from ``get_online_features`` and per-pair scoring.
 """
-
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from feature_repo.online import RedisRawSource, SqliteRawSource
+from feature_repo.online import RedisRawSource, SqliteRawSource, online_id, online_ids
 from feature_repo.store import FeatureStoreHandle
 from learn_core.models import LearnConfig, LearnModel
 from learn_core.serving import ModelCache
@@ -50,7 +50,7 @@ def rows(key: str, ids: list[str], vecs: np.ndarray, version: str, **extra: obje
 
 
 def fill(handle: FeatureStoreHandle) -> tuple[list[str], list[str]]:
-    """60 items of v1, 10 of them then re-embedded by v2; 3 users (one of v2)."""
+    """60 items of v1, 10 of them also embedded by v2 (later); 3 users (one of v2 only)."""
     items = [f"i{n:03d}" for n in range(58)] + ["é-ü/7", "アイテム"]
     handle.write_online(ITEMS, rows("item_id", items, unit(60, 64, 1), "v1"))
     later = rows("item_id", items[5:15], unit(10, 64, 2), "v2")
@@ -68,7 +68,7 @@ def assert_same(handle: FeatureStoreHandle, view: str, ids: list[str], version: 
     """``read_vectors`` == ``read_embeddings(model_version=...)`` == stock, row for row."""
     (fast,) = handle.online.read_vectors([(view, ids)], version)
     ref = handle.online.read_embeddings(view, ids, model_version=version)
-    stock = handle.online.read_embeddings_reference(view, ids)
+    stock = handle.online.read_embeddings_reference(view, ids, model_version=version)
     np.testing.assert_array_equal(fast.ok, ref.found)
     np.testing.assert_array_equal(fast.vectors, ref.vectors)
     assert [fast.version(r) for r in range(len(ids))] == ref.model_version
@@ -90,8 +90,10 @@ def test_read_vectors_equals_online_read_and_stock(feast_handle: FeatureStoreHan
         assert_same(feast_handle, ITEMS, ask, version)
         assert_same(feast_handle, USERS, [*users, "nobody"], version)
     (v1,) = feast_handle.online.read_vectors([(ITEMS, ask)], "v1")
-    assert int(v1.ok.sum()) == 50  # 60 items, 10 overwritten by v2
-    assert v1.version(ask.index("i007")) == "v2" and v1.version(ask.index("missing-1")) is None
+    assert int(v1.ok.sum()) == 60  # v2's rows are beside v1's, not over them
+    assert v1.version(ask.index("i007")) == "v1" and v1.version(ask.index("missing-1")) is None
+    (v2,) = feast_handle.online.read_vectors([(ITEMS, ask)], "v2")
+    assert int(v2.ok.sum()) == 10 and v2.version(ask.index("i001")) is None
     # Several views in one call give what one call per view gives.
     both = feast_handle.online.read_vectors([(USERS, ["u1"]), (ITEMS, ask)], "v1")
     np.testing.assert_array_equal(both[1].vectors, v1.vectors)
@@ -104,7 +106,10 @@ def test_redis_pipeline_fallback_equals_script(feast_handle: FeatureStoreHandle)
     items, _ = fill(feast_handle)
     src = feast_handle.online.raw_source()
     assert isinstance(src, RedisRawSource) and src._script is not None
-    req = [(USERS, ["u1", "nobody"]), (ITEMS, [*items, "missing"])]
+    req = [  # the raw source reads the ids it is given: here, v1's qualified ids
+        (USERS, online_ids(USERS, "v1", ["u1", "nobody"])),
+        (ITEMS, online_ids(ITEMS, "v1", [*items, "missing"])),
+    ]
     by_script = src.fetch(req)
     piped = RedisRawSource(src.client, src.project.decode(), src.fields, src.keys, use_script=False)
     assert piped.fetch(req) == by_script
@@ -137,7 +142,9 @@ def test_rank_equals_stock_reads_and_per_pair_scoring(feast_handle: FeatureStore
 
     out = feast_handle.store.get_online_features(
         features=[f"{v}:{f}" for v in (USERS, ITEMS) for f in ("embedding", "model_version")],
-        entity_rows=[{"user_id": "u1", "item_id": i} for i in cands],
+        entity_rows=[
+            {"user_id": online_id("v1", "u1"), "item_id": online_id("v1", i)} for i in cands
+        ],
         full_feature_names=True,
     ).to_dict()
     assert out["user_tower_embedding__model_version"][0] == res.model_version == "v1"
@@ -145,7 +152,7 @@ def test_rank_equals_stock_reads_and_per_pair_scoring(feast_handle: FeatureStore
     versions = out["item_tower_embedding__model_version"]
     want_status = [OK if v == "v1" else (UNKNOWN if v is None else STALE) for v in versions]
     assert res.status == want_status
-    assert want_status.count(OK) == 10 and want_status.count(STALE) == 10
+    assert want_status.count(OK) == 20 and STALE not in want_status
     ok = [r for r, s in enumerate(want_status) if s == OK]
     stock_vecs = np.asarray([out["item_tower_embedding__embedding"][r] for r in ok], np.float32)
     np.testing.assert_array_equal(res.item_embeddings[ok], stock_vecs)
@@ -155,7 +162,7 @@ def test_rank_equals_stock_reads_and_per_pair_scoring(feast_handle: FeatureStore
     np.testing.assert_allclose(res.cvr[ok], cvr, atol=1e-6)
     assert np.isnan(np.delete(res.cvr, ok)).all()
 
-    with pytest.raises(UnknownUserError, match="of model v2, not of the serving model v1"):
+    with pytest.raises(UnknownUserError, match="no user embedding of the serving model v1"):
         reader.rank("u3", cands)
     with pytest.raises(UnknownUserError, match="unknown user 'nobody'"):
         reader.rank("nobody", cands)

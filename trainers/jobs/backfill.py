@@ -3,36 +3,55 @@
 Items: the latest content embedding of every item in the offline content log, through
 the version's item tower. Users: every user's window rebuilt from the offline
 interaction log (``learn_core.inference.user_tower_rows``, the same definition the
-streaming consumer keeps), through the version's user tower. Rows are stamped with the
-version and with the backfill time as ``event_timestamp``.
+streaming consumer keeps), through the version's user tower.
 
-``catch_up`` re-embeds the entities whose online row is still of another version:
-writers running the previous model (the interaction consumer until its next reload,
-the item-tower sink) may overwrite backfilled rows between the backfill and the switch.
+Blue/green: the online rows go under the candidate's version-qualified keys
+(``feature_repo.online.versions``), beside the serving version's rows, which the
+consumers keep writing; nothing the serving version reads changes until the pointer
+switch. The candidate is caught up before the switch by replaying the offline logs'
+tail: rows appended (``created``) after a watermark taken before each read
+(``catch_up``). After the switch, one more replay covers what consumers wrote under the
+old version before they reloaded. ``purge_retired`` removes a replaced version's rows
+once its grace period is over.
+
+Stamps: item rows carry the backfill time; a user's *online* row carries the event time
+of the newest event in its window, the stamp the interaction consumer gives the same
+row. So on Redis, which drops a write not newer than the stored row, a consumer write
+for any newer event wins over the backfill's row, however late it is processed. The
+offline user rows keep the backfill time (the log's key is (user, event time): a row per
+version must not collide with the consumer's row for the same window).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
-from feature_repo.schema import INTERACTION_LOG, ITEM_CONTENT, ITEM_TOWER, USER_TOWER
+from feature_repo.schema import CREATED_TS, INTERACTION_LOG, ITEM_CONTENT, ITEM_TOWER, USER_TOWER
 from learn_core.contract import ContentMismatch
+from learn_core.history import windows_from_log
 from learn_core.inference import item_tower_rows, latest_per_item, latest_vectors, user_tower_rows
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from feature_repo.store import FeatureStoreHandle
+    from learn_core.registry import ModelRegistry
     from learn_core.serving import ServingModel
 
 log = logging.getLogger(__name__)
+
+
+#: How far before a read its watermark lies: a writer stamps ``created`` before its
+#: append is durable, so a row may land in the log a little after a read that missed it.
+SLACK = timedelta(seconds=30)
+#: Tail replays before the switch (each one is shorter than the one before).
+TAIL_PASSES = 3
 
 
 @dataclass
@@ -42,10 +61,16 @@ class BackfillResult:
     users: int
     users_skipped: int
     seconds: float
+    #: rows re-embedded by the tail replays before the switch
+    caught_up: int = 0
+    #: ISO time: log rows created after it may be missing (the next ``catch_up``'s ``since``)
+    watermark: str = ""
 
 
 def latest_content(
-    handle: FeatureStoreHandle, model: ServingModel | None = None
+    handle: FeatureStoreHandle,
+    model: ServingModel | None = None,
+    content_log: pd.DataFrame | None = None,
 ) -> dict[str, np.ndarray]:
     """Every item's newest content vector from the offline log.
 
@@ -53,7 +78,9 @@ def latest_content(
     another content model than the one ``model`` was trained on: its towers would read
     them as if they meant what its training vectors meant.
     """
-    latest = latest_per_item(handle.read_offline(ITEM_CONTENT.name))
+    if content_log is None:
+        content_log = handle.read_offline(ITEM_CONTENT.name)
+    latest = latest_per_item(content_log)
     if model is not None and model.content_model is not None and not latest.empty:
         other = latest.loc[latest["model_version"] != model.content_model, "model_version"]
         if len(other):
@@ -66,11 +93,34 @@ def latest_content(
     return latest_vectors(latest)
 
 
-def _write(handle: FeatureStoreHandle, view: str, rows: pd.DataFrame, chunk: int = 2000) -> None:
+def _write(
+    handle: FeatureStoreHandle,
+    view: str,
+    rows: pd.DataFrame,
+    chunk: int = 2000,
+    online_ts: pd.Series | None = None,
+) -> None:
+    """Offline, then online; ``online_ts`` replaces ``event_timestamp`` in the online rows."""
     for s in range(0, len(rows), chunk):
         part = rows.iloc[s : s + chunk]
         handle.append_offline(view, part)
+        if online_ts is not None:
+            part = part.assign(event_timestamp=online_ts.iloc[s : s + chunk].to_numpy())
         handle.write_online(view, part)
+
+
+def _latest_event(log_df: pd.DataFrame, users: list[str], h: int) -> pd.Series:
+    """Each user's newest event time in their window (the consumer's stamp for the row)."""
+    wins = windows_from_log(log_df, h)
+    ms = np.asarray([wins[u].latest_ms for u in users], dtype="int64")
+    return pd.Series(pd.to_datetime(ms, unit="ms", utc=True))
+
+
+def _write_users(
+    handle: FeatureStoreHandle, rows: pd.DataFrame, log_df: pd.DataFrame, h: int
+) -> None:
+    stamps = _latest_event(log_df, list(rows["user_id"]), h)
+    _write(handle, USER_TOWER.name, rows, online_ts=stamps)
 
 
 def backfill(
@@ -81,10 +131,15 @@ def backfill(
     progress: bool = False,
     when: datetime | None = None,
 ) -> BackfillResult:
-    """Write every item's and user's embedding under ``model.version``."""
+    """Write every item's and user's embedding under ``model.version``, then replay the tail.
+
+    Safe while ``model.version``'s rows serve nothing: other versions' rows are not touched.
+    """
     t0 = time.monotonic()
     when = when or datetime.now(UTC)
-    content = latest_content(handle, model)
+    mark = datetime.now(UTC) - SLACK
+    content_log = handle.read_offline(ITEM_CONTENT.name)
+    content = latest_content(handle, model, content_log)
     ids = sorted(content)
     for s in tqdm(range(0, len(ids), 4096), desc="backfill items", disable=not progress):
         chunk = ids[s : s + 4096]
@@ -92,43 +147,168 @@ def backfill(
         _write(handle, ITEM_TOWER.name, rows)
     log_df = handle.read_offline(INTERACTION_LOG.name)
     users, skipped = user_tower_rows(model, log_df, content, history_len, when, progress=progress)
-    _write(handle, USER_TOWER.name, users)
-    res = BackfillResult(model.version, len(ids), len(users), skipped, time.monotonic() - t0)
+    _write_users(handle, users, log_df, history_len)
+    seen = Seen()
+    seen.add(content_log, log_df)
+    caught = 0
+    for _ in range(TAIL_PASSES):
+        n, mark = catch_up(handle, model, since=mark, history_len=history_len, seen=seen)
+        caught += n
+        if n == 0:
+            break
+    res = BackfillResult(
+        model.version,
+        len(ids),
+        len(users),
+        skipped,
+        time.monotonic() - t0,
+        caught_up=caught,
+        watermark=mark.isoformat(),
+    )
     log.info(
-        "backfill %s: %d items, %d users (%d waiting for content) in %.1fs",
+        "backfill %s: %d items, %d users (%d waiting for content), %d caught up, in %.1fs",
         res.version,
         res.items,
         res.users,
         res.users_skipped,
+        res.caught_up,
         res.seconds,
     )
     return res
 
 
-def catch_up(handle: FeatureStoreHandle, model: ServingModel, *, history_len: int = 50) -> int:
-    """Re-embed entities whose online row is of another version; returns how many."""
+@dataclass
+class Seen:
+    """Log rows a backfill has already embedded: content (item, event time), event ids."""
+
+    content: set[tuple[str, int]] = field(default_factory=set)
+    events: set[str] = field(default_factory=set)
+
+    @staticmethod
+    def _content_keys(df: pd.DataFrame) -> list[tuple[str, int]]:
+        ts = pd.to_datetime(df["event_timestamp"], utc=True).astype("int64")
+        return list(zip(df["item_id"].astype(str), ts, strict=True))
+
+    def add(self, content_log: pd.DataFrame, log_df: pd.DataFrame) -> None:
+        if not content_log.empty:
+            self.content.update(self._content_keys(content_log))
+        if not log_df.empty:
+            self.events.update(log_df["event_id"].astype(str))
+
+    def new_content(self, df: pd.DataFrame) -> pd.DataFrame:
+        if df.empty or not self.content:
+            return df
+        return df[[k not in self.content for k in self._content_keys(df)]]
+
+    def new_events(self, df: pd.DataFrame) -> pd.DataFrame:
+        if df.empty or not self.events:
+            return df
+        return df[~df["event_id"].astype(str).isin(self.events)]
+
+
+def _since(df: pd.DataFrame, since: datetime) -> pd.DataFrame:
+    """Rows appended at or after ``since`` (rows without ``created`` count as new)."""
+    if df.empty or CREATED_TS not in df.columns:
+        return df
+    created = pd.to_datetime(df[CREATED_TS], utc=True)
+    return df[created.isna() | (created >= pd.Timestamp(since))]
+
+
+def _as_utc(ts: datetime | None) -> pd.Timestamp | None:
+    if ts is None:
+        return None
+    t = pd.Timestamp(ts)
+    return t.tz_localize(UTC) if t.tzinfo is None else t.tz_convert(UTC)
+
+
+def catch_up(
+    handle: FeatureStoreHandle,
+    model: ServingModel,
+    *,
+    since: datetime,
+    history_len: int = 50,
+    seen: Seen | None = None,
+) -> tuple[int, datetime]:
+    """Replay the logs' tail since ``since`` under ``model.version``; (rows written, next mark).
+
+    Items whose content row was appended since ``since`` are re-embedded; so are users
+    with an interaction appended since then, or whose window holds such an item (a user
+    held for a late item). A user's row is written only when the store has none of this
+    version or an older one: once the consumers run this version they may already have
+    written a newer window. ``seen`` (the backfill's passes): rows already embedded are
+    skipped, and the rows of this pass are added.
+    """
+    mark = datetime.now(UTC) - SLACK
     when = datetime.now(UTC)
-    content = latest_content(handle, model)
-    ids = sorted(content)
+    seen = seen or Seen()
+    content_log = handle.read_offline(ITEM_CONTENT.name)
+    fresh = seen.new_content(_since(content_log, since))
+    new_items = set(fresh["item_id"]) if not fresh.empty else set()
+    content = latest_content(handle, model, content_log)
     fixed = 0
-    if ids:
-        got = handle.read_embeddings(ITEM_TOWER.name, ids)
-        stale = [i for i, v in zip(got.ids, got.model_version, strict=True) if v != model.version]
-        if stale:
-            rows = item_tower_rows(model, stale, np.stack([content[i] for i in stale]), when)
-            _write(handle, ITEM_TOWER.name, rows)
-            fixed += len(stale)
+    items = sorted(i for i in new_items if i in content)
+    if items:
+        rows = item_tower_rows(model, items, np.stack([content[i] for i in items]), when)
+        _write(handle, ITEM_TOWER.name, rows)
+        fixed += len(items)
     log_df = handle.read_offline(INTERACTION_LOG.name)
     if not log_df.empty:
-        all_users = sorted(set(log_df["user_id"]))
-        got = handle.read_embeddings(USER_TOWER.name, all_users)
-        stale_users = {
-            u for u, v in zip(got.ids, got.model_version, strict=True) if v != model.version
-        }
-        if stale_users:
-            rows, _ = user_tower_rows(model, log_df, content, history_len, when, users=stale_users)
-            _write(handle, USER_TOWER.name, rows)
-            fixed += len(rows)
+        tail = seen.new_events(_since(log_df, since))
+        users = set(tail["user_id"])
+        if new_items:
+            users |= set(log_df.loc[log_df["item_id"].isin(new_items), "user_id"])
+        if users:
+            rows, _ = user_tower_rows(model, log_df, content, history_len, when, users=users)
+            if len(rows):
+                rows = rows.reset_index(drop=True)
+                ids = list(rows["user_id"])
+                stamps = _latest_event(log_df, ids, history_len)
+                have = handle.read_embeddings(USER_TOWER.name, ids, model_version=model.version)
+                stored = [
+                    _as_utc(t) if f else None
+                    for t, f in zip(have.event_timestamp, have.found, strict=True)
+                ]
+                keep = [r for r, t in enumerate(stored) if t is None or t < stamps.iloc[r]]
+                if keep:
+                    _write(
+                        handle,
+                        USER_TOWER.name,
+                        rows.iloc[keep],
+                        online_ts=stamps.iloc[keep].reset_index(drop=True),
+                    )
+                    fixed += len(keep)
+    seen.add(content_log, log_df)
     if fixed:
-        log.info("catch-up %s: re-embedded %d rows written by other versions", model.version, fixed)
-    return fixed
+        log.info("catch-up %s: %d rows from the logs' tail since %s", model.version, fixed, since)
+    return fixed, mark
+
+
+def purge_retired(
+    handle: FeatureStoreHandle,
+    registry: ModelRegistry,
+    grace_s: float,
+    now: datetime | None = None,
+) -> list[str]:
+    """Delete the online rows of versions retired more than ``grace_s`` ago; return them.
+
+    The grace period lets replicas that have not re-read the pointer yet, and requests
+    in flight, finish on the old version. A version's rows are found through the offline
+    logs, where every online write of the tower views is also appended.
+    """
+    now = now or datetime.now(UTC)
+    current = registry.current_version()
+    due = [
+        v
+        for v, t in registry.retired().items()
+        if v != current and (now - t).total_seconds() >= grace_s
+    ]
+    for v in due:
+        n = 0
+        for view, key in ((ITEM_TOWER.name, "item_id"), (USER_TOWER.name, "user_id")):
+            df = handle.read_offline(view)
+            ids = sorted(set(df.loc[df["model_version"] == v, key])) if not df.empty else []
+            n += handle.online.purge_version(view, v, ids)
+        log.info("purged the online rows of retired version %s (%d keys)", v, n)
+    if due:
+        registry.forget_retired(due)
+    return due

@@ -12,8 +12,10 @@
    on the same rows for reference).
 4. **Promote** when ``candidate >= current - tolerance`` (or there is no current model):
    save with its serving contract (``trainers.train.save_version``), backfill every item
-   and user under the new version, switch the pointer, then catch up rows that writers
-   on the old version wrote meanwhile. Otherwise keep the current model and log why.
+   and user under the new version beside the serving version's rows and replay the
+   logs' tail, switch the pointer, then catch up rows that writers on the old version
+   wrote meanwhile; purge the online rows of versions replaced more than
+   ``retire_grace_s`` ago. Otherwise keep the current model and log why.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class RetrainSettings(ProductRecipeSettings):
     catchup_delay_s: float = Field(
         6.0, ge=0, description="second catch-up after the switch (> consumers' reload period)"
     )
+    retire_grace_s: float = Field(
+        600.0, ge=0, description="a replaced version's online rows are purged after this"
+    )
     seed: int = 0
     torch_threads: int = Field(2, ge=1, le=64)
 
@@ -101,13 +106,14 @@ def retrain(
     import torch
 
     from learn_core.models import FrozenContent
-    from trainers.jobs.backfill import backfill, catch_up
+    from trainers.jobs.backfill import backfill, catch_up, purge_retired
     from trainers.learn import CVRStageConfig, train_cvr_stage, train_learn
 
     s = settings or RetrainSettings()
     torch.set_num_threads(s.torch_threads)
     secs: dict[str, float] = {}
     t0 = time.monotonic()
+    purge_retired(handle, registry, s.retire_grace_s)  # versions replaced by earlier runs
     log_df = handle.read_offline(INTERACTION_LOG.name)
     if len(log_df) < s.min_interactions:
         log.info("retrain skipped: %d interactions < %d", len(log_df), s.min_interactions)
@@ -200,13 +206,15 @@ def retrain(
     bf = backfill(handle, serving, history_len=s.history_len, progress=progress)
     report.backfill = asdict(bf)
     secs["backfill"] = time.monotonic() - t3
-    registry.promote(version)  # atomic pointer switch, only after the backfill
+    registry.promote(version)  # atomic pointer switch, after the backfill and its tail
     log.info("promoted %s (was %s)", version, cur_version)
-    fixed = catch_up(handle, serving, history_len=s.history_len)
-    if s.catchup_delay_s > 0:
-        time.sleep(s.catchup_delay_s)
-        fixed += catch_up(handle, serving, history_len=s.history_len)
-    report.backfill["caught_up"] = fixed
+    # Consumers write the old version until they reload: replay what they wrote since.
+    time.sleep(s.catchup_delay_s)
+    fixed, _ = catch_up(
+        handle, serving, since=pd.Timestamp(bf.watermark), history_len=s.history_len
+    )
+    report.backfill["caught_up"] += fixed
+    report.backfill["purged"] = purge_retired(handle, registry, s.retire_grace_s)
     secs["total"] = time.monotonic() - t0
     report.seconds = secs
     return report
