@@ -72,7 +72,5 @@ def _write(store: Path, ident: str, dim: int, vectors: np.ndarray, hashes: list[
     save_file({"vectors": np.ascontiguousarray(vectors)}, str(tmp))
     os.replace(tmp, store / "vectors.safetensors")
     tmp_index = store / "index.json.tmp"
-    tmp_index.write_text(
-        json.dumps({"model_id": ident, "dim": dim, "hashes": hashes})
-    )
+    tmp_index.write_text(json.dumps({"model_id": ident, "dim": dim, "hashes": hashes}))
     os.replace(tmp_index, store / "index.json")
