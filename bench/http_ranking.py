@@ -315,51 +315,46 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         env = server_env(settings, tmp / "registry")
         env["LEARNREC_RANKING_WORKERS"] = str(args.workers)
         ours_port, feast_port = free_port(), free_port()
-        ours = Server(
-            "ours",
-            [
-                sys.executable,
-                "-m",
-                "learnrec",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(ours_port),
-            ],
-            env,
-            ours_port,
-            tmp,
-        )
-        stack.callback(ours.stop)
-        feast = Server(
-            "feast",
-            [
-                "feast", "-c", str(settings.resolved_data_dir()), "serve",
-                "-h", "127.0.0.1", "-p", str(feast_port), "--no-access-log",
-                "-w", str(args.workers), "--max-requests", "0",
-            ],
-            env,
-            feast_port,
-            tmp,
-        )  # fmt: skip
-        stack.callback(feast.stop)
-        ours.wait_ready("/healthz")
-        feast.wait_ready("/health")
-        targets = {
-            "ours": (ours_port, "/rank", [rank_body(u, c) for u, c in reqs]),
-            "feast_server": (
+        wanted = servers_of(args.servers)
+        targets: dict[str, tuple[int, str, list[bytes]]] = {}
+        if "ours" in wanted:
+            ours = Server(
+                "ours",
+                [sys.executable, "-m", "learnrec", "serve", "--host", "127.0.0.1",
+                 "--port", str(ours_port)],
+                env,
+                ours_port,
+                tmp,
+            )  # fmt: skip
+            stack.callback(ours.stop)
+            ours.wait_ready("/healthz")
+            targets["ours"] = (ours_port, "/rank", [rank_body(u, c) for u, c in reqs])
+            check_ours(
+                post_json(ours_port, "/rank", targets["ours"][2][0]), version, args.candidates
+            )
+        if "feast_server" in wanted:
+            feast = Server(
+                "feast",
+                [
+                    "feast", "-c", str(settings.resolved_data_dir()), "serve",
+                    "-h", "127.0.0.1", "-p", str(feast_port), "--no-access-log",
+                    "-w", str(args.workers), "--max-requests", "0",
+                ],
+                env,
+                feast_port,
+                tmp,
+            )  # fmt: skip
+            stack.callback(feast.stop)
+            feast.wait_ready("/health")
+            targets["feast_server"] = (
                 feast_port,
                 "/get-online-features",
                 [feast_body(*versioned(version, u, c)) for u, c in reqs],
-            ),
-        }
-        check_ours(post_json(ours_port, "/rank", targets["ours"][2][0]), version, args.candidates)
-        check_feast(
-            post_json(feast_port, "/get-online-features", targets["feast_server"][2][0]),
-            args.candidates,
-        )
-        targets = {n: t for n, t in targets.items() if n in args.servers.split(",")}
+            )
+            check_feast(
+                post_json(feast_port, "/get-online-features", targets["feast_server"][2][0]),
+                args.candidates,
+            )
         for port, path, bodies in targets.values():  # warm both: imports, caches, JIT
             closed_loop(port, path, bodies[: args.warmup], 2)
 
@@ -391,6 +386,18 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         return out
 
 
+SERVERS = ("ours", "feast_server")
+
+
+def servers_of(option: str) -> list[str]:
+    """``--servers`` as a list; an unknown name fails naming the option (no server starts)."""
+    names = [n.strip() for n in option.split(",") if n.strip()]
+    bad = [n for n in names if n not in SERVERS]
+    if bad or not names:
+        raise SystemExit(f"--servers: unknown {bad or option!r}; choose from {', '.join(SERVERS)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
@@ -405,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--servers", default="ours,feast_server", help="which to measure")
     p.add_argument("--profile", choices=["auto", "embedded", "production"], default="auto")
     args = p.parse_args(argv)
+    servers_of(args.servers)  # a typo fails here, before the store is filled
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

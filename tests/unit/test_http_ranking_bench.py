@@ -97,3 +97,12 @@ def test_closed_loop_sends_each_body_once_over_kept_alive_connections(echo: int)
 def test_closed_loop_fails_on_an_error_status(echo: int) -> None:
     with pytest.raises(RuntimeError, match="HTTP 500"):
         closed_loop(echo, "/x", [b"1", b"fail", b"2"], 1)
+
+
+def test_servers_option_names_only_known_servers() -> None:
+    from bench.http_ranking import servers_of
+
+    assert servers_of("ours") == ["ours"]
+    assert servers_of("ours, feast_server") == ["ours", "feast_server"]
+    with pytest.raises(SystemExit, match="--servers: unknown"):
+        servers_of("ours,feast")
