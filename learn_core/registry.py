@@ -325,5 +325,6 @@ class ModelRegistry:
 
     def forget_retired(self, versions: list[str]) -> None:
         """Drop ``versions`` from ``RETIRED`` (their online rows are gone)."""
-        keep = {v: t.isoformat() for v, t in self.retired().items() if v not in set(versions)}
+        drop = set(versions)
+        keep = {v: t.isoformat() for v, t in self.retired().items() if v not in drop}
         self.store.write_pointer(RETIRED, json.dumps(keep, sort_keys=True) + "\n")

@@ -36,7 +36,7 @@ from feature_repo.online.decode import (
 from feature_repo.online.generic import FeastRawSource
 from feature_repo.online.redis import RedisRawSource
 from feature_repo.online.sqlite import SqliteRawSource
-from feature_repo.online.versions import VERSIONED_VIEWS, online_ids, purge_version
+from feature_repo.online.versions import VERSIONED_VIEWS, online_id, online_ids, purge_version
 from feature_repo.schema import CREATED_TS, EVENT_TS, VIEWS
 
 if TYPE_CHECKING:
@@ -84,8 +84,7 @@ class OnlineEmbeddings:
         if view in VERSIONED_VIEWS:
             key = str(spec.join_key)
             df[key] = [
-                online_ids(view, str(v), [str(i)])[0]
-                for v, i in zip(df["model_version"], df[key], strict=True)
+                online_id(str(v), str(i)) for v, i in zip(df["model_version"], df[key], strict=True)
             ]
         self.store.write_to_online_store(feature_view_name=view, df=df)
         return len(df)
