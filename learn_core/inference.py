@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -109,6 +109,15 @@ def ready_windows(
     return wins, ready
 
 
+class UserRows(NamedTuple):
+    """``user_tower_rows``' answer: the rows, how many users wait for content, and each
+    row's newest event time (the stamp the interaction consumer gives the same row)."""
+
+    rows: pd.DataFrame
+    waiting: int
+    latest_event: pd.Series
+
+
 def user_tower_rows(
     model: ServingModel,
     interaction_log: pd.DataFrame,
@@ -118,8 +127,8 @@ def user_tower_rows(
     users: set[str] | None = None,
     batch: int = 512,
     progress: bool = False,
-) -> tuple[pd.DataFrame, int]:
-    """``user_tower_embedding`` rows of every ready user (or of ``users``), and how many wait."""
+) -> UserRows:
+    """``user_tower_embedding`` rows of every ready user (or of ``users``), stamped ``when``."""
     wins, ready = ready_windows(interaction_log, content, h, users)
     vecs = [
         embed_windows(
@@ -137,7 +146,10 @@ def user_tower_rows(
             "created": pd.Timestamp(datetime.now(UTC)),
         }
     )
-    return out, len(wins) - len(ready)
+    latest = np.asarray([wins[u].latest_ms for u in ready], dtype="int64")
+    return UserRows(
+        out, len(wins) - len(ready), pd.Series(pd.to_datetime(latest, unit="ms", utc=True))
+    )
 
 
 def recompute_users(

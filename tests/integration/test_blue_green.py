@@ -77,7 +77,7 @@ def _model(seed: int) -> LearnModel:
 def _expected(model, items, content, log) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # noqa: ANN001
     """The vectors a version's rows must hold: item id -> vector, user id -> vector."""
     it = item_tower_rows(model, items, np.stack([content[i] for i in items]), T)
-    us, _ = user_tower_rows(model, log, content, H, T)
+    us = user_tower_rows(model, log, content, H, T).rows
     return dict(zip(it["item_id"], it["embedding"], strict=True)), dict(
         zip(us["user_id"], us["embedding"], strict=True)
     )

@@ -36,7 +36,6 @@ from tqdm import tqdm
 
 from feature_repo.schema import CREATED_TS, INTERACTION_LOG, ITEM_CONTENT, ITEM_TOWER, USER_TOWER
 from learn_core.contract import ContentMismatch
-from learn_core.history import windows_from_log
 from learn_core.inference import item_tower_rows, latest_per_item, latest_vectors, user_tower_rows
 
 if TYPE_CHECKING:
@@ -109,20 +108,6 @@ def _write(
         handle.write_online(view, part)
 
 
-def _latest_event(log_df: pd.DataFrame, users: list[str], h: int) -> pd.Series:
-    """Each user's newest event time in their window (the consumer's stamp for the row)."""
-    wins = windows_from_log(log_df, h)
-    ms = np.asarray([wins[u].latest_ms for u in users], dtype="int64")
-    return pd.Series(pd.to_datetime(ms, unit="ms", utc=True))
-
-
-def _write_users(
-    handle: FeatureStoreHandle, rows: pd.DataFrame, log_df: pd.DataFrame, h: int
-) -> None:
-    stamps = _latest_event(log_df, list(rows["user_id"]), h)
-    _write(handle, USER_TOWER.name, rows, online_ts=stamps)
-
-
 def backfill(
     handle: FeatureStoreHandle,
     model: ServingModel,
@@ -146,8 +131,10 @@ def backfill(
         rows = item_tower_rows(model, chunk, np.stack([content[i] for i in chunk]), when)
         _write(handle, ITEM_TOWER.name, rows)
     log_df = handle.read_offline(INTERACTION_LOG.name)
-    users, skipped = user_tower_rows(model, log_df, content, history_len, when, progress=progress)
-    _write_users(handle, users, log_df, history_len)
+    users, skipped, latest = user_tower_rows(
+        model, log_df, content, history_len, when, progress=progress
+    )
+    _write(handle, USER_TOWER.name, users, online_ts=latest)
     seen = Seen()
     seen.add(content_log, log_df)
     caught = 0
@@ -258,11 +245,11 @@ def catch_up(
         if new_items:
             users |= set(log_df.loc[log_df["item_id"].isin(new_items), "user_id"])
         if users:
-            rows, _ = user_tower_rows(model, log_df, content, history_len, when, users=users)
+            rows, _, stamps = user_tower_rows(
+                model, log_df, content, history_len, when, users=users
+            )
             if len(rows):
-                rows = rows.reset_index(drop=True)
                 ids = list(rows["user_id"])
-                stamps = _latest_event(log_df, ids, history_len)
                 have = handle.read_embeddings(USER_TOWER.name, ids, model_version=model.version)
                 stored = [
                     _as_utc(t) if f else None
