@@ -162,6 +162,14 @@ class ObjectStore:
             # listing without a new manifest made its read fail); a GET of a small file
             # without the size lookup that would consult that cache.
             options.update(use_listings_cache=False, skip_instance_cache=True)
+            # Bounded waits, retried: a GET whose server stalls mid-response hung a
+            # registry load for good (seen once in CI against moto_server); a read
+            # timeout turns it into a retry on a fresh connection.
+            options["config_kwargs"] = {
+                "connect_timeout": 10,
+                "read_timeout": 30,
+                "retries": {"max_attempts": 5, "mode": "standard"},
+            }
             self._cat = {"max_concurrency": 1}
             if endpoint_url:
                 options["endpoint_url"] = endpoint_url
