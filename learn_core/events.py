@@ -17,11 +17,12 @@ Rules beyond the field types (each has a dead-letter reason in ``streaming.valid
   because stripping would change the item's text and its embedding behind the
   producer's back, and NUL breaks C-string consumers (PostgreSQL ``text`` refuses it).
   Ids refuse every control character.
-- An ``event_id`` names one interaction for good: the first event stored under an id
-  wins. A later event with the same id and the same content (``event_fingerprint``) is
-  a redelivery and changes nothing; one with other content (user, item, kind, value or
+- An ``event_id`` names one interaction: the first event stored under an id wins. A
+  later event with the same id and the same content (``event_fingerprint``) is a
+  redelivery and changes nothing; one with other content (user, item, kind, value or
   time) is dead-lettered (``duplicate_event_id_conflict``), so the offline log and the
-  online history both keep the first.
+  online history both keep the first. The consumer remembers an id for a bounded
+  retention (``streaming.event_claims``, 7 days by default), not for ever.
 """
 
 from __future__ import annotations

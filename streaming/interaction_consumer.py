@@ -45,6 +45,7 @@ from learn_core.inference import embed_windows
 from learn_core.serving import LoadedTower, ModelSource, RegistryTowers
 from learn_core.settings import load
 from streaming.consumer import Accepted, ConsumerSettings, LoopStats, MicroBatchLoop
+from streaming.event_claims import DEFAULT_RETENTION_DAYS
 from streaming.metrics import MetricsSettings, StreamMetrics
 from streaming.user_sinks import ContentLookup, HistoryStore, UserFeatureSink
 from streaming.validate import DUPLICATE_CONFLICT, Rejection
@@ -72,6 +73,13 @@ class InteractionConsumerSettings(ConsumerSettings):
     pipeline: bool = Field(
         True,
         description="poll the next batch while the handler writes this one (commit after write)",
+    )
+    event_id_retention_days: float = Field(
+        DEFAULT_RETENTION_DAYS,
+        gt=0,
+        le=3650,
+        description="how long an event_id's first content is kept: a reuse with other "
+        "content within this span is dead-lettered, later it counts as a new event",
     )
 
 
@@ -159,7 +167,8 @@ class InteractionHandler:
         claims: dict[str, str] = {}
         for _, ev, fp in mine:
             claims.setdefault(ev.event_id, fp)  # within a batch, too, the first one wins
-        stored = self.history.claim_events(claims) if claims else {}
+        keep_s = self.s.event_id_retention_days * 86_400
+        stored = self.history.claim_events(claims, keep_s) if claims else {}
         keep: list[tuple[Interaction, Any]] = []
         refused: list[tuple[Accepted, Rejection]] = []
         for a, ev, fp in mine:

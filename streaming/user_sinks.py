@@ -10,10 +10,10 @@ batch's state change is one transaction (SQLite) or one MULTI/EXEC (Redis), writ
 after the features and before the Kafka commit.
 
 The same backend also keeps the first content fingerprint of every event id
-(``claim_events``): first write wins, atomically across the consumers of a group, so a
-reused id with other content is refused everywhere (``learn_core.events``). It grows by
-one short row per interaction; an operator may expire old ids (the rule then covers ids
-reused within the kept span).
+(``claim_events``, ``streaming.event_claims``): first write wins, atomically across the
+consumers of a group, so a reused id with other content is refused everywhere
+(``learn_core.events``). Claims expire after a retention (7 days by default), so this
+grows with the event rate, not forever.
 
 Ports: ``HistoryStore`` (memory, SQLite, Redis), ``UserFeatureSink`` (memory, Feast).
 """
@@ -33,6 +33,12 @@ import pandas as pd
 
 from feature_repo.schema import INTERACTION_LOG, ITEM_CONTENT, USER_TOWER
 from learn_core.history import UserHistory
+from streaming.event_claims import (
+    DEFAULT_RETENTION_S,
+    MemoryEventClaims,
+    RedisEventClaims,
+    SqliteEventClaims,
+)
 
 if TYPE_CHECKING:
     from feature_repo.store import FeatureStoreHandle
@@ -61,9 +67,12 @@ class HistoryStore(Protocol):
         """Atomically store ``histories``; mark ``held`` users, clear the rest of them."""
         ...
 
-    def claim_events(self, fingerprints: Mapping[str, str]) -> dict[str, str]:
-        """Durably store each event id's fingerprint unless the id has one; return the stored
-        fingerprint of every given id (first write wins, atomically per id)."""
+    def claim_events(
+        self, fingerprints: Mapping[str, str], keep_s: float = DEFAULT_RETENTION_S
+    ) -> dict[str, str]:
+        """Durably store each event id's fingerprint unless the id has one younger than
+        ``keep_s``; return the stored fingerprint of every given id (first write wins,
+        atomically per id; older claims are dropped)."""
         ...
 
     def close(self) -> None: ...
@@ -75,7 +84,7 @@ class MemoryHistoryStore:
     def __init__(self) -> None:
         self.rows: dict[str, UserHistory] = {}
         self.held_users: set[str] = set()
-        self.events: dict[str, str] = {}
+        self.events = MemoryEventClaims()
 
     def get_many(self, users: Iterable[str]) -> dict[str, UserHistory]:
         return {u: self.rows[u] for u in users if u in self.rows}
@@ -93,8 +102,10 @@ class MemoryHistoryStore:
         self.held_users -= set(histories) - held
         self.held_users |= held
 
-    def claim_events(self, fingerprints: Mapping[str, str]) -> dict[str, str]:
-        return {e: self.events.setdefault(e, fp) for e, fp in fingerprints.items()}
+    def claim_events(
+        self, fingerprints: Mapping[str, str], keep_s: float = DEFAULT_RETENTION_S
+    ) -> dict[str, str]:
+        return self.events.claim(fingerprints, keep_s)
 
     def close(self) -> None:
         pass
@@ -121,11 +132,8 @@ class SqliteHistoryStore:
         self._conn.execute(
             "CREATE INDEX IF NOT EXISTS user_history_held ON user_history(held, partition)"
         )
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS event_ids (event_id TEXT PRIMARY KEY, "
-            "fingerprint TEXT NOT NULL) WITHOUT ROWID"
-        )
         self._conn.commit()
+        self.events = SqliteEventClaims(self._conn)
 
     def get_many(self, users: Iterable[str]) -> dict[str, UserHistory]:
         users = list(users)
@@ -159,26 +167,10 @@ class SqliteHistoryStore:
             rest = [(u,) for u in held if u not in histories]
             self._conn.executemany("UPDATE user_history SET held = 1 WHERE user_id = ?", rest)
 
-    def claim_events(self, fingerprints: Mapping[str, str]) -> dict[str, str]:
-        ids = list(fingerprints)
-        out: dict[str, str] = {}
-        with self._conn:  # one transaction: the insert and the read see the same rows
-            cur = self._conn.executemany(
-                "INSERT OR IGNORE INTO event_ids(event_id, fingerprint) VALUES (?, ?)",
-                fingerprints.items(),
-            )
-            if cur.rowcount == len(ids):
-                return dict(fingerprints)  # all new (the usual case): nothing to read back
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                q = ",".join("?" * len(chunk))
-                out.update(
-                    self._conn.execute(
-                        f"SELECT event_id, fingerprint FROM event_ids WHERE event_id IN ({q})",
-                        chunk,
-                    )
-                )
-        return out
+    def claim_events(
+        self, fingerprints: Mapping[str, str], keep_s: float = DEFAULT_RETENTION_S
+    ) -> dict[str, str]:
+        return self.events.claim(fingerprints, keep_s)
 
     def close(self) -> None:
         self._conn.close()
@@ -192,6 +184,7 @@ class RedisHistoryStore:
 
         self.r = redis.Redis.from_url(url)
         self.prefix = prefix
+        self.events = RedisEventClaims(self.r, prefix)
 
     def _key(self, user: str) -> str:
         return f"{self.prefix}h:{user}"
@@ -221,17 +214,10 @@ class RedisHistoryStore:
             pipe.hset(f"{self.prefix}held", mapping=mark)
         pipe.execute()
 
-    def claim_events(self, fingerprints: Mapping[str, str]) -> dict[str, str]:
-        if not fingerprints:
-            return {}
-        key = f"{self.prefix}events"
-        ids = list(fingerprints)
-        pipe = self.r.pipeline(transaction=False)  # HSETNX is atomic per id
-        for e, fp in fingerprints.items():
-            pipe.hsetnx(key, e, fp)
-        pipe.hmget(key, ids)
-        stored = pipe.execute()[-1]
-        return {e: v.decode() for e, v in zip(ids, stored, strict=True) if v is not None}
+    def claim_events(
+        self, fingerprints: Mapping[str, str], keep_s: float = DEFAULT_RETENTION_S
+    ) -> dict[str, str]:
+        return self.events.claim(fingerprints, keep_s)
 
     def close(self) -> None:
         self.r.close()

@@ -9,6 +9,7 @@ first event, once.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -20,7 +21,7 @@ from streaming.interaction_consumer import InteractionConsumerSettings, build_in
 from streaming.item_consumer import close_loop
 from streaming.kafka_io import make_consumer, make_producer
 from streaming.settings import KafkaSettings
-from streaming.user_sinks import FeastUserSink, open_history_store
+from streaming.user_sinks import FeastUserSink, RedisHistoryStore, open_history_store
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +92,32 @@ def test_reused_event_id_is_dead_lettered_and_stored_once(
     stored = history.get_many(["u-1"])["u-1"]
     assert [(e.event_id, e.item_id) for e in stored.entries] == [("e-1", "i-1"), ("e-2", "i-2")]
     history.close()
+
+
+def test_claims_expire_after_the_retention(feast_handle: FeatureStoreHandle) -> None:
+    """Both profiles' claim stores, on their real clocks (Redis: its own key expiry)."""
+    history = open_history_store(feast_handle)
+    keep_s = 3.0
+    legacy = isinstance(history, RedisHistoryStore)
+    if legacy:  # an earlier version's unbounded hash: still first, then bounded
+        history.r.hset(history.events.legacy, "e-old", "fa")
+    try:
+        assert history.claim_events({"e-1": "fa", "e-2": "fa"}, keep_s) == {
+            "e-1": "fa",
+            "e-2": "fa",
+        }
+        assert history.claim_events({"e-1": "fb", "e-3": "fb"}, keep_s) == {
+            "e-1": "fa",
+            "e-3": "fb",
+        }
+        if legacy:
+            assert history.claim_events({"e-old": "fb"}, keep_s) == {"e-old": "fa"}
+            assert 0 < history.r.pttl(history.events.legacy) <= keep_s * 1000
+        time.sleep(keep_s + 0.5)
+        assert history.claim_events({"e-1": "fb", "e-old": "fb"}, keep_s) == {
+            "e-1": "fb",
+            "e-old": "fb",
+        }
+        assert len(history.events) == 2  # e-2 and e-3 are gone as well
+    finally:
+        history.close()

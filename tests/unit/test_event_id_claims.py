@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from learn_core.events import Interaction
 from learn_core.history import windows_from_log
 from learn_core.models.towers import TowerConfig
 from learn_core.serving import FixedTowers, bootstrap_tower
+from streaming import event_claims
 from streaming.consumer import Accepted
 from streaming.dead_letter import SourceRef
 from streaming.interaction_consumer import InteractionConsumerSettings, InteractionHandler
@@ -148,3 +152,87 @@ def test_fingerprint_tells_content_apart_and_ignores_the_time_zone() -> None:
     assert event_fingerprint(ancient) != event_fingerprint(later)  # exact, even far from 1970
     others = [fp(item="i2"), fp(user="u2"), fp(dt=1), fp(kind="like"), fp(value=0.0)]
     assert len({base, *others}) == 6
+
+
+# ------------------------------------------------------------ retention (bounded claims)
+
+DAY = 86_400.0
+
+
+class FakeClock:
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_reuse_is_refused_within_the_retention_and_new_after_it(tmp_path: Path) -> None:
+    """Through the handler and the durable store: the setting decides the span."""
+    sink, store = MemoryUserSink(content()), SqliteHistoryStore(tmp_path / "h.sqlite")
+    clock = FakeClock()
+    store.events.clock = clock
+    s = InteractionConsumerSettings(history_len=H, reload_check_s=0, event_id_retention_days=2)
+    h = InteractionHandler(
+        FixedTowers(bootstrap_tower(CFG)), store, ContentLookup(sink.read_content, 100, 16), sink, s
+    )
+    assert h([ev("e1")]) == []
+    clock.t += 2 * DAY - 1  # just inside the span: exact
+    refused = h([ev("e1", item="i2"), ev("e1")])
+    assert [a.event.item_id for a, _ in refused] == ["i2"]
+    clock.t += 2  # the first claim is now older than 2 days: dropped
+    assert h([ev("e1", item="i3")]) == []
+    assert h([ev("e1", item="i1")])[0][1].reason == DUPLICATE_CONFLICT  # i3 is first now
+    store.close()
+
+
+def test_claims_stay_bounded_by_the_rate_times_the_retention(tmp_path: Path) -> None:
+    for store in (MemoryHistoryStore(), SqliteHistoryStore(tmp_path / "h.sqlite")):
+        clock = FakeClock()
+        store.events.clock = clock
+        sizes = []
+        for day in range(40):  # 100 new ids a day, kept 7 days
+            ids = {f"d{day}-{n}": "fp" for n in range(100)}
+            assert store.claim_events(ids, 7 * DAY) == ids
+            sizes.append(len(store.events))
+            clock.t += DAY
+        assert max(sizes) == 800  # today's and the 7 days before: never more
+        assert sizes[-1] == 800
+        assert store.claim_events({"d39-0": "other"}, 7 * DAY) == {"d39-0": "fp"}
+        assert store.claim_events({"d31-0": "other"}, 7 * DAY) == {"d31-0": "other"}
+        store.close()
+
+
+def test_sqlite_purge_is_bounded_per_claim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(event_claims, "PURGE_MIN", 50)
+    store = SqliteHistoryStore(tmp_path / "h.sqlite")
+    clock = FakeClock()
+    store.events.clock = clock
+    store.claim_events({f"old{n}": "fp" for n in range(120)}, DAY)
+    clock.t += 2 * DAY  # all 120 expired: each claim drops at most 50 + 2 per new id
+    store.claim_events({"a": "fp"}, DAY)
+    assert len(store.events) == 120 - 52 + 1
+    store.claim_events({"b": "fp"}, DAY)
+    store.claim_events({"c": "fp"}, DAY)
+    assert len(store.events) == 3
+    store.close()
+
+
+def test_sqlite_claims_of_an_earlier_version_are_kept_for_the_retention(tmp_path: Path) -> None:
+    """A table without ``claimed_at`` gets it: its claims count from the upgrade."""
+    path = tmp_path / "h.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE event_ids (event_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL) "
+        "WITHOUT ROWID"
+    )
+    old.execute("INSERT INTO event_ids VALUES ('e1', 'fa')")
+    old.commit()
+    old.close()
+    store = SqliteHistoryStore(path)
+    clock = FakeClock(time.time() + DAY - 5)
+    store.events.clock = clock
+    assert store.claim_events({"e1": "fb"}, DAY) == {"e1": "fa"}  # still first
+    clock.t += 10
+    assert store.claim_events({"e1": "fb"}, DAY) == {"e1": "fb"}
+    store.close()
