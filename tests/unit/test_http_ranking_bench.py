@@ -1,4 +1,4 @@
-"""bench.http_ranking's pure parts: percentiles, request bodies, response checks, the client."""
+"""bench.http_ranking's pure parts (percentiles, request bodies, response checks) and its client."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from bench.http_harness import closed_loop
 from bench.http_ranking import (
     FEATURES,
     check_feast,
     check_ours,
-    closed_loop,
     feast_body,
     percentiles,
     rank_body,
