@@ -6,16 +6,19 @@ settings from ``LEARNREC_FEAST_*``; when those are unset but ``.ci/services.sh``
 started services on this machine, it asks the script for them. It skips, saying why,
 only when the services cannot be reached. Every test gets its own Feast project (a uuid
 name) so that tests never see each other's rows in the shared Redis and PostgreSQL.
+``private_redis`` is a ``redis-server`` of the test's own, for tests that crash it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,6 +27,9 @@ from feature_repo.schema import LOGS
 from feature_repo.settings import FeastSettings
 from feature_repo.store import FeatureStoreHandle, open_store
 from learn_core.settings import load
+
+if TYPE_CHECKING:
+    from tests.integration.stream_checks import PrivateRedis
 
 SERVICES_SCRIPT = Path(__file__).resolve().parents[2] / ".ci" / "services.sh"
 
@@ -117,3 +123,18 @@ def feast_handle(feast_settings: FeastSettings) -> Iterator[FeatureStoreHandle]:
         yield handle
     finally:
         cleanup(handle)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A ``redis-server`` of the test's own, to crash and restart."""
+    from tests.integration.stream_checks import PrivateRedis  # it imports this module
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (.ci/services.sh installs it)")
+    server = PrivateRedis(tmp_path / "private-redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from pydantic import SecretStr
 
 from feature_repo.schema import INTERACTION_LOG
@@ -162,18 +160,6 @@ class PrivateRedis:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(30)
         self.proc = None
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path):  # noqa: ANN201 - a generator fixture
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (.ci/services.sh installs it)")
-    server = PrivateRedis(tmp_path / "private-redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:

@@ -49,13 +49,12 @@ from streaming.interaction_consumer import (
 from streaming.item_consumer import close_loop
 from streaming.user_sinks import FeastUserSink, open_history_store
 from tests.integration.conftest import make_settings
-from tests.integration.stream_checks import (  # noqa: F401 - private_redis is a fixture
+from tests.integration.stream_checks import (
     PrivateRedis,
     check_stream,
     child_env,
     expected_users,
     feast_env,
-    private_redis,
     teardown,
 )
 from tests.integration.test_interaction_e2e import (
