@@ -19,7 +19,7 @@ import pytest
 from learn_core.datasets import load_dataset
 from learn_core.events import Interaction, to_json_bytes
 from learn_core.registry import ModelRegistry
-from learnrec.demo import Pipeline
+from learnrec.pipeline import Pipeline
 from ranking.reader import RankingReader
 from ranking.settings import RankingSettings
 from streaming.producer import EventProducer

@@ -22,7 +22,7 @@ import pytest
 
 from learn_core.datasets import load_dataset
 from learn_core.registry import ModelRegistry
-from learnrec.demo import Pipeline
+from learnrec.pipeline import Pipeline
 from ranking.core import OK, UnknownUserError
 from ranking.reader import RankingReader
 from ranking.settings import RankingSettings
