@@ -122,6 +122,18 @@ def one_line_client_errors(record: logging.LogRecord) -> bool:
 CLIENT_LOGGERS = ("kafka.", "feast.", "httpx.", "urllib3.")
 
 
+def quiet_clients() -> None:
+    """Client libraries say warnings and worse; two of their warnings are not for users."""
+    for noisy in ("kafka", "feast", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kafka-python warns "subscription unchanged" at every consumer start (our subscribe
+    # after its own), and "Task ... ran for 0.110s ... blocking the event loop" whenever
+    # a busy machine delays its I/O thread (seen in the demo at load 8): harmless, and
+    # what a user reads as a problem. ``--verbose`` does not bring them back either.
+    logging.getLogger("kafka.consumer.subscription_state").setLevel(logging.ERROR)
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     keep_triton_out()
     parser = build_parser()
@@ -130,11 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("kafka", "feast", "httpx", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # kafka-python warns "subscription unchanged" at every consumer start (our subscribe
-    # after its own); harmless, and what a user reads as a problem.
-    logging.getLogger("kafka.consumer.subscription_state").setLevel(logging.ERROR)
+    quiet_clients()
     if not args.verbose:
         for handler in logging.getLogger().handlers:
             handler.addFilter(one_line_client_errors)

@@ -24,6 +24,7 @@ NOISE = [
     r"Traceback",
     r"nanobind",
     r"subscription unchanged",
+    r"blocking the event loop",  # kafka-python's I/O thread on a busy machine
     r"left running at interpreter exit",
     r"\(no current model\)",  # the summary; the retrain log line may say it
 ]

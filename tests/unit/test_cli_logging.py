@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from learnrec.cli import one_line_client_errors
+from learnrec.cli import one_line_client_errors, quiet_clients
 
 
 def _log_exception(name: str) -> str:
@@ -38,3 +38,11 @@ def test_kafka_client_traceback_is_folded_into_one_line() -> None:
 def test_our_own_tracebacks_are_kept() -> None:
     out = _log_exception("streaming.consumer")
     assert "Traceback (most recent call last)" in out
+
+
+def test_client_warnings_a_user_cannot_act_on_are_quiet() -> None:
+    quiet_clients()
+    quiet = ("kafka.consumer.subscription_state", "kafka.net.selector")
+    assert not any(logging.getLogger(n).isEnabledFor(logging.WARNING) for n in quiet)
+    assert logging.getLogger("kafka.cluster").isEnabledFor(logging.WARNING)  # the rest speak
+    assert not logging.getLogger("kafka.cluster").isEnabledFor(logging.INFO)
