@@ -78,8 +78,9 @@ class InteractionConsumerSettings(ConsumerSettings):
         DEFAULT_RETENTION_DAYS,
         gt=0,
         le=3650,
-        description="how long an event_id's first content is kept: a reuse with other "
-        "content within this span is dead-lettered, later it counts as a new event",
+        description="how long an event_id's first content is kept at least: a reuse "
+        "with other content within this span is dead-lettered; claims are dropped after "
+        "it (SQLite: up to twice it)",
     )
 
 

@@ -15,7 +15,6 @@ from learn_core.events import Interaction
 from learn_core.history import windows_from_log
 from learn_core.models.towers import TowerConfig
 from learn_core.serving import FixedTowers, bootstrap_tower
-from streaming import event_claims
 from streaming.consumer import Accepted
 from streaming.dead_letter import SourceRef
 from streaming.interaction_consumer import InteractionConsumerSettings, InteractionHandler
@@ -160,8 +159,10 @@ DAY = 86_400.0
 
 
 class FakeClock:
-    def __init__(self, t: float = 1_700_000_000.0) -> None:
-        self.t = t
+    """Starts at the real time: a store's first generation starts at its opening."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
 
     def __call__(self) -> float:
         return self.t
@@ -180,46 +181,37 @@ def test_a_reuse_is_refused_within_the_retention_and_new_after_it(tmp_path: Path
     clock.t += 2 * DAY - 1  # just inside the span: exact
     refused = h([ev("e1", item="i2"), ev("e1")])
     assert [a.event.item_id for a, _ in refused] == ["i2"]
-    clock.t += 2  # the first claim is now older than 2 days: dropped
+    clock.t += 2 * DAY + 2  # twice the span: dropped on every backend
     assert h([ev("e1", item="i3")]) == []
     assert h([ev("e1", item="i1")])[0][1].reason == DUPLICATE_CONFLICT  # i3 is first now
     store.close()
 
 
-def test_claims_stay_bounded_by_the_rate_times_the_retention(tmp_path: Path) -> None:
-    for store in (MemoryHistoryStore(), SqliteHistoryStore(tmp_path / "h.sqlite")):
-        clock = FakeClock()
-        store.events.clock = clock
-        sizes = []
-        for day in range(40):  # 100 new ids a day, kept 7 days
-            ids = {f"d{day}-{n}": "fp" for n in range(100)}
-            assert store.claim_events(ids, 7 * DAY) == ids
-            sizes.append(len(store.events))
-            clock.t += DAY
-        assert max(sizes) == 800  # today's and the 7 days before: never more
-        assert sizes[-1] == 800
-        assert store.claim_events({"d39-0": "other"}, 7 * DAY) == {"d39-0": "fp"}
-        assert store.claim_events({"d31-0": "other"}, 7 * DAY) == {"d31-0": "other"}
-        store.close()
-
-
-def test_sqlite_purge_is_bounded_per_claim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(event_claims, "PURGE_MIN", 50)
-    store = SqliteHistoryStore(tmp_path / "h.sqlite")
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_claims_are_kept_the_retention_and_stay_bounded(backend: str, tmp_path: Path) -> None:
+    store = MemoryHistoryStore() if backend == "memory" else SqliteHistoryStore(tmp_path / "h")
     clock = FakeClock()
     store.events.clock = clock
-    store.claim_events({f"old{n}": "fp" for n in range(120)}, DAY)
-    clock.t += 2 * DAY  # all 120 expired: each claim drops at most 50 + 2 per new id
-    store.claim_events({"a": "fp"}, DAY)
-    assert len(store.events) == 120 - 52 + 1
-    store.claim_events({"b": "fp"}, DAY)
-    store.claim_events({"c": "fp"}, DAY)
-    assert len(store.events) == 3
+    sizes = []
+    for day in range(40):  # 100 new ids a day, kept 7 days
+        ids = {f"d{day}-{n}": "fp" for n in range(100)}
+        assert store.claim_events(ids, 7 * DAY) == ids
+        sizes.append(len(store.events))
+        for back in range(7):  # every claim of the last 7 days still holds
+            if day >= back:
+                assert store.claim_events({f"d{day - back}-0": "x"}, 7 * DAY) == {
+                    f"d{day - back}-0": "fp"
+                }
+        clock.t += DAY
+    # Memory drops each claim after exactly 7 days; SQLite drops a generation whole
+    # once all of it is older than 7 days, so it holds up to 14 days of claims.
+    assert max(sizes) == (800 if backend == "memory" else 1400)
+    assert store.claim_events({"d25-0": "x"}, 7 * DAY) == {"d25-0": "x"}  # 15 days old
     store.close()
 
 
 def test_sqlite_claims_of_an_earlier_version_are_kept_for_the_retention(tmp_path: Path) -> None:
-    """A table without ``claimed_at`` gets it: its claims count from the upgrade."""
+    """The table of an earlier version is the current generation, started at the upgrade."""
     path = tmp_path / "h.sqlite"
     old = sqlite3.connect(path)
     old.execute(
@@ -230,9 +222,10 @@ def test_sqlite_claims_of_an_earlier_version_are_kept_for_the_retention(tmp_path
     old.commit()
     old.close()
     store = SqliteHistoryStore(path)
-    clock = FakeClock(time.time() + DAY - 5)
+    clock = FakeClock()
     store.events.clock = clock
+    clock.t += DAY - 5
     assert store.claim_events({"e1": "fb"}, DAY) == {"e1": "fa"}  # still first
-    clock.t += 10
+    clock.t += DAY + 10  # over twice the retention since the upgrade
     assert store.claim_events({"e1": "fb"}, DAY) == {"e1": "fb"}
     store.close()
