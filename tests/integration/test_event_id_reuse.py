@@ -5,7 +5,6 @@ identical redelivery changes nothing; ``interaction_log`` and the user's history
 first event, once.
 """
 
-# ruff: noqa: F811
 from __future__ import annotations
 
 import json

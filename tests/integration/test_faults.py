@@ -159,7 +159,7 @@ def test_sigkill_restarts_lose_nothing(
     kafka_bootstrap: str,
     topic_factory,
     tmp_path: Path,
-    feast_profile: str,  # noqa: F811
+    feast_profile: str,
 ) -> None:
     ds = _dataset()
     n = min(N_EVENTS, len(ds.interactions))
@@ -274,7 +274,7 @@ def test_broker_restart_mid_stream_loses_nothing(
     topic_factory,
     local_kafka,
     tmp_path: Path,
-    feast_profile: str,  # noqa: F811
+    feast_profile: str,
 ) -> None:
     handle = _store(feast_profile, tmp_path / "feast")
     try:
@@ -320,7 +320,7 @@ def _redis_down(server: PrivateRedis) -> Iterator[None]:
 
 def test_online_store_outage_retries_without_commit(
     kafka_bootstrap: str, topic_factory, tmp_path: Path, request: pytest.FixtureRequest,
-    feast_profile: str,  # noqa: F811
+    feast_profile: str,
 ) -> None:  # fmt: skip
     if feast_profile == "production":
         server: PrivateRedis = request.getfixturevalue("private_redis")

@@ -150,7 +150,7 @@ def test_replicas_share_the_stream_through_kill_stop_and_join(
     kafka_bootstrap: str,
     topic_factory,
     tmp_path: Path,
-    feast_profile: str,  # noqa: F811 - fixture
+    feast_profile: str,
 ) -> None:
     sc = scenario(feast_profile)
     ds, n = sc.events, len(sc.events.interactions)
