@@ -106,14 +106,23 @@ BENCH_RECIPES: dict[str, Recipe] = {
 
 
 def learn_recipe(
-    name: str, content: np.ndarray, split: Split, dataset: str, seed: int
+    name: str,
+    content: np.ndarray,
+    split: Split,
+    dataset: str,
+    seed: int,
+    recipe: Recipe | None = None,
 ) -> tuple[Any, LearnTrainConfig]:
-    """Tower inputs and training settings of one LEARN model of the benchmark."""
+    """Tower inputs and training settings of one LEARN model of the benchmark.
+
+    ``recipe`` replaces the model's named recipe (``bench.quality_grid``'s ``recipe.x``
+    overrides), so that inputs, positions and softmax all follow one recipe.
+    """
     from learn_core.models import ItemIdEmbedding
 
     if name not in BENCH_RECIPES:
         raise ValueError(f"unknown LEARN model {name!r}")
-    recipe = BENCH_RECIPES[name]
+    recipe = recipe or BENCH_RECIPES[name]
     if name == "learn_id":
         inputs: Any = ItemIdEmbedding(split.n_items, 64)
     else:

@@ -12,8 +12,11 @@ time_budget_s=...``, and appends one JSON line to ``--out``: the overrides, the 
 validation HR@10 / NDCG@10 (the early-stopping criterion), the best epoch, the epochs
 run, the training seconds and the 1-minute load average before and after. This is how
 the benchmark's settings are chosen (docs/quality.md), so the test split stays unread
-until the final run. LEARN keys: as ``bench.cold_start`` (``tower.x``, ``task.x``), plus
-``inputs.id_dropout`` for the hybrid; SASRec+CE keys are ``SASRecTrainConfig`` fields.
+until the final run. LEARN keys: ``recipe.x`` replaces a field of the model's named
+``Recipe`` before anything is built (``recipe.history_len=200`` also sizes the
+positions, ``recipe.temperature``, ``recipe.negatives``, ``recipe.id_dropout``); then
+as ``bench.cold_start`` (``lr``, ``tower.x``, ``task.x``), plus ``inputs.id_dropout``
+for the hybrid; SASRec+CE keys are ``SASRecTrainConfig`` fields.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 from bench.cold_start import apply_overrides, parse_overrides
+from trainers.recipe import Recipe
 
 log = logging.getLogger("bench.quality_grid")
 
@@ -42,12 +46,29 @@ def apply_sasrec_overrides(cfg: Any, overrides: dict[str, Any]) -> None:
         setattr(cfg, key, value)
 
 
+def apply_recipe_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
+    """The recipe with the ``recipe.x`` overrides set; an unknown field fails naming it."""
+    known = {f.name for f in fields(Recipe)}
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        name = key.removeprefix("recipe.")
+        if name not in known or name == "name":
+            raise ValueError(f"--set {key}: no such recipe field")
+        changes[name] = value
+    return replace(recipe, **changes) if changes else recipe
+
+
 def run(
     dataset: str, data: str | None, model: str, overrides: dict[str, Any], seed: int = 0
 ) -> dict[str, Any]:
     import torch
 
-    from bench.quality import learn_recipe, load_bench_dataset, sasrec_ce_bench_config
+    from bench.quality import (
+        BENCH_RECIPES,
+        learn_recipe,
+        load_bench_dataset,
+        sasrec_ce_bench_config,
+    )
     from learn_core.embedding.hf import HFEmbedder
     from trainers.content_cache import content_matrix
     from trainers.learn import train_learn
@@ -70,9 +91,14 @@ def run(
         out = {"best_epoch": sres.best_epoch, "valid": sres.valid, "settings": asdict(scfg)}
     else:
         content = content_matrix(ds.items, HFEmbedder())
-        inputs, cfg = learn_recipe(model, content, split, ds.name, seed)
+        recipe = apply_recipe_overrides(
+            BENCH_RECIPES[model], {k: v for k, v in overrides.items() if k.startswith("recipe.")}
+        )
+        inputs, cfg = learn_recipe(model, content, split, ds.name, seed, recipe)
         cfg.time_budget_s = None
-        learn_over = {k: v for k, v in overrides.items() if not k.startswith("inputs.")}
+        learn_over = {
+            k: v for k, v in overrides.items() if not k.startswith(("inputs.", "recipe."))
+        }
         for key, value in overrides.items():
             if key.startswith("inputs."):
                 name = key.removeprefix("inputs.")
@@ -86,6 +112,7 @@ def run(
             "valid": res.valid,
             "epochs_run": len(res.history),
             "curve": res.history,
+            "recipe": recipe.as_dict(),
             "settings": asdict(cfg),
         }
     return {

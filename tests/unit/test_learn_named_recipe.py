@@ -66,3 +66,10 @@ def test_item_inputs_are_content_or_content_plus_warm_ids() -> None:
     assert hybrid.id_dropout == HYBRID_CATALOGUE.id_dropout
     ids = hybrid.matrix[:, 6:].detach().numpy()
     assert np.all(ids[[1, 3]] == 0) and np.all(np.abs(ids[[0, 2]]).sum(1) > 0)
+
+
+def test_product_recipe_trains_the_cvr_head_jointly() -> None:
+    """The third pass's validation winner: content-catalogue plus the joint CVR loss."""
+    cfg = PRODUCT_RECIPE.train_config(input_dim=8, epochs=1)
+    assert (cfg.task.negatives, cfg.task.temperature) == ("catalogue", 0.1)
+    assert cfg.task.cvr_weight == PRODUCT_RECIPE.cvr_weight > 0

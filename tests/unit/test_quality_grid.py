@@ -14,3 +14,20 @@ def test_sasrec_overrides_set_fields_and_refuse_unknown_names() -> None:
     assert (cfg.lr, cfg.max_len, cfg.loss) == (5e-4, 50, "ce")
     with pytest.raises(ValueError, match="no_such"):
         apply_sasrec_overrides(cfg, {"no_such": 1})
+
+
+def test_recipe_overrides_build_one_consistent_recipe() -> None:
+    from bench.quality import BENCH_RECIPES
+    from bench.quality_grid import apply_recipe_overrides
+
+    base = BENCH_RECIPES["learn"]
+    r = apply_recipe_overrides(base, {"recipe.history_len": 200, "recipe.temperature": 0.2})
+    assert (r.history_len, r.temperature, r.name) == (200, 0.2, base.name)
+    assert base.history_len != 200  # the named recipe itself is untouched
+    cfg = r.train_config(input_dim=8, epochs=1)
+    # the positions follow the history, which a plain history_len override would not do
+    assert cfg.history_len == 200 and cfg.model.tower.max_len >= 200 + r.target_len
+    assert apply_recipe_overrides(base, {}) is base
+    for bad in ("recipe.no_such", "recipe.name"):
+        with pytest.raises(ValueError, match=bad):
+            apply_recipe_overrides(base, {bad: 1})
