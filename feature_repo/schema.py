@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 import pyarrow as pa
 
 EVENT_TS = "event_timestamp"
@@ -86,3 +87,16 @@ def spec(name: str) -> LogSpec:
         return LOGS[name]
     except KeyError:
         raise KeyError(f"unknown log {name!r}; known: {sorted(LOGS)}") from None
+
+
+def utc_times(col: pd.Series) -> pd.Series:
+    """``pd.to_datetime(col, utc=True)``, without its per-value walk on typed columns.
+
+    On a column that is already tz-aware, ``to_datetime`` still iterates the values as
+    ``Timestamp`` objects to decide on caching (~2 us per row, on every online and
+    offline write of the consumer); converting the zone is vectorised and gives the same
+    values.
+    """
+    if isinstance(col.dtype, pd.DatetimeTZDtype):
+        return col.dt.tz_convert("UTC")
+    return pd.to_datetime(col, utc=True)

@@ -51,6 +51,13 @@ class ConsumerSettings(BaseSettings):
         False,
         description="poll the next batch while the handler writes this one (commit after write)",
     )
+    gather_poll_ms: int = Field(
+        5,
+        ge=1,
+        le=1_000,
+        description="pipelined: poll timeout while a batch is being written (bounds how late "
+        "the next batch starts after the write ends)",
+    )
 
 
 class Accepted(NamedTuple):
@@ -151,6 +158,9 @@ class MicroBatchLoop:
         self.assignment: frozenset[Any] = frozenset()
         self._next: tuple[list[Any], dict[Any, int]] | None = None
         self._inflight: tuple[Future[bool], dict[Any, int]] | None = None
+        #: partitions revoked since the gathering poll last looked (set by the listener)
+        self._revoked: set[Any] = set()
+        self._revoked_lock = threading.Lock()
         self._worker: ThreadPoolExecutor | None = None
         if settings.pipeline:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="batch-write")
@@ -181,11 +191,43 @@ class MicroBatchLoop:
                 break
         return self.stats
 
-    def _poll(self) -> tuple[list[Any], dict[Any, int]]:
+    def _poll(
+        self, timeout_ms: int | None = None, max_records: int | None = None
+    ) -> tuple[list[Any], dict[Any, int]]:
         """The polled records, flat, and the offsets to commit after them."""
-        polled = self.consumer.poll(timeout_ms=self.s.poll_timeout_ms, max_records=self.s.max_batch)
+        polled = self.consumer.poll(
+            timeout_ms=self.s.poll_timeout_ms if timeout_ms is None else timeout_ms,
+            max_records=max_records or self.s.max_batch,
+        )
         self.assignment = frozenset(self.consumer.assignment())
         return [r for batch in polled.values() for r in batch], polled_offsets(polled)
+
+    def _gather(self, job: Future[bool]) -> tuple[list[Any], dict[Any, int]]:
+        """The next batch: everything polled until ``job`` (the batch in flight) is done.
+
+        Polling once and holding that batch until the write ends would make its records
+        wait a whole write on top of their own (freshness ~2 writes); gathering until
+        the write ends lets the next batch start with every record that arrived meanwhile.
+        Short polls (``gather_poll_ms``) bound how late it notices the end. Records
+        gathered from a partition that a rebalance then revoked are dropped, not
+        written: they are uncommitted, and the partition's owner (this consumer again,
+        when it is re-assigned) fetches them anew from the committed offset.
+        """
+        records: list[Any] = []
+        offsets: dict[Any, int] = {}
+        with self._revoked_lock:
+            self._revoked = set()
+        while len(records) < self.s.max_batch:
+            got, got_offsets = self._poll(self.s.gather_poll_ms, self.s.max_batch - len(records))
+            with self._revoked_lock:
+                gone, self._revoked = self._revoked, set()
+            if gone:
+                records, offsets = _without(records, offsets, gone)
+            records += got
+            offsets.update(got_offsets)
+            if job.done():
+                break
+        return records, offsets
 
     def step(self, stop: threading.Event | None = None) -> int:
         """One poll-process-commit cycle; returns the number of records handled."""
@@ -204,13 +246,14 @@ class MicroBatchLoop:
         return len(records)
 
     def _step_pipelined(self, stop: threading.Event | None) -> int:
-        """``step`` with the next poll overlapping this batch's writes.
+        """``step`` with the next batch polled while this one is written.
 
-        Decoding the next records (kafka-python, pure Python) runs while the handler is
-        in code that releases the GIL (the tower, fsync, SQLite). Offsets are committed
-        explicitly, per batch, only after that batch's writes; a rebalance waits for the
-        batch in flight (``_wait_on_revoke``). Records prefetched when the loop stops
-        are not committed, so they are re-delivered.
+        Fetching the next records (kafka-python, pure Python) runs while the handler is
+        in code that releases the GIL (the tower, fsync, SQLite); the next batch is
+        everything that arrived until this write ended (``_gather``). Offsets are
+        committed explicitly, per batch, only after that batch's writes; a rebalance
+        waits for the batch in flight (``_wait_on_revoke``). Records prefetched when the
+        loop stops are not committed, so they are re-delivered.
         """
         assert self._worker is not None
         (records, offsets), self._next = (self._next or self._poll()), None
@@ -222,7 +265,7 @@ class MicroBatchLoop:
         job = self._worker.submit(self._with_retry, lambda: self._write(good, bad), stop)
         self._inflight = (job, offsets)
         try:
-            self._next = self._poll()
+            self._next = self._gather(job)
         finally:
             ok = self.finish_inflight()
         if not ok:
@@ -337,6 +380,15 @@ class MicroBatchLoop:
         self._last_log, self._last_log_records = now, st.records
 
 
+def _without(
+    records: list[Any], offsets: dict[Any, int], gone: set[Any]
+) -> tuple[list[Any], dict[Any, int]]:
+    """``records`` and ``offsets`` less those of the partitions in ``gone``."""
+    names = {(tp.topic, tp.partition) for tp in gone}
+    kept = [r for r in records if (r.topic, r.partition) not in names]
+    return kept, {tp: o for tp, o in offsets.items() if (tp.topic, tp.partition) not in names}
+
+
 def _wait_on_revoke(loop: MicroBatchLoop) -> Any:
     """A rebalance listener: partitions are given up only after their batch is written.
 
@@ -349,6 +401,8 @@ def _wait_on_revoke(loop: MicroBatchLoop) -> Any:
 
     class WaitOnRevoke(ConsumerRebalanceListener):
         def on_partitions_revoked(self, revoked: Any) -> None:
+            with loop._revoked_lock:
+                loop._revoked.update(revoked)  # gathered records of these are dropped
             inflight = loop._inflight
             if inflight is not None:
                 inflight[0].exception()  # blocks until the write is done (or abandoned)

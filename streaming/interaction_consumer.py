@@ -127,7 +127,9 @@ class InteractionHandler:
         self.keep_freshness = keep_freshness
         self.stats = HandlerStats()
         self.model: LoadedTower | None = None
-        self._offline = ThreadPoolExecutor(1, thread_name_prefix="offline-append")
+        # Two workers: the interaction-log and user-embedding appends (each an fsync, or
+        # a PostgreSQL round trip) run side by side instead of one after the other.
+        self._offline = ThreadPoolExecutor(2, thread_name_prefix="offline-append")
         self._checked = -float("inf")
         self.last_call = -float("inf")
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from feature_repo.schema import CREATED_TS, EVENT_TS, LogSpec, spec
+from feature_repo.schema import CREATED_TS, EVENT_TS, LogSpec, spec, utc_times
 
 
 class OfflineLog(ABC):
@@ -56,8 +56,7 @@ def to_table(log: LogSpec, df: pd.DataFrame) -> pa.Table:
     if missing or extra:
         raise ValueError(f"{log.name}: missing columns {missing}, unexpected columns {extra}")
     for ts in (EVENT_TS, CREATED_TS):
-        col = pd.to_datetime(df[ts], utc=True)
-        df[ts] = col
+        df[ts] = utc_times(df[ts])
     for k in log.key:
         if df[k].isna().any():
             raise ValueError(f"{log.name}: key column {k!r} has nulls")

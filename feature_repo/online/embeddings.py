@@ -37,7 +37,7 @@ from feature_repo.online.generic import FeastRawSource
 from feature_repo.online.redis import RedisRawSource
 from feature_repo.online.sqlite import SqliteRawSource
 from feature_repo.online.versions import VERSIONED_VIEWS, online_id, online_ids, purge_version
-from feature_repo.schema import CREATED_TS, EVENT_TS, VIEWS
+from feature_repo.schema import CREATED_TS, EVENT_TS, VIEWS, utc_times
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -75,7 +75,7 @@ class OnlineEmbeddings:
         if df.empty:
             return 0
         df = df.copy(deep=False)
-        df[EVENT_TS] = pd.to_datetime(df[EVENT_TS], utc=True)
+        df[EVENT_TS] = utc_times(df[EVENT_TS])
         if CREATED_TS not in df.columns:
             # Feast reads the view's created column even for online writes.
             df[CREATED_TS] = pd.Timestamp(datetime.now(UTC))

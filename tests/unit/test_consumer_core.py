@@ -168,3 +168,21 @@ def test_polled_offsets_equal_the_per_record_reference() -> None:
     flat = [r for batch in polled.values() for r in batch]
     assert polled_offsets(polled) == next_offsets(flat)
     assert polled_offsets(polled)  # the case is not vacuous
+
+
+def test_gathered_records_of_revoked_partitions_are_dropped_with_their_offsets() -> None:
+    from kafka.structs import TopicPartition
+
+    from streaming.consumer import _without, polled_offsets
+
+    polled = {
+        TopicPartition("t", p): [Rec("t", p, 10 * p + i, 0, None, b"{}") for i in range(3)]
+        for p in range(4)
+    }
+    flat = [r for batch in polled.values() for r in batch]
+    kept, offsets = _without(flat, polled_offsets(polled), {TopicPartition("t", 1)})
+    assert [r.partition for r in kept] == [0, 0, 0, 2, 2, 2, 3, 3, 3]  # order kept
+    assert offsets == {TopicPartition("t", p): 10 * p + 3 for p in (0, 2, 3)}
+    # a partition of another topic with the same number is not the revoked one
+    other = [Rec("u", 1, 0, 0, None, b"{}")]
+    assert _without(other, {TopicPartition("u", 1): 1}, {TopicPartition("t", 1)})[0] == other

@@ -153,3 +153,23 @@ def test_empty_log_reads_as_empty_frame(log: ParquetOfflineLog) -> None:
     log.ensure("item_tower_embedding")
     assert log.read_offline("item_tower_embedding").empty
     assert log.read_offline("user_tower_embedding").empty
+
+
+@pytest.mark.parametrize(
+    "col",
+    [
+        pd.Series(pd.to_datetime(np.arange(5) * 10**9, utc=True)),
+        pd.Series(pd.to_datetime(np.arange(3), unit="us", utc=True)),
+        pd.Series([datetime(2020, 1, 1, tzinfo=UTC)] * 3),
+        pd.Series(pd.date_range("2020-03-29", periods=3, freq="h", tz="Europe/Paris")),
+        pd.Series(["2020-01-01T00:00:00Z", "2020-01-01T01:00:00+01:00"]),
+        pd.Series([datetime(2020, 1, 1), datetime(2021, 1, 1)]),
+    ],
+    ids=["utc-ns", "utc-us", "datetimes", "paris", "strings", "naive"],
+)
+def test_utc_times_equals_to_datetime_utc(col: pd.Series) -> None:
+    from feature_repo.schema import utc_times
+
+    got, want = utc_times(col), pd.to_datetime(col, utc=True)
+    assert got.dtype == want.dtype
+    pd.testing.assert_series_equal(got, want)
