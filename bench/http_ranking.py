@@ -44,6 +44,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from bench.ranking import _cleanup, _commit, fill, production_settings
 from feature_repo.online.versions import online_id
 from feature_repo.settings import FeastSettings
 from learn_core.settings import load
+from ranking.wire import MEDIA_TYPE, decode_rank
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,11 @@ def check_feast(payload: dict[str, Any], n: int) -> None:
 
 
 def closed_loop(
-    port: int, path: str, bodies: Sequence[bytes], concurrency: int
+    port: int,
+    path: str,
+    bodies: Sequence[bytes],
+    concurrency: int,
+    accept: str | None = None,
 ) -> tuple[list[float], float]:
     """Send every body once over ``concurrency`` keep-alive connections; (latencies, wall s).
 
@@ -130,6 +136,8 @@ def closed_loop(
     lat: list[float] = []
     errors: list[str] = []
     headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
+    if accept:
+        headers["Accept"] = accept
     go = threading.Barrier(concurrency + 1)
 
     def worker() -> None:
@@ -172,17 +180,66 @@ def closed_loop(
     return lat, wall
 
 
-def post_json(port: int, path: str, body: bytes) -> dict[str, Any]:
+def post(port: int, path: str, body: bytes, accept: str | None = None) -> tuple[str, bytes]:
+    """One request; (content type, body) of a 200, else RuntimeError."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/json"}
+    if accept:
+        headers["Accept"] = accept
     try:
-        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        conn.request("POST", path, body, headers)
         resp = conn.getresponse()
         data = resp.read()
         if resp.status != 200:
             raise RuntimeError(f"{path}: HTTP {resp.status}: {data[:300]!r}")
-        return json.loads(data)
+        return resp.getheader("Content-Type", ""), data
     finally:
         conn.close()
+
+
+def post_json(port: int, path: str, body: bytes) -> dict[str, Any]:
+    return json.loads(post(port, path, body)[1])
+
+
+def check_binary(content_type: str, data: bytes, json_answer: dict[str, Any]) -> None:
+    """The compact answer decodes to the JSON answer's values, exactly."""
+    if content_type != MEDIA_TYPE:
+        raise AssertionError(f"/rank with Accept {MEDIA_TYPE}: got {content_type!r}")
+    got = decode_rank(data)
+    want = json_answer["items"]
+    emb = np.asarray([it["embedding"] for it in want], np.float64)
+    mid = np.asarray([it["mid_emb"] for it in want], np.float64)
+    cvr = np.asarray([it["cvr"] for it in want], np.float64)
+    if (
+        got.model_version != json_answer["model_version"]
+        or got.item_ids != [it["item_id"] for it in want]
+        or not np.array_equal(got.item_embeddings.astype(np.float64), emb)
+        or not np.array_equal(got.mid_emb.astype(np.float64), mid)
+        or not np.array_equal(got.cvr.astype(np.float64), cvr)
+        or not np.array_equal(got.user_embedding, json_answer["user_embedding"])
+    ):
+        raise AssertionError("/rank: the compact answer differs from the JSON answer")
+
+
+def group_cpu_s(pgid: int) -> float | None:
+    """CPU seconds (user + system) of every live process in group ``pgid`` (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for pid in entries:
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:  # state ppid pgrp ... utime(11) stime(12)
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 # --- servers ----------------------------------------------------------------------------
@@ -316,7 +373,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         env["LEARNREC_RANKING_WORKERS"] = str(args.workers)
         ours_port, feast_port = free_port(), free_port()
         wanted = servers_of(args.servers)
-        targets: dict[str, tuple[int, str, list[bytes]]] = {}
+        targets: dict[str, Target] = {}
         if "ours" in wanted:
             ours = Server(
                 "ours",
@@ -328,10 +385,15 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             )  # fmt: skip
             stack.callback(ours.stop)
             ours.wait_ready("/healthz")
-            targets["ours"] = (ours_port, "/rank", [rank_body(u, c) for u, c in reqs])
-            check_ours(
-                post_json(ours_port, "/rank", targets["ours"][2][0]), version, args.candidates
-            )
+            bodies = [rank_body(u, c) for u, c in reqs]
+            targets["ours"] = Target(ours_port, "/rank", bodies, None, ours.proc.pid)
+            answer = post_json(ours_port, "/rank", bodies[0])
+            check_ours(answer, version, args.candidates)
+            if "ours_binary" in wanted:
+                targets["ours_binary"] = Target(
+                    ours_port, "/rank", bodies, MEDIA_TYPE, ours.proc.pid
+                )
+                check_binary(*post(ours_port, "/rank", bodies[0], MEDIA_TYPE), answer)
         if "feast_server" in wanted:
             feast = Server(
                 "feast",
@@ -346,19 +408,17 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             )  # fmt: skip
             stack.callback(feast.stop)
             feast.wait_ready("/health")
-            targets["feast_server"] = (
-                feast_port,
-                "/get-online-features",
-                [feast_body(*versioned(version, u, c)) for u, c in reqs],
+            feast_bodies = [feast_body(*versioned(version, u, c)) for u, c in reqs]
+            targets["feast_server"] = Target(
+                feast_port, "/get-online-features", feast_bodies, None, feast.proc.pid
             )
             check_feast(
-                post_json(feast_port, "/get-online-features", targets["feast_server"][2][0]),
-                args.candidates,
+                post_json(feast_port, "/get-online-features", feast_bodies[0]), args.candidates
             )
-        for port, path, bodies in targets.values():  # warm both: imports, caches, JIT
-            closed_loop(port, path, bodies[: args.warmup], 2)
+        for t in targets.values():  # warm all: imports, caches, JIT
+            closed_loop(t.port, t.path, t.bodies[: args.warmup], 2, t.accept)
 
-        measured = {n: b[args.warmup :] for n, (_, _, b) in targets.items()}
+        measured = {n: t.bodies[args.warmup :] for n, t in targets.items()}
         rounds = max(1, args.rounds)
         out: dict[str, Any] = {
             "profile": settings.profile,
@@ -368,25 +428,52 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for c in CONCURRENCY:
             lat: dict[str, list[float]] = {n: [] for n in targets}
             wall: dict[str, float] = dict.fromkeys(targets, 0.0)
-            for r in range(rounds):  # alternate the servers so that noise hits both
-                for name, (port, path, _) in targets.items():
+            cpu: dict[str, list[float]] = {n: [0.0, 0.0] for n in targets}  # server, client
+            for r in range(rounds):  # alternate the servers so that noise hits all alike
+                for name, t in targets.items():
                     part = measured[name][r::rounds]
-                    got, w = closed_loop(port, path, part, c)
+                    s0, c0 = group_cpu_s(t.pgid), time.process_time()
+                    got, w = closed_loop(t.port, t.path, part, c, t.accept)
+                    s1, c1 = group_cpu_s(t.pgid), time.process_time()
                     lat[name] += got
                     wall[name] += w
+                    cpu[name][0] += (s1 - s0) if s0 is not None and s1 is not None else np.nan
+                    cpu[name][1] += c1 - c0
             for name in targets:
                 stats = percentiles(lat[name])
-                prefix = "" if name == "ours" else f"{name}_"
+                prefix = PREFIX[name]
                 for k, v in stats.items():
                     out[f"{prefix}{k}_c{c}"] = v
-                out[f"{prefix}rps_c{c}"] = len(lat[name]) / wall[name]
-                out[f"{prefix}requests_c{c}"] = len(lat[name])
-            if len(targets) == 2:
-                out[f"speedup_p99_c{c}"] = out[f"feast_server_p99_ms_c{c}"] / out[f"p99_ms_c{c}"]
+                n = len(lat[name])
+                out[f"{prefix}rps_c{c}"] = n / wall[name]
+                out[f"{prefix}requests_c{c}"] = n
+                out[f"{prefix}server_cpu_ms_per_req_c{c}"] = 1000 * cpu[name][0] / n
+                out[f"{prefix}client_cpu_ms_per_req_c{c}"] = 1000 * cpu[name][1] / n
+            if "feast_server" in targets:
+                for name in ("ours", "ours_binary"):
+                    if name in targets:
+                        out[f"{PREFIX[name]}speedup_p99_c{c}"] = (
+                            out[f"feast_server_p99_ms_c{c}"] / out[f"{PREFIX[name]}p99_ms_c{c}"]
+                        )
         return out
 
 
-SERVERS = ("ours", "feast_server")
+@dataclass(frozen=True)
+class Target:
+    """One measured series: where to send, what, which ``Accept``, whose CPU to count."""
+
+    port: int
+    path: str
+    bodies: list[bytes]
+    accept: str | None
+    pgid: int
+
+
+#: ``ours``: JSON (the default answer); ``ours_binary``: the same server and requests with
+#: ``Accept: application/x-learnrec-rank`` (``ranking.wire``); ``feast_server``: Feast's.
+SERVERS = ("ours", "ours_binary", "feast_server")
+#: Key prefix in the JSON: ``p99_ms_c8`` is the JSON answer's, ``binary_p99_ms_c8`` the compact one's.
+PREFIX = {"ours": "", "ours_binary": "binary_", "feast_server": "feast_server_"}
 
 
 def servers_of(option: str) -> list[str]:
@@ -395,6 +482,8 @@ def servers_of(option: str) -> list[str]:
     bad = [n for n in names if n not in SERVERS]
     if bad or not names:
         raise SystemExit(f"--servers: unknown {bad or option!r}; choose from {', '.join(SERVERS)}")
+    if "ours_binary" in names and "ours" not in names:
+        names.insert(0, "ours")  # the compact answer is checked against the JSON one
     return names
 
 
@@ -409,7 +498,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="server processes, both servers")
-    p.add_argument("--servers", default="ours,feast_server", help="which to measure")
+    p.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="which to measure: ours (JSON), ours_binary (compact answer), feast_server",
+    )
     p.add_argument("--profile", choices=["auto", "embedded", "production"], default="auto")
     args = p.parse_args(argv)
     servers_of(args.servers)  # a typo fails here, before the store is filled
@@ -445,15 +538,30 @@ def main(argv: list[str] | None = None) -> int:
         f"profile {result['profile']}, {args.workers} worker(s) each, "
         f"load (1 min) {load1[0]:.2f} -> {load1[1]:.2f}, {result['wall_s']} s"
     )
+    labels = {
+        "ours": "learnrec JSON",
+        "ours_binary": "learnrec binary",
+        "feast_server": "feast serve",
+    }
     for c in CONCURRENCY:
-        for name, prefix in (("learnrec serve", ""), ("feast serve", "feast_server_")):
+        for name, label in labels.items():
+            prefix = PREFIX[name]
             if f"{prefix}p50_ms_c{c}" not in result:
                 continue
             print(
-                f"c={c} {name:15s} p50 {result[f'{prefix}p50_ms_c{c}']:7.2f} ms  "
+                f"c={c} {label:15s} p50 {result[f'{prefix}p50_ms_c{c}']:7.2f} ms  "
                 f"p99 {result[f'{prefix}p99_ms_c{c}']:7.2f} ms  "
                 f"p99.9 {result[f'{prefix}p999_ms_c{c}']:7.2f} ms  "
-                f"{result[f'{prefix}rps_c{c}']:7.1f} req/s"
+                f"{result[f'{prefix}rps_c{c}']:7.1f} req/s  CPU/req server "
+                f"{result[f'{prefix}server_cpu_ms_per_req_c{c}']:.2f} ms, client "
+                f"{result[f'{prefix}client_cpu_ms_per_req_c{c}']:.2f} ms"
+            )
+    for name in ("ours", "ours_binary"):
+        if f"{PREFIX[name]}p99_ms_c8" in result:
+            p99 = result[f"{PREFIX[name]}p99_ms_c8"]
+            print(
+                f"target p99 at 8 connections <= 10 ms, {labels[name]}: {p99:.2f} ms, "
+                f"{'met' if p99 <= 10 else 'NOT met'}"
             )
     return 0
 
