@@ -104,7 +104,10 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class RankRoute:
-    """ASGI middleware that answers ``POST /rank`` and passes every other request on."""
+    """ASGI app that answers ``POST /rank`` and passes every other request (and the
+    lifespan) on to ``app``. In front of FastAPI, not inside it: its wrapper (telemetry
+    hooks, the error middleware) ran on every request too. An error it does not know
+    propagates to the server, which logs it and answers 500."""
 
     def __init__(self, app: Any, reader: RankingReader, max_bytes: int) -> None:
         self.app, self.reader, self.max_bytes = app, reader, max_bytes

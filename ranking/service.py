@@ -87,7 +87,9 @@ class BodyLimit:
         return body_limit_message(self.max_bytes)
 
 
-def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> FastAPI:
+def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> RankRoute:
+    """The service as one ASGI app: ``POST /rank`` answered directly, the rest by FastAPI
+    (``.app``), which also runs the lifespan (model poll, index, heap freeze)."""
     import orjson
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
@@ -137,8 +139,6 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Fast
         app.add_exception_handler(exc_type, _reader_error)
     for exc_type in store_errors():
         app.add_exception_handler(exc_type, _reader_error)
-    # Outermost: POST /rank never enters FastAPI (ranking.http_rank); the rest does.
-    app.add_middleware(RankRoute, reader=reader, max_bytes=limit)
 
     # Plain ``def`` handlers: FastAPI runs them in its thread pool, so the blocking
     # online read never stalls the event loop.
@@ -164,10 +164,11 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Fast
             "indexed_items": reader.retrieval.size(),
         }
 
-    return app
+    # In front of FastAPI: POST /rank never enters it (ranking.http_rank); the rest does.
+    return RankRoute(app, reader, limit)
 
 
-def app_from_settings() -> FastAPI:
+def app_from_settings() -> RankRoute:
     """The app over ``open_reader()``: what each worker process builds when there are several."""
     from learn_core.settings import load
     from ranking.reader import open_reader
