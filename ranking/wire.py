@@ -93,13 +93,20 @@ def decode_rank(data: bytes | bytearray | memoryview) -> RankResult:
         raise WireError(f"header of {hlen} bytes runs past the {len(buf)}-byte answer")
     try:
         head: dict[str, Any] = orjson.loads(bytes(buf[_PREFIX.size : start]))
-        n, dim, mid_dim = int(head["n"]), int(head["dim"]), int(head["mid_dim"])
-        ids, status = list(head["item_ids"]), list(head["status"])
-        dtype = head["dtype"]
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise WireError(f"bad header: {exc}") from exc
-    if dtype != DTYPE or min(n, dim, mid_dim) < 0 or len(ids) != n or len(status) != n:
-        raise WireError(f"bad header: dtype {dtype!r}, n={n}, dim={dim}, mid_dim={mid_dim}")
+        n, dim, mid_dim = (head[k] for k in ("n", "dim", "mid_dim"))
+        ids, status, dtype = head["item_ids"], head["status"], head["dtype"]
+        strings = (head["model_version"], head["user_id"], *ids, *status)
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise WireError(f"bad header: {type(exc).__name__}: {exc}") from exc
+    if (
+        dtype != DTYPE
+        or not all(type(v) is int and v >= 0 for v in (n, dim, mid_dim))
+        or not (isinstance(ids, list) and isinstance(status, list))
+        or not all(isinstance(v, str) for v in strings)
+        or len(ids) != n
+        or len(status) != n
+    ):
+        raise WireError(f"bad header: dtype {dtype!r}, n={n!r}, dim={dim!r}, mid_dim={mid_dim!r}")
     sizes = (dim, n * dim, n * mid_dim, n)
     if start % 4 or len(buf) - start != 4 * sum(sizes):
         raise WireError(f"{len(buf) - start} bytes of arrays, expected {4 * sum(sizes)}")
@@ -109,9 +116,7 @@ def decode_rank(data: bytes | bytearray | memoryview) -> RankResult:
     items = flat[ends[0] : ends[1]].reshape(n, dim)
     mid = flat[ends[1] : ends[2]].reshape(n, mid_dim)
     cvr = flat[ends[2] : ends[3]]
-    return RankResult(
-        str(head["model_version"]), str(head["user_id"]), user, ids, status, items, mid, cvr
-    )
+    return RankResult(head["model_version"], head["user_id"], user, ids, status, items, mid, cvr)
 
 
 def wants_binary(accept: str | None) -> bool | None:
