@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from learn_core.runtime import settle_heap
+from learn_core.runtime import limit_threads, settle_heap
 from learn_core.settings import ServiceUnavailableError
 from ranking.core import RequestError, UnknownUserError, VersionError
 from ranking.http_rank import (  # noqa: F401 - RankBody, validation_detail: the service's API
@@ -92,6 +92,12 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Rank
     (``.app``), which also runs the lifespan (model poll, index, heap freeze)."""
     import orjson
     from fastapi import FastAPI, HTTPException, Request
+
+    # Small products on the request path: pools that spin on busy cores stall the tail
+    # (docs/ranking.md, "Tail latency"). Process-wide, so set by the service, once per
+    # worker, from the thread that builds the app: OpenBLAS ignores a limit set from any
+    # other thread than the main one (measured), which rules out the lifespan's thread.
+    log.info("thread pools: %s", limit_threads(reader.s.blas_threads, reader.s.torch_threads))
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
 
