@@ -1,7 +1,7 @@
-"""The HTTP benches' harness: a closed-loop keep-alive client and server subprocesses.
+"""The HTTP harness of ``bench.http_ranking``: a closed-loop client, server processes, CPU.
 
-Kept apart from ``bench.http_ranking`` (what is measured, and against what) so that
-each stays readable; the client is unit-tested on its own.
+Kept apart from the benchmark's set-up so that each stays readable; nothing here knows
+about ranking or Feast.
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from feature_repo.settings import FeastSettings
-
 log = logging.getLogger(__name__)
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # --- the client ---------------------------------------------------------------------------
 
 
 def closed_loop(
-    port: int, path: str, bodies: Sequence[bytes], concurrency: int
+    port: int,
+    path: str,
+    bodies: Sequence[bytes],
+    concurrency: int,
+    accept: str | None = None,
 ) -> tuple[list[float], float]:
     """Send every body once over ``concurrency`` keep-alive connections; (latencies, wall s).
 
@@ -42,6 +42,8 @@ def closed_loop(
     lat: list[float] = []
     errors: list[str] = []
     headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
+    if accept:
+        headers["Accept"] = accept
     go = threading.Barrier(concurrency + 1)
 
     def worker() -> None:
@@ -84,17 +86,46 @@ def closed_loop(
     return lat, wall
 
 
-def post_json(port: int, path: str, body: bytes) -> dict[str, Any]:
+def post(port: int, path: str, body: bytes, accept: str | None = None) -> tuple[str, bytes]:
+    """One request; (content type, body) of a 200, else RuntimeError."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/json"}
+    if accept:
+        headers["Accept"] = accept
     try:
-        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        conn.request("POST", path, body, headers)
         resp = conn.getresponse()
         data = resp.read()
         if resp.status != 200:
             raise RuntimeError(f"{path}: HTTP {resp.status}: {data[:300]!r}")
-        return json.loads(data)
+        return resp.getheader("Content-Type", ""), data
     finally:
         conn.close()
+
+
+def post_json(port: int, path: str, body: bytes) -> dict[str, Any]:
+    return json.loads(post(port, path, body)[1])
+
+
+def group_cpu_s(pgid: int) -> float | None:
+    """CPU seconds (user + system) of every live process in group ``pgid`` (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for pid in entries:
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:  # state ppid pgrp ... utime(11) stime(12)
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 # --- servers ----------------------------------------------------------------------------
@@ -153,28 +184,3 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def server_env(settings: FeastSettings, registry_root: Path) -> dict[str, str]:
-    """The environment both servers read: the same Feast project and our registry."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEARNREC_")}
-    env.update(
-        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-        OMP_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-        LEARNREC_FEAST_PROFILE=settings.profile,
-        LEARNREC_FEAST_PROJECT=settings.project,
-        LEARNREC_FEAST_DATA_DIR=str(settings.resolved_data_dir()),
-        LEARNREC_REGISTRY_ROOT=str(registry_root),
-    )
-    if settings.profile == "production":
-        env.update(
-            LEARNREC_FEAST_REDIS_URL=settings.redis_url,
-            LEARNREC_FEAST_PG_HOST=settings.pg_host,
-            LEARNREC_FEAST_PG_PORT=str(settings.pg_port),
-            LEARNREC_FEAST_PG_DB=settings.pg_db,
-            LEARNREC_FEAST_PG_USER=settings.pg_user,
-            LEARNREC_FEAST_PG_PASSWORD=settings.pg_password.get_secret_value(),
-            LEARNREC_FEAST_PG_SSLMODE=settings.pg_sslmode,
-        )
-    return env

@@ -39,21 +39,30 @@ import time
 import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.http_harness import Server, closed_loop, post_json, server_env
+from bench.http_harness import (
+    Server,
+    closed_loop,
+    group_cpu_s,
+    post,
+    post_json,
+)
 from bench.ranking import _cleanup, _commit, fill, production_settings
 from devstack.kafka import free_port
 from feature_repo.online.versions import online_id
 from feature_repo.schema import ITEM_TOWER, USER_TOWER
 from feature_repo.settings import FeastSettings
 from learn_core.settings import load
+from ranking.wire import MEDIA_TYPE, decode_rank
 
 log = logging.getLogger(__name__)
 
+ROOT = Path(__file__).resolve().parents[1]
 ITEM_VIEW, USER_VIEW = ITEM_TOWER.name, USER_TOWER.name
 FEATURES = [f"{v}:{f}" for v in (USER_VIEW, ITEM_VIEW) for f in ("embedding", "model_version")]
 CONCURRENCY = (1, 8)
@@ -111,6 +120,54 @@ def check_feast(payload: dict[str, Any], n: int) -> None:
         raise AssertionError(f"/get-online-features: {present} of {n} item embeddings present")
 
 
+# --- the answers -------------------------------------------------------------------------
+
+
+def check_binary(content_type: str, data: bytes, json_answer: dict[str, Any]) -> None:
+    """The compact answer decodes to the JSON answer's values, exactly."""
+    if content_type != MEDIA_TYPE:
+        raise AssertionError(f"/rank with Accept {MEDIA_TYPE}: got {content_type!r}")
+    got = decode_rank(data)
+    want = json_answer["items"]
+    emb = np.asarray([it["embedding"] for it in want], np.float64)
+    mid = np.asarray([it["mid_emb"] for it in want], np.float64)
+    cvr = np.asarray([it["cvr"] for it in want], np.float64)
+    if (
+        got.model_version != json_answer["model_version"]
+        or got.item_ids != [it["item_id"] for it in want]
+        or not np.array_equal(got.item_embeddings.astype(np.float64), emb)
+        or not np.array_equal(got.mid_emb.astype(np.float64), mid)
+        or not np.array_equal(got.cvr.astype(np.float64), cvr)
+        or not np.array_equal(got.user_embedding, json_answer["user_embedding"])
+    ):
+        raise AssertionError("/rank: the compact answer differs from the JSON answer")
+
+
+def server_env(settings: FeastSettings, registry_root: Path) -> dict[str, str]:
+    """The environment both servers read: the same Feast project and our registry."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEARNREC_")}
+    env.update(
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        LEARNREC_FEAST_PROFILE=settings.profile,
+        LEARNREC_FEAST_PROJECT=settings.project,
+        LEARNREC_FEAST_DATA_DIR=str(settings.resolved_data_dir()),
+        LEARNREC_REGISTRY_ROOT=str(registry_root),
+    )
+    if settings.profile == "production":
+        env.update(
+            LEARNREC_FEAST_REDIS_URL=settings.redis_url,
+            LEARNREC_FEAST_PG_HOST=settings.pg_host,
+            LEARNREC_FEAST_PG_PORT=str(settings.pg_port),
+            LEARNREC_FEAST_PG_DB=settings.pg_db,
+            LEARNREC_FEAST_PG_USER=settings.pg_user,
+            LEARNREC_FEAST_PG_PASSWORD=settings.pg_password.get_secret_value(),
+            LEARNREC_FEAST_PG_SSLMODE=settings.pg_sslmode,
+        )
+    return env
+
+
 # --- the benchmark --------------------------------------------------------------------------
 
 
@@ -153,7 +210,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         env["LEARNREC_RANKING_WORKERS"] = str(args.workers)
         ours_port, feast_port = free_port(), free_port()
         wanted = servers_of(args.servers)
-        targets: dict[str, tuple[int, str, list[bytes]]] = {}
+        targets: dict[str, Target] = {}
         if "ours" in wanted:
             ours = Server(
                 "ours",
@@ -165,10 +222,15 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             )  # fmt: skip
             stack.callback(ours.stop)
             ours.wait_ready("/healthz")
-            targets["ours"] = (ours_port, "/rank", [rank_body(u, c) for u, c in reqs])
-            check_ours(
-                post_json(ours_port, "/rank", targets["ours"][2][0]), version, args.candidates
-            )
+            bodies = [rank_body(u, c) for u, c in reqs]
+            targets["ours"] = Target(ours_port, "/rank", bodies, None, ours.proc.pid)
+            answer = post_json(ours_port, "/rank", bodies[0])
+            check_ours(answer, version, args.candidates)
+            if "ours_binary" in wanted:
+                targets["ours_binary"] = Target(
+                    ours_port, "/rank", bodies, MEDIA_TYPE, ours.proc.pid
+                )
+                check_binary(*post(ours_port, "/rank", bodies[0], MEDIA_TYPE), answer)
         if "feast_server" in wanted:
             feast = Server(
                 "feast",
@@ -183,19 +245,17 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             )  # fmt: skip
             stack.callback(feast.stop)
             feast.wait_ready("/health")
-            targets["feast_server"] = (
-                feast_port,
-                "/get-online-features",
-                [feast_body(*versioned(version, u, c)) for u, c in reqs],
+            feast_bodies = [feast_body(*versioned(version, u, c)) for u, c in reqs]
+            targets["feast_server"] = Target(
+                feast_port, "/get-online-features", feast_bodies, None, feast.proc.pid
             )
             check_feast(
-                post_json(feast_port, "/get-online-features", targets["feast_server"][2][0]),
-                args.candidates,
+                post_json(feast_port, "/get-online-features", feast_bodies[0]), args.candidates
             )
-        for port, path, bodies in targets.values():  # warm both: imports, caches, JIT
-            closed_loop(port, path, bodies[: args.warmup], 2)
+        for t in targets.values():  # warm all: imports, caches, JIT
+            closed_loop(t.port, t.path, t.bodies[: args.warmup], 2, t.accept)
 
-        measured = {n: b[args.warmup :] for n, (_, _, b) in targets.items()}
+        measured = {n: t.bodies[args.warmup :] for n, t in targets.items()}
         rounds = max(1, args.rounds)
         out: dict[str, Any] = {
             "profile": settings.profile,
@@ -205,25 +265,52 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for c in CONCURRENCY:
             lat: dict[str, list[float]] = {n: [] for n in targets}
             wall: dict[str, float] = dict.fromkeys(targets, 0.0)
-            for r in range(rounds):  # alternate the servers so that noise hits both
-                for name, (port, path, _) in targets.items():
+            cpu: dict[str, list[float]] = {n: [0.0, 0.0] for n in targets}  # server, client
+            for r in range(rounds):  # alternate the servers so that noise hits all alike
+                for name, t in targets.items():
                     part = measured[name][r::rounds]
-                    got, w = closed_loop(port, path, part, c)
+                    s0, c0 = group_cpu_s(t.pgid), time.process_time()
+                    got, w = closed_loop(t.port, t.path, part, c, t.accept)
+                    s1, c1 = group_cpu_s(t.pgid), time.process_time()
                     lat[name] += got
                     wall[name] += w
+                    cpu[name][0] += (s1 - s0) if s0 is not None and s1 is not None else np.nan
+                    cpu[name][1] += c1 - c0
             for name in targets:
                 stats = percentiles(lat[name])
-                prefix = "" if name == "ours" else f"{name}_"
+                prefix = PREFIX[name]
                 for k, v in stats.items():
                     out[f"{prefix}{k}_c{c}"] = v
-                out[f"{prefix}rps_c{c}"] = len(lat[name]) / wall[name]
-                out[f"{prefix}requests_c{c}"] = len(lat[name])
-            if len(targets) == 2:
-                out[f"speedup_p99_c{c}"] = out[f"feast_server_p99_ms_c{c}"] / out[f"p99_ms_c{c}"]
+                n = len(lat[name])
+                out[f"{prefix}rps_c{c}"] = n / wall[name]
+                out[f"{prefix}requests_c{c}"] = n
+                out[f"{prefix}server_cpu_ms_per_req_c{c}"] = 1000 * cpu[name][0] / n
+                out[f"{prefix}client_cpu_ms_per_req_c{c}"] = 1000 * cpu[name][1] / n
+            if "feast_server" in targets:
+                for name in ("ours", "ours_binary"):
+                    if name in targets:
+                        out[f"{PREFIX[name]}speedup_p99_c{c}"] = (
+                            out[f"feast_server_p99_ms_c{c}"] / out[f"{PREFIX[name]}p99_ms_c{c}"]
+                        )
         return out
 
 
-SERVERS = ("ours", "feast_server")
+@dataclass(frozen=True)
+class Target:
+    """One measured series: where to send, what, which ``Accept``, whose CPU to count."""
+
+    port: int
+    path: str
+    bodies: list[bytes]
+    accept: str | None
+    pgid: int
+
+
+#: ``ours``: JSON (the default answer); ``ours_binary``: the same server and requests with
+#: ``Accept: application/x-learnrec-rank`` (``ranking.wire``); ``feast_server``: Feast's.
+SERVERS = ("ours", "ours_binary", "feast_server")
+#: Key prefix in the JSON: ``p99_ms_c8`` is the JSON answer's, ``binary_p99_ms_c8`` the compact one's.
+PREFIX = {"ours": "", "ours_binary": "binary_", "feast_server": "feast_server_"}
 
 
 def servers_of(option: str) -> list[str]:
@@ -232,6 +319,8 @@ def servers_of(option: str) -> list[str]:
     bad = [n for n in names if n not in SERVERS]
     if bad or not names:
         raise SystemExit(f"--servers: unknown {bad or option!r}; choose from {', '.join(SERVERS)}")
+    if "ours_binary" in names and "ours" not in names:
+        names.insert(0, "ours")  # the compact answer is checked against the JSON one
     return names
 
 
@@ -246,7 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="server processes, both servers")
-    p.add_argument("--servers", default="ours,feast_server", help="which to measure")
+    p.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="which to measure: ours (JSON), ours_binary (compact answer), feast_server",
+    )
     p.add_argument("--profile", choices=["auto", "embedded", "production"], default="auto")
     args = p.parse_args(argv)
     servers_of(args.servers)  # a typo fails here, before the store is filled
@@ -282,15 +375,30 @@ def main(argv: list[str] | None = None) -> int:
         f"profile {result['profile']}, {args.workers} worker(s) each, "
         f"load (1 min) {load1[0]:.2f} -> {load1[1]:.2f}, {result['wall_s']} s"
     )
+    labels = {
+        "ours": "learnrec JSON",
+        "ours_binary": "learnrec binary",
+        "feast_server": "feast serve",
+    }
     for c in CONCURRENCY:
-        for name, prefix in (("learnrec serve", ""), ("feast serve", "feast_server_")):
+        for name, label in labels.items():
+            prefix = PREFIX[name]
             if f"{prefix}p50_ms_c{c}" not in result:
                 continue
             print(
-                f"c={c} {name:15s} p50 {result[f'{prefix}p50_ms_c{c}']:7.2f} ms  "
+                f"c={c} {label:15s} p50 {result[f'{prefix}p50_ms_c{c}']:7.2f} ms  "
                 f"p99 {result[f'{prefix}p99_ms_c{c}']:7.2f} ms  "
                 f"p99.9 {result[f'{prefix}p999_ms_c{c}']:7.2f} ms  "
-                f"{result[f'{prefix}rps_c{c}']:7.1f} req/s"
+                f"{result[f'{prefix}rps_c{c}']:7.1f} req/s  CPU/req server "
+                f"{result[f'{prefix}server_cpu_ms_per_req_c{c}']:.2f} ms, client "
+                f"{result[f'{prefix}client_cpu_ms_per_req_c{c}']:.2f} ms"
+            )
+    for name in ("ours", "ours_binary"):
+        if f"{PREFIX[name]}p99_ms_c8" in result:
+            p99 = result[f"{PREFIX[name]}p99_ms_c8"]
+            print(
+                f"target p99 at 8 connections <= 10 ms, {labels[name]}: {p99:.2f} ms, "
+                f"{'met' if p99 <= 10 else 'NOT met'}"
             )
     return 0
 

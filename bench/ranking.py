@@ -264,12 +264,9 @@ def bench_profile(settings: FeastSettings, cfg: argparse.Namespace) -> dict[str,
     handle = open_store(settings)
     try:
         items, users = fill(handle, cfg.items, cfg.users, model.cfg.tower.out_dim, cfg.seed)
-        reader = RankingReader(
-            handle,
-            _OneModel(model),
-            RankingSettings(version_check_s=0.2),
-            retrieval=ExactRetrieval(handle),
-        )
+        rs = RankingSettings(version_check_s=0.2)
+        pools = limit_threads(rs.blas_threads, rs.torch_threads)  # as the service at start-up
+        reader = RankingReader(handle, _OneModel(model), rs, retrieval=ExactRetrieval(handle))
         refs = [
             f"{v}:{f}"
             for v in (USER_TOWER.name, ITEM_TOWER.name)
@@ -303,7 +300,7 @@ def bench_profile(settings: FeastSettings, cfg: argparse.Namespace) -> dict[str,
             "online_store": "sqlite" if settings.profile == "embedded" else "redis",
             "requests": cfg.requests,
             "candidates": cfg.candidates,
-            "pools": limit_threads(0, 0),  # what the reader left in force
+            "pools": pools,
             "heap_frozen": cfg.freeze,
             "loadavg_1m_start": os.getloadavg()[0],
         }

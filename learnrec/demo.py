@@ -64,6 +64,7 @@ def run_demo(
     from learn_core.datasets import load_dataset
     from learn_core.embedding.cache import CachedEmbedder, EmbeddingCache
     from learn_core.embedding.hf import HFEmbedder
+    from learn_core.runtime import limit_threads
     from learn_core.settings import cache_dir, load
     from learnrec.pipeline import Pipeline
     from ranking.reader import RankingReader
@@ -140,7 +141,9 @@ def run_demo(
             f"{report.version}"
         )
 
-        reader = RankingReader(handle, registry, load(RankingSettings))
+        rs = load(RankingSettings)
+        limit_threads(rs.blas_threads, rs.torch_threads)  # as `learnrec serve` at start-up
+        reader = RankingReader(handle, registry, rs)
         reader.start()
         users = sorted(set(ds.interactions["user_id"].iloc[:n_inter]))[:50]
         items = [it.item_id for it in ds.items]

@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ranking.reader import open_reader
     from ranking.service import serve
 
-    serve(open_reader(s), s.host, s.port)  # the reader sizes the torch and BLAS pools
+    serve(open_reader(s), s.host, s.port)  # each worker sizes the torch and BLAS pools
     return 0
 
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from feature_repo.schema import ITEM_TOWER, USER_TOWER
-from learn_core.runtime import limit_threads
 from learn_core.serving import ModelCache, ModelSource, ServingModel
 from ranking.core import (
     OK,
@@ -55,8 +54,8 @@ class RankingReader:
     ) -> None:
         self.handle = handle
         self.s = settings or RankingSettings()
-        # Small products on the request path: pools that spin on busy cores stall the tail.
-        limit_threads(self.s.blas_threads, self.s.torch_threads)
+        # The BLAS and torch pools are the process's: the service sizes them at start-up
+        # (``ranking.service``), a reader embedded elsewhere leaves them to its host.
         self.models = (
             models if isinstance(models, ModelCache) else ModelCache(models, self.s.version_check_s)
         )

@@ -1,16 +1,20 @@
 """HTTP service over ``RankingReader`` (FastAPI + uvicorn).
 
 ``POST /rank`` {user_id, item_ids} and ``GET /retrieve?user_id=&k=`` return what the
-Python client returns, as JSON. Errors map to status codes with the reader's message:
-400 bad request (size caps, malformed ids, malformed or unknown body fields), 404 unknown
-user, 413 body over ``LEARNREC_RANKING_MAX_BODY_BYTES``, 503 no servable model or store down.
+Python client returns, as JSON; ``/rank`` answers the compact float32 form of
+``ranking.wire`` to a client that sends ``Accept: application/x-learnrec-rank``.
+Errors map to status codes with the reader's message: 400 bad request (size caps,
+malformed ids, malformed or unknown body fields), 404 unknown user, 406 an ``Accept``
+that allows neither ``/rank`` encoding, 413 body over ``LEARNREC_RANKING_MAX_BODY_BYTES``,
+503 no servable model or store down.
 
-The server stack was chosen by measurement (``bench.http_ranking``, docs/BENCHMARKS.md):
-plain ``def`` handlers (the thread pool overlaps one request's online read with
-another's work; ``async def`` halved the rate at 8 connections), the body encoded once
-by orjson into a plain ``Response`` (FastAPI's response-model path validates and
-encodes 100 x 128 floats itself), no access log, httptools + uvloop when installed,
-HTTP/1.1 keep-alive, and ``LEARNREC_RANKING_WORKERS`` processes.
+The server stack was chosen by measurement (``bench.http_ranking``, docs/ranking.md,
+"Over HTTP"): ``/rank`` as a plain ASGI route in front of FastAPI
+(``ranking.http_rank``: FastAPI's per-request machinery cost as much CPU as the read),
+its work in the thread pool (one request's online read overlaps another's work;
+running it on the event loop halved the rate at 8 connections), the body encoded once
+from numpy by orjson, or as raw float32 (``ranking.wire``), no access log, httptools +
+uvloop when installed, HTTP/1.1 keep-alive, and ``LEARNREC_RANKING_WORKERS`` processes.
 """
 
 from __future__ import annotations
@@ -21,11 +25,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-from learn_core.runtime import settle_heap
+from learn_core.runtime import limit_threads, settle_heap
 from learn_core.settings import ServiceUnavailableError
 from ranking.core import RequestError, UnknownUserError, VersionError
+from ranking.http_rank import (  # noqa: F401 - RankBody, validation_detail: the service's API
+    RankBody,
+    RankRoute,
+    body_limit_message,
+    error_answer,
+    store_errors,
+    validation_detail,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -33,35 +44,6 @@ if TYPE_CHECKING:
     from ranking.reader import RankingReader
 
 log = logging.getLogger(__name__)
-
-#: How much of a bad input a 400 quotes back (the rest is elided, never echoed whole).
-ECHO_CHARS = 80
-
-
-class RankBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: str = Field(min_length=1)
-    item_ids: list[str]
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]}… ({len(text)} chars)"
-
-
-def validation_detail(errors: Any) -> list[dict[str, str]]:
-    """Pydantic's errors made JSON-safe (NaN inputs) and short (inputs truncated)."""
-    out = []
-    for err in list(errors)[:10]:
-        item = {
-            "loc": ".".join(str(p) for p in err.get("loc", ())),
-            "msg": str(err.get("msg", "")),
-        }
-        if "input" in err:
-            item["input"] = _short(err["input"])
-        out.append(item)
-    return out
 
 
 class BodyLimit:
@@ -102,30 +84,20 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
     def _message(self) -> str:
-        return f"request body over {self.max_bytes} bytes (LEARNREC_RANKING_MAX_BODY_BYTES)"
+        return body_limit_message(self.max_bytes)
 
 
-def store_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions that mean "the store's service is down", from the clients installed."""
-    out: list[type[BaseException]] = []
-    try:
-        import redis
-
-        out += [redis.ConnectionError, redis.TimeoutError]
-    except ImportError:
-        pass
-    try:
-        import psycopg
-
-        out.append(psycopg.OperationalError)
-    except ImportError:
-        pass
-    return tuple(out)
-
-
-def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> FastAPI:
+def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> RankRoute:
+    """The service as one ASGI app: ``POST /rank`` answered directly, the rest by FastAPI
+    (``.app``), which also runs the lifespan (model poll, index, heap freeze)."""
     import orjson
     from fastapi import FastAPI, HTTPException, Request
+
+    # Small products on the request path: pools that spin on busy cores stall the tail
+    # (docs/ranking.md, "Tail latency"). Process-wide, so set by the service, once per
+    # worker, from the thread that builds the app: OpenBLAS ignores a limit set from any
+    # other thread than the main one (measured), which rules out the lifespan's thread.
+    log.info("thread pools: %s", limit_threads(reader.s.blas_threads, reader.s.torch_threads))
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
 
@@ -165,41 +137,17 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Fast
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_detail(exc.errors())}, status_code=400)
 
-    @app.exception_handler(RequestError)
-    async def _bad(_: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+    async def _reader_error(_: Request, exc: Exception) -> JSONResponse:
+        status, payload = error_answer(exc) or (500, {"detail": "internal error"})
+        return JSONResponse(payload, status_code=status)
 
-    @app.exception_handler(UnknownUserError)
-    async def _unknown(_: Request, exc: UnknownUserError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc.args[0])}, status_code=404)
-
-    @app.exception_handler(VersionError)
-    async def _version(_: Request, exc: VersionError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
-
-    @app.exception_handler(ServiceUnavailableError)
-    async def _store_down(_: Request, exc: ServiceUnavailableError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "store": "unreachable"}, status_code=503)
-
-    async def _store_error(_: Request, exc: Exception) -> JSONResponse:
-        # A run-time outage: 503 (retry later), not a 500 with a driver traceback.
-        log.warning("feature store unreachable: %s: %s", type(exc).__name__, exc)
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        return JSONResponse(
-            {"detail": f"feature store unreachable: {first}", "store": "unreachable"},
-            status_code=503,
-        )
-
+    for exc_type in (RequestError, UnknownUserError, VersionError, ServiceUnavailableError):
+        app.add_exception_handler(exc_type, _reader_error)
     for exc_type in store_errors():
-        app.add_exception_handler(exc_type, _store_error)
+        app.add_exception_handler(exc_type, _reader_error)
 
     # Plain ``def`` handlers: FastAPI runs them in its thread pool, so the blocking
-    # online read and the torch forward never stall the event loop.
-    @app.post("/rank")
-    def rank(body: RankBody) -> Response:
-        body_bytes = reader.rank(body.user_id, body.item_ids).to_json()
-        return Response(body_bytes, media_type="application/json")
-
+    # online read never stalls the event loop.
     @app.get("/retrieve")
     def retrieve(user_id: str, k: int = 10) -> Response:
         return as_json(reader.retrieve(user_id, k).to_dict())
@@ -222,10 +170,11 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Fast
             "indexed_items": reader.retrieval.size(),
         }
 
-    return app
+    # In front of FastAPI: POST /rank never enters it (ranking.http_rank); the rest does.
+    return RankRoute(app, reader, limit)
 
 
-def app_from_settings() -> FastAPI:
+def app_from_settings() -> RankRoute:
     """The app over ``open_reader()``: what each worker process builds when there are several."""
     from learn_core.settings import load
     from ranking.reader import open_reader

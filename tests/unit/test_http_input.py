@@ -139,3 +139,31 @@ def test_a_store_outage_during_a_request_is_503() -> None:
     r = client.post("/rank", json={"user_id": "u1", "item_ids": ["a"]})
     assert r.status_code == 503 and r.json()["store"] == "unreachable"
     assert "127.0.0.1:6390" in r.json()["detail"]
+
+
+def test_the_service_sizes_the_thread_pools_at_start_up_not_the_reader() -> None:
+    """BLAS and torch pools are process-wide: a reader built in a host process leaves them
+    alone; the service sets them (LEARNREC_RANKING_*_THREADS) when it builds its app."""
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def pools() -> tuple[set[int], int]:
+        blas = {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+        return blas, torch.get_num_threads()
+
+    before_blas, before_torch = pools()
+    try:
+        threadpool_limits(limits=2, user_api="blas")
+        torch.set_num_threads(2)
+        reader = RankingReader(
+            MemoryOnline(),  # type: ignore[arg-type]
+            ModelCache(MemoryModels(v1=small_model(0)), check_s=0),
+            RankingSettings(blas_threads=1, torch_threads=1),
+            retrieval=CountingRetrieval(0),  # type: ignore[arg-type]
+        )
+        assert pools() == ({2}, 2)
+        create_app(reader)
+        assert pools() == ({1}, 1)
+    finally:
+        threadpool_limits(limits=max(before_blas, default=1), user_api="blas")
+        torch.set_num_threads(before_torch)

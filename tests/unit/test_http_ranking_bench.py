@@ -106,3 +106,39 @@ def test_servers_option_names_only_known_servers() -> None:
     assert servers_of("ours, feast_server") == ["ours", "feast_server"]
     with pytest.raises(SystemExit, match="--servers: unknown"):
         servers_of("ours,feast")
+
+
+def test_servers_option_measures_binary_beside_json() -> None:
+    from bench.http_ranking import servers_of
+
+    assert servers_of("ours_binary") == ["ours", "ours_binary"]  # checked against JSON
+
+
+def test_binary_check_compares_with_the_json_answer() -> None:
+    from bench.http_ranking import check_binary
+    from ranking.core import OK, RankResult
+    from ranking.wire import MEDIA_TYPE, encode_rank
+
+    rng = np.random.default_rng(0)
+    emb, mid = rng.standard_normal((2, 8)).astype(np.float32), np.ones((2, 4), np.float32)
+    res = RankResult("v", "u", emb[0], ["a", "b"], [OK, OK], emb, mid, np.full(2, 0.5, np.float32))
+    answer = json.loads(res.to_json())
+    check_binary(MEDIA_TYPE, encode_rank(res), answer)
+    with pytest.raises(AssertionError, match="got 'application/json'"):
+        check_binary("application/json", encode_rank(res), answer)
+    answer["items"][1]["mid_emb"][0] = 2.0
+    with pytest.raises(AssertionError, match="differs"):
+        check_binary(MEDIA_TYPE, encode_rank(res), answer)
+
+
+def test_group_cpu_counts_this_process_group() -> None:
+    import os
+    import time
+
+    from bench.http_ranking import group_cpu_s
+
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.05:  # burn some CPU so that a tick registers
+        pass
+    assert group_cpu_s(os.getpgid(0)) >= 0.04
+    assert group_cpu_s(2**22 + 12345) == 0.0  # no such group

@@ -55,7 +55,7 @@ def run_job(name: str, force: bool = False) -> dict[str, Any]:
             report = retrain(handle, registry, load(RetrainSettings), progress=True, force=force)
             return {"job": name, "skipped": report is None} | (asdict(report) if report else {})
 
-        from trainers.jobs.backfill import backfill
+        from trainers.jobs.backfill import backfill, purge_retired
 
         version = registry.current_version()
         if version is None:
@@ -67,7 +67,10 @@ def run_job(name: str, force: bool = False) -> dict[str, Any]:
             history_len=s.history_len,
             progress=True,
         )
-        return {"job": name} | asdict(res)
+        # A retrain purges the versions it replaced once their grace is over; without this
+        # a deployment that only backfills between retrains kept their rows until then.
+        purged = purge_retired(handle, registry, s.retire_grace_s)
+        return {"job": name} | asdict(res) | {"purged": purged}
     finally:
         handle.close()
 
