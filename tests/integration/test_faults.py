@@ -334,6 +334,14 @@ def test_online_store_outage_retries_without_commit(
         ds, n, k, run = _first_half_running(kafka_bootstrap, topic_factory, handle)
         try:
             _wait(lambda: _events_in_log(handle) >= n // 2, 60, "the first half")
+            # The log can hold a batch before its offsets are committed (the offline appends
+            # overlap the online write), so the outage starts only once the first half is
+            # committed too; otherwise a batch caught mid-commit is rightly held back.
+            _wait(
+                lambda: sum(_committed(kafka_bootstrap, run.group).values()) >= n // 2,
+                30,
+                "the first half's commits",
+            )
             retries = run.loop.stats.retries
             with outage():  # the online store is unavailable from here
                 t_down = time.monotonic()
