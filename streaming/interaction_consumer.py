@@ -34,19 +34,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from learn_core.events import INTERACTION, Interaction, event_fingerprint
-from learn_core.history import group_by_user, plan_batch, to_us
+from learn_core.history import group_by_user, plan_batch
 from learn_core.inference import embed_windows
 from learn_core.serving import LoadedTower, ModelSource, RegistryTowers
 from learn_core.settings import load
 from streaming.consumer import Accepted, ConsumerSettings, LoopStats, MicroBatchLoop
 from streaming.event_claims import DEFAULT_RETENTION_DAYS
 from streaming.metrics import MetricsSettings, StreamMetrics
+from streaming.user_rows import interaction_rows, user_rows
 from streaming.user_sinks import ContentLookup, HistoryStore, UserFeatureSink
 from streaming.validate import DUPLICATE_CONFLICT, Rejection
 
@@ -97,10 +97,6 @@ class HandlerStats:
     model_switches: int = 0
     #: produce-to-readable seconds of recent events whose embedding was written
     freshness_s: list[float] = field(default_factory=list)
-
-
-def _ms_to_ts(ms: list[int]) -> pd.DatetimeIndex:
-    return pd.to_datetime(np.asarray(ms, dtype="int64"), unit="ms", utc=True)
 
 
 class InteractionHandler:
@@ -211,18 +207,7 @@ class InteractionHandler:
         try:
             windows = [plan.histories[u].item_ids for u in plan.ready]
             vecs = embed_windows(self.model.tower, windows, content, h)
-            users = pd.DataFrame(
-                {
-                    "user_id": plan.ready,
-                    "embedding": list(vecs),
-                    "model_version": self.model.version,
-                    "history_len": np.asarray(
-                        [len(plan.histories[u]) for u in plan.ready], dtype=np.int64
-                    ),
-                    "event_timestamp": _ms_to_ts([plan.histories[u].latest_ms for u in plan.ready]),
-                    "created": now,
-                }
-            )
+            users = user_rows(plan, vecs, self.model.version, now)
             t0 = time.monotonic()
             pending.append(self._offline.submit(self.sink.append_users, users))
             self.sink.write_users_online(users)
@@ -255,28 +240,6 @@ class InteractionHandler:
         return refused
 
 
-def interaction_rows(events: list[Interaction], created: pd.Timestamp) -> pd.DataFrame:
-    """The offline ``interaction_log`` rows of a batch (duplicates collapse on read).
-
-    Times go through exact integer microseconds (the log's resolution): converting a
-    list of ``datetime`` objects costs more than the rest of the frame.
-    """
-    us = np.fromiter((to_us(e.occurred_at) for e in events), dtype=np.int64, count=len(events))
-    return pd.DataFrame(
-        {
-            "event_id": [e.event_id for e in events],
-            "user_id": [e.user_id for e in events],
-            "item_id": [e.item_id for e in events],
-            "event_type": [e.event_type for e in events],
-            "value": np.asarray(
-                [np.nan if e.value is None else e.value for e in events], dtype=np.float64
-            ),
-            "event_timestamp": pd.to_datetime(us, unit="us", utc=True),
-            "created": created,
-        }
-    )
-
-
 # ------------------------------------------------------------------------------ wiring
 
 
@@ -298,15 +261,6 @@ class InteractionLoop(MicroBatchLoop):
         return n
 
 
-def consumer_lag(consumer: Any) -> int:
-    """Records between the committed position and the log end, over owned partitions."""
-    parts = consumer.assignment()
-    if not parts:
-        return 0
-    ends = consumer.end_offsets(list(parts))
-    return int(sum(max(0, ends[tp] - consumer.position(tp)) for tp in parts))
-
-
 def build_interaction_loop(
     bootstrap: str,
     sink: UserFeatureSink,
@@ -324,7 +278,7 @@ def build_interaction_loop(
     """
     import torch
 
-    from streaming.kafka_io import await_partitions, make_consumer, make_producer
+    from streaming.kafka_io import await_partitions, consumer_lag, make_consumer, make_producer
     from streaming.settings import KafkaSettings
     from streaming.validate import limits_from_env
 

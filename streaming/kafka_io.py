@@ -110,3 +110,12 @@ def await_partitions(consumer: Any, topic: str, timeout_s: float = 15.0) -> None
             log.warning("no partition metadata for %s after %.0fs", topic, timeout_s)
             return
         time.sleep(0.2)
+
+
+def consumer_lag(consumer: Any) -> int:
+    """Records between the committed position and the log end, over owned partitions."""
+    parts = consumer.assignment()
+    if not parts:
+        return 0
+    ends = consumer.end_offsets(list(parts))
+    return int(sum(max(0, ends[tp] - consumer.position(tp)) for tp in parts))

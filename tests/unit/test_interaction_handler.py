@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from learn_core.events import Interaction
-from learn_core.history import Entry, UserHistory
+from learn_core.history import BatchPlan, Entry, UserHistory
 from learn_core.inference import recompute_users
 from learn_core.models.towers import TowerConfig
 from learn_core.serving import FixedTowers, LoadedTower, bootstrap_tower
@@ -21,9 +21,9 @@ from streaming.dead_letter import SourceRef
 from streaming.interaction_consumer import (
     InteractionConsumerSettings,
     InteractionHandler,
-    interaction_rows,
 )
 from streaming.metrics import MetricsSettings, StreamMetrics
+from streaming.user_rows import interaction_rows, user_rows
 from streaming.user_sinks import (
     ContentLookup,
     MemoryHistoryStore,
@@ -268,6 +268,26 @@ def test_interaction_rows_equal_the_datetime_reference() -> None:
         }
     )
     pd.testing.assert_frame_equal(interaction_rows(events, created), reference)
+
+
+def test_user_rows_carry_each_ready_users_newest_event_time() -> None:
+    hist = {
+        "a": UserHistory((Entry(1_000, "e1", "i1"), Entry(1_700_000_000_123, "e2", "i2"))),
+        "b": UserHistory((Entry(5, "e3", "i1"),)),
+        "held": UserHistory((Entry(9, "e4", "i9"),)),
+    }
+    plan = BatchPlan(histories=hist, ready=["b", "a"], held={"held": frozenset({"i9"})})
+    vecs = np.arange(6, dtype=np.float32).reshape(2, 3)
+    created = pd.Timestamp(datetime.now(UTC))
+    rows = user_rows(plan, vecs, "v7", created)
+    assert list(rows["user_id"]) == ["b", "a"]  # only the ready users, in plan order
+    assert list(rows["history_len"]) == [1, 2]
+    assert list(rows["event_timestamp"]) == [
+        pd.Timestamp(5, unit="ms", tz="UTC"),
+        pd.Timestamp(1_700_000_000_123, unit="ms", tz="UTC"),
+    ]
+    np.testing.assert_array_equal(np.stack(rows["embedding"]), vecs)
+    assert set(rows["model_version"]) == {"v7"} and (rows["created"] == created).all()
 
 
 def test_failed_offline_append_commits_no_state() -> None:

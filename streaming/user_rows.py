@@ -1,0 +1,50 @@
+"""The feature rows one interaction batch writes: its interaction log and its user embeddings.
+
+Pure frame builders, apart from the handler so that each can be checked against a
+reference frame. Times go through exact integer micro/milliseconds (the stores'
+resolution): converting a list of ``datetime`` objects costs more than the rest of a frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from learn_core.events import Interaction
+from learn_core.history import BatchPlan, to_us
+
+
+def interaction_rows(events: list[Interaction], created: pd.Timestamp) -> pd.DataFrame:
+    """The offline ``interaction_log`` rows of a batch (duplicates collapse on read)."""
+    us = np.fromiter((to_us(e.occurred_at) for e in events), dtype=np.int64, count=len(events))
+    return pd.DataFrame(
+        {
+            "event_id": [e.event_id for e in events],
+            "user_id": [e.user_id for e in events],
+            "item_id": [e.item_id for e in events],
+            "event_type": [e.event_type for e in events],
+            "value": np.asarray(
+                [np.nan if e.value is None else e.value for e in events], dtype=np.float64
+            ),
+            "event_timestamp": pd.to_datetime(us, unit="us", utc=True),
+            "created": created,
+        }
+    )
+
+
+def user_rows(
+    plan: BatchPlan, vecs: np.ndarray, version: str, created: pd.Timestamp
+) -> pd.DataFrame:
+    """The user-embedding rows of the plan's ready users; event time = newest item's time."""
+    ready = plan.ready
+    latest = np.asarray([plan.histories[u].latest_ms for u in ready], dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "user_id": ready,
+            "embedding": list(vecs),
+            "model_version": version,
+            "history_len": np.asarray([len(plan.histories[u]) for u in ready], dtype=np.int64),
+            "event_timestamp": pd.to_datetime(latest, unit="ms", utc=True),
+            "created": created,
+        }
+    )
