@@ -185,7 +185,7 @@ def run_item_consumer(
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
-    from streaming.consumer import add_consumer_command
+    from streaming.service_cli import add_consumer_command
 
     add_consumer_command(
         sub,

@@ -133,7 +133,8 @@ def test_render_item_of_sample_catalogue_is_nonempty() -> None:
 def test_consumer_command_runs_the_service_and_prints_its_counts(capsys) -> None:
     import argparse
 
-    from streaming.consumer import LoopStats, add_consumer_command
+    from streaming.consumer import LoopStats
+    from streaming.service_cli import add_consumer_command
 
     seen = {}
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from streaming.consumer import stop_on_signals
+from streaming.service_cli import stop_on_signals
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
