@@ -52,7 +52,7 @@ from bench.http_harness import (
     post,
     post_json,
 )
-from bench.ranking import _cleanup, _commit, fill, production_settings
+from bench.ranking_store import cleanup, fill, git_commit, production_settings
 from devstack.kafka import free_port
 from feature_repo.online.versions import online_id
 from feature_repo.schema import ITEM_TOWER, USER_TOWER
@@ -197,7 +197,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     registry.promote(version)
     handle = open_store(settings)
     with ExitStack() as stack:
-        stack.callback(_cleanup, handle)
+        stack.callback(cleanup, handle)
         items, users = fill(
             handle, args.items, args.users, model.cfg.tower.out_dim, args.seed, version=version
         )
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "loadavg_start": list(os.getloadavg()),
         },
-        "commit": _commit(),
+        "commit": git_commit(),
         "candidates": args.candidates,
     }
     t0 = time.monotonic()
