@@ -37,7 +37,7 @@ log = logging.getLogger("bench.quality")
 
 #: The default run; the LEARN models are ``quality_report.LEARN_MODELS`` (``BENCH_RECIPES``
 #: below names the recipe of each).
-MODELS = ("learn", "learn_hybrid", "sasrec", "sasrec_ce", "popularity", "learn_id")
+MODELS = ("learn", "learn_hybrid", "sasrec", "sasrec_ce", "learn_fused", "popularity", "learn_id")
 #: ``learn_hybrid``'s recipe: the best content + ID recipe on validation.
 HYBRID_RECIPE = HYBRID_IN_BATCH
 KNOWN_DATASETS = ("ml-100k", "ml-1m-subset", "sample")
@@ -156,6 +156,18 @@ def load_bench_dataset(dataset: str, data: str | None) -> Any:
     )
 
 
+def check_models(models: tuple[str, ...]) -> None:
+    """Refuse an unknown model, or a fusion before its parts, before any training starts."""
+    known = (*MODELS, *(m for m in LEARN_MODELS if m not in MODELS))
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        raise SystemExit(f"--models: unknown {', '.join(unknown)} (known: {', '.join(known)})")
+    if "learn_fused" in models:
+        before = models[: models.index("learn_fused")]
+        if not {"learn", "sasrec_ce"} <= set(before):
+            raise SystemExit("--models: learn_fused needs learn and sasrec_ce before it")
+
+
 def run(
     dataset: str,
     data: str | None,
@@ -181,6 +193,7 @@ def run(
     from trainers.sasrec import sasrec_score_fn, train_sasrec
     from trainers.splits import leave_one_out
 
+    check_models(models)
     t_start = time.monotonic()
     ds = load_bench_dataset(dataset, data)
     split = leave_one_out(ds, cold_fraction=0.1, seed=seed)
@@ -211,12 +224,31 @@ def run(
     }
     epochs = 2 if quick else None
     ranks: dict[str, np.ndarray] = {}
+    scorers: dict[str, Any] = {}
+    trained: dict[str, Any] = {}
     for name in models:
         torch.manual_seed(seed)
         if name == "popularity":
             pop, wall, peak = _measure(lambda: Popularity(split.n_items).fit(split.train))
             score = lambda u, h, pop=pop: pop.scores(len(u))  # noqa: E731
             extra: dict[str, Any] = {}
+        elif name == "learn_fused":
+            from trainers.fusion import fused_score_fn, select_fusion, with_mapped_cold
+
+            def fuse() -> tuple[Any, Any]:
+                sas, max_len = trained["sasrec_ce"]
+                mapped, mapping = with_mapped_cold(sas, content, split.cold)
+                ids = sasrec_score_fn(mapped, max_len)
+                return select_fusion(scorers["learn"], ids, split), (ids, mapping)
+
+            (fusion, (ids, mapping)), wall, peak = _measure(fuse)
+            score = fused_score_fn(scorers["learn"], ids, split.cold, fusion)
+            report["settings"][name] = (
+                {"parts": ["learn", "sasrec_ce"]}
+                | asdict(fusion)
+                | {"ridge_l2": mapping.l2, "ridge_heldout_mse": mapping.heldout_mse}
+            )
+            extra = {"alpha": fusion.alpha, "valid": {"ndcg@10": fusion.valid_ndcg10[fusion.alpha]}}
         elif name in LEARN_MODELS:
             inputs, cfg = learn_recipe(name, content, split, dataset, seed)
             cfg.time_budget_s = time_budget_s
@@ -246,9 +278,11 @@ def run(
             report["settings"][name] = asdict(scfg)
             sres, wall, peak = _measure(lambda scfg=scfg: train_sasrec(scfg, split))
             score = sasrec_score_fn(sres.model, scfg.max_len)
+            trained[name] = (sres.model, scfg.max_len)
             extra = {"best_epoch": sres.best_epoch, "valid": sres.valid}
         else:
             raise ValueError(f"unknown model {name!r}")
+        scorers[name] = score
         (r, eval_s, _) = _measure(lambda score=score: eval_loop(score, split, "test"))
         ranks[name] = r
         summary = summarise(r, split)

@@ -1,0 +1,174 @@
+"""Late fusion of a content LEARN model with an ID model (SASRec+CE), as one dot product.
+
+    score(u, i) = s_content(u, i) / sd_content + alpha * s_id(u, i) / sd_id
+
+The ID model never saw a cold item, so its ID row means nothing. Two ways to fill it:
+
+* ``mapped`` (the default): a ridge map from content to ID embedding, fit on the warm
+  items (``ContentToId``), so that a new item gets the ID vector its content predicts
+  the moment it arrives, as the item tower gives it a content vector;
+* ``neutral``: the user's mean ID score over the warm items, so the cold item neither
+  gains nor loses there and ranks on its content alone.
+
+Written as embeddings it is still one dot product, which the ranking service serves as
+it serves LEARN: the user vector is ``[u_c / sd_c, alpha * u_id / sd_id]`` and the item
+vector ``[i_c, i_id]``.
+
+The spreads (the standard deviation of each model's scores over validation users),
+``alpha`` (validation NDCG@10 over the fixed grid ``ALPHAS``) and the ridge penalty
+(error on held-out warm items) are chosen without the test split, as early stopping is.
+Validation targets are all warm, so nothing here can see how cold items fare: the
+``mapped``/``neutral`` choice is a design choice, made before any test read.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trainers.evaluation import ScoreFn, eval_loop
+from trainers.metrics import ranking_metrics
+from trainers.splits import Split
+
+log = logging.getLogger(__name__)
+
+#: The grid of ID weights, fixed before any run; 0 is the content model alone.
+ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+@dataclass
+class Fusion:
+    alpha: float
+    sd_content: float
+    sd_id: float
+    #: how cold items get an ID score: "mapped" (their ID rows already predicted from
+    #: content by ``ContentToId``) or "neutral" (each user's warm mean)
+    cold_ids: str = "mapped"
+    #: validation NDCG@10 per alpha (the selection's evidence)
+    valid_ndcg10: dict[float, float] = field(default_factory=dict)
+
+
+def neutral_cold(scores: np.ndarray, cold: np.ndarray) -> np.ndarray:
+    """ID scores with each cold item's replaced by the row's mean over warm items."""
+    out = np.array(scores, dtype=np.float64)
+    if cold.any() and (~cold).any():
+        out[:, cold] = out[:, ~cold].mean(axis=1, keepdims=True)
+    return out
+
+
+def score_spread(fn: ScoreFn, split: Split, cold: np.ndarray | None = None) -> float:
+    """Standard deviation of ``fn``'s scores over the validation users (warm-neutral if ``cold``)."""
+    users = np.flatnonzero(split.valid >= 0)[:512]
+    scores = np.asarray(fn(users, [split.history(int(u), "valid") for u in users]), np.float64)
+    if cold is not None:
+        scores = neutral_cold(scores, cold)
+    sd = float(scores.std())
+    if not np.isfinite(sd) or sd <= 0:
+        raise ValueError(f"degenerate score spread {sd!r}: the model scores every item alike")
+    return sd
+
+
+def fused_score_fn(content: ScoreFn, ids: ScoreFn, cold: np.ndarray, f: Fusion) -> ScoreFn:
+    """The fused scorer for ``eval_loop``."""
+
+    def score(users: np.ndarray, hists: list[np.ndarray]) -> np.ndarray:
+        s = np.asarray(content(users, hists), np.float64) / f.sd_content
+        if f.alpha:
+            ids_s = np.asarray(ids(users, hists), np.float64)
+            if f.cold_ids == "neutral":
+                ids_s = neutral_cold(ids_s, cold)
+            s += f.alpha * ids_s / f.sd_id
+        return s
+
+    return score
+
+
+def select_fusion(
+    content: ScoreFn,
+    ids: ScoreFn,
+    split: Split,
+    alphas: tuple[float, ...] = ALPHAS,
+    cold_ids: str = "mapped",
+) -> Fusion:
+    """Spreads and ``alpha`` from validation: the grid point with the best NDCG@10 (ties: smaller)."""
+    if cold_ids not in ("mapped", "neutral"):
+        raise ValueError(f"cold_ids must be 'mapped' or 'neutral', got {cold_ids!r}")
+    sd_id = score_spread(ids, split, split.cold if cold_ids == "neutral" else None)
+    f = Fusion(0.0, score_spread(content, split), sd_id, cold_ids)
+    for a in alphas:
+        trial = Fusion(a, f.sd_content, f.sd_id, cold_ids)
+        ranks = eval_loop(fused_score_fn(content, ids, split.cold, trial), split, "valid")
+        f.valid_ndcg10[a] = ranking_metrics(ranks[~np.isnan(ranks)])["ndcg@10"]
+        log.info("fusion alpha %.2f: valid ndcg@10 %.4f", a, f.valid_ndcg10[a])
+    f.alpha = max(alphas, key=lambda a: (f.valid_ndcg10[a], -a))
+    return f
+
+
+@dataclass
+class ContentToId:
+    """Ridge map content -> ID embedding, fit on warm items: ``(x - mx) @ w + my``."""
+
+    w: np.ndarray
+    mx: np.ndarray
+    my: np.ndarray
+    l2: float
+    #: held-out mean squared error per penalty tried (the choice's evidence)
+    heldout_mse: dict[float, float] = field(default_factory=dict)
+
+    def __call__(self, content: np.ndarray) -> np.ndarray:
+        return ((content - self.mx) @ self.w + self.my).astype(np.float32)
+
+    @staticmethod
+    def _fit(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, ...]:
+        mx, my = x.mean(0), y.mean(0)
+        xc = x - mx
+        w = np.linalg.solve(xc.T @ xc + l2 * np.eye(x.shape[1]), xc.T @ (y - my))
+        return w, mx, my
+
+    @classmethod
+    def fit(
+        cls,
+        content: np.ndarray,
+        ids: np.ndarray,
+        warm: np.ndarray,
+        l2s: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
+        folds: int = 5,
+        seed: int = 0,
+    ) -> ContentToId:
+        """The penalty with the least error on held-out warm items (k folds), refit on all."""
+        x = np.asarray(content, np.float64)[warm]
+        y = np.asarray(ids, np.float64)[warm]
+        if len(x) < folds:
+            raise ValueError(f"{len(x)} warm items: too few to fit a content -> ID map")
+        fold = np.random.default_rng(seed).permutation(len(x)) % folds
+        mse: dict[float, float] = {}
+        for l2 in l2s:
+            err = 0.0
+            for k in range(folds):
+                w, mx, my = cls._fit(x[fold != k], y[fold != k], l2)
+                err += float((((x[fold == k] - mx) @ w + my - y[fold == k]) ** 2).sum())
+            mse[l2] = err / y.size
+        best = min(l2s, key=lambda v: (mse[v], -v))
+        w, mx, my = cls._fit(x, y, best)
+        return cls(w, mx, my, best, mse)
+
+
+def with_mapped_cold(model: Any, content: np.ndarray, cold: np.ndarray) -> tuple[Any, ContentToId]:
+    """A copy of a SASRec whose cold item rows are predicted from their content.
+
+    Row 0 of ``model.items`` is padding; item ``i`` is row ``i + 1``. Cold items never
+    occur in a history, so only their scores change.
+    """
+    import torch
+
+    table = model.items.weight.detach().numpy()[1:]
+    mapping = ContentToId.fit(content, table, ~cold)
+    out = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        rows = torch.from_numpy(np.flatnonzero(cold) + 1)
+        out.items.weight[rows] = torch.from_numpy(mapping(np.asarray(content)[cold]))
+    return out, mapping
