@@ -275,6 +275,13 @@ def freshness(
         "freshness_p50_ms": round(float(np.percentile(f, 50)), 1) if f.size else None,
         "freshness_p99_ms": round(float(np.percentile(f, 99)), 1) if f.size else None,
         "freshness_max_ms": round(float(f.max()), 1) if f.size else None,
+        # p99 per 10 s of the replay (events in write order, ~rate per second): says
+        # whether a bad p99 is one stall, the warm-up, or the whole run
+        "freshness_p99_ms_per_10s": [
+            round(float(np.percentile(w, 99)), 1)
+            for w in np.array_split(f, max(1, n // max(1, int(10 * rate))))
+            if w.size
+        ],
         "load_average_1m_after": round(os.getloadavg()[0], 2),
     }
 
