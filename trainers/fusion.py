@@ -87,6 +87,19 @@ def fused_score_fn(content: ScoreFn, ids: ScoreFn, cold: np.ndarray, f: Fusion) 
     return score
 
 
+def _memo(fn: ScoreFn) -> ScoreFn:
+    """``fn`` remembered per user batch (valid only while the histories are one split's)."""
+    seen: dict[bytes, np.ndarray] = {}
+
+    def score(users: np.ndarray, hists: list[np.ndarray]) -> np.ndarray:
+        key = np.asarray(users, np.int64).tobytes()
+        if key not in seen:
+            seen[key] = np.asarray(fn(users, hists), np.float64)
+        return seen[key]
+
+    return score
+
+
 def select_fusion(
     content: ScoreFn,
     ids: ScoreFn,
@@ -97,6 +110,9 @@ def select_fusion(
     """Spreads and ``alpha`` from validation: the grid point with the best NDCG@10 (ties: smaller)."""
     if cold_ids not in ("mapped", "neutral"):
         raise ValueError(f"cold_ids must be 'mapped' or 'neutral', got {cold_ids!r}")
+    # Every alpha ranks the same validation users in the same batches: score each model
+    # once per batch, not once per alpha.
+    content, ids = _memo(content), _memo(ids)
     sd_id = score_spread(ids, split, split.cold if cold_ids == "neutral" else None)
     f = Fusion(0.0, score_spread(content, split), sd_id, cold_ids)
     for a in alphas:
