@@ -37,7 +37,16 @@ log = logging.getLogger("bench.quality")
 
 #: The default run; the LEARN models are ``quality_report.LEARN_MODELS`` (``BENCH_RECIPES``
 #: below names the recipe of each).
-MODELS = ("learn", "learn_hybrid", "sasrec", "sasrec_ce", "learn_fused", "popularity", "learn_id")
+MODELS = (
+    "learn",
+    "learn_hybrid",
+    "sasrec",
+    "sasrec_ce",
+    "learn_fused",
+    "learn_fused_holdout",
+    "popularity",
+    "learn_id",
+)
 #: ``learn_hybrid``'s recipe: the best content + ID recipe on validation.
 HYBRID_RECIPE = HYBRID_IN_BATCH
 KNOWN_DATASETS = ("ml-100k", "ml-1m-subset", "sample")
@@ -162,10 +171,9 @@ def check_models(models: tuple[str, ...]) -> None:
     unknown = [m for m in models if m not in known]
     if unknown:
         raise SystemExit(f"--models: unknown {', '.join(unknown)} (known: {', '.join(known)})")
-    if "learn_fused" in models:
-        before = models[: models.index("learn_fused")]
-        if not {"learn", "sasrec_ce"} <= set(before):
-            raise SystemExit("--models: learn_fused needs learn and sasrec_ce before it")
+    for fused in ("learn_fused", "learn_fused_holdout"):
+        if fused in models and not {"learn", "sasrec_ce"} <= set(models[: models.index(fused)]):
+            raise SystemExit(f"--models: {fused} needs learn and sasrec_ce before it")
 
 
 def run(
@@ -223,6 +231,22 @@ def run(
         "settings": {},
     }
     epochs = 2 if quick else None
+
+    def fit_learn(name: str, on: Split) -> tuple[Any, LearnTrainConfig]:
+        inputs, cfg = learn_recipe(name, content, on, dataset, seed)
+        cfg.time_budget_s = time_budget_s
+        if epochs:
+            cfg.epochs = epochs
+        return train_learn(cfg, on, inputs), cfg
+
+    def fit_sasrec(name: str, on: Split) -> tuple[Any, SASRecTrainConfig]:
+        scfg = SASRecTrainConfig(seed=seed) if name == "sasrec" else sasrec_ce_bench_config(seed)
+        if name == "sasrec_ce":
+            scfg.time_budget_s = time_budget_s
+        if epochs:
+            scfg.epochs, scfg.eval_every = epochs, 1
+        return train_sasrec(scfg, on), scfg
+
     ranks: dict[str, np.ndarray] = {}
     scorers: dict[str, Any] = {}
     trained: dict[str, Any] = {}
@@ -249,15 +273,28 @@ def run(
                 | {"ridge_l2": mapping.l2, "ridge_heldout_mse": mapping.heldout_mse}
             )
             extra = {"alpha": fusion.alpha, "valid": {"ndcg@10": fusion.valid_ndcg10[fusion.alpha]}}
-        elif name in LEARN_MODELS:
-            inputs, cfg = learn_recipe(name, content, split, dataset, seed)
-            cfg.time_budget_s = time_budget_s
-            if epochs:
-                cfg.epochs = epochs
-            report["settings"][name] = asdict(cfg) | {"recipe": BENCH_RECIPES[name].as_dict()}
-            res, wall, peak = _measure(
-                lambda cfg=cfg, inputs=inputs: train_learn(cfg, split, inputs)
+        elif name == "learn_fused_holdout":
+            from bench.fusion_holdout import holdout_fusion
+
+            def parts(on: Split) -> tuple[Any, Any, int]:
+                torch.manual_seed(seed)
+                res, cfg = fit_learn("learn", on)
+                torch.manual_seed(seed)
+                sres, scfg = fit_sasrec("sasrec_ce", on)
+                return (
+                    learn_score_fn(res.model, res.inputs, cfg.history_len),
+                    sres.model,
+                    scfg.max_len,
+                )
+
+            (score, report["settings"][name], extra), wall, peak = _measure(
+                lambda: holdout_fusion(
+                    parts, content, split, seed, scorers["learn"], trained["sasrec_ce"]
+                )
             )
+        elif name in LEARN_MODELS:
+            (res, cfg), wall, peak = _measure(lambda name=name: fit_learn(name, split))
+            report["settings"][name] = asdict(cfg) | {"recipe": BENCH_RECIPES[name].as_dict()}
             score = learn_score_fn(res.model, res.inputs, cfg.history_len)
             extra = {"best_epoch": res.best_epoch, "valid": res.valid, "epochs": res.history}
             if name == "learn":
@@ -265,18 +302,11 @@ def run(
                 # whether mid-emb carries the conversion signal (rating >= 4).
                 t_cvr = time.monotonic()
                 extra["cvr_stage"] = train_cvr_stage(
-                    res.model, inputs, split, cfg.history_len, CVRStageConfig(seed=seed)
+                    res.model, res.inputs, split, cfg.history_len, CVRStageConfig(seed=seed)
                 ) | {"seconds": time.monotonic() - t_cvr}
         elif name in SASRECS:
-            scfg = (
-                SASRecTrainConfig(seed=seed) if name == "sasrec" else sasrec_ce_bench_config(seed)
-            )
-            if name == "sasrec_ce":
-                scfg.time_budget_s = time_budget_s
-            if epochs:
-                scfg.epochs, scfg.eval_every = epochs, 1
+            (sres, scfg), wall, peak = _measure(lambda name=name: fit_sasrec(name, split))
             report["settings"][name] = asdict(scfg)
-            sres, wall, peak = _measure(lambda scfg=scfg: train_sasrec(scfg, split))
             score = sasrec_score_fn(sres.model, scfg.max_len)
             trained[name] = (sres.model, scfg.max_len)
             extra = {"best_epoch": sres.best_epoch, "valid": sres.valid}

@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 SASRECS = ("sasrec", "sasrec_ce")
-LEARN_MODELS = ("learn", "learn_content", "learn_hybrid", "learn_fused", "learn_id")
+LEARN_MODELS = (
+    "learn",
+    "learn_content",
+    "learn_hybrid",
+    "learn_fused",
+    "learn_fused_holdout",
+    "learn_id",
+)
 SHOWN = ("hr@10", "ndcg@10", "hr@50", "ndcg@50", "hr@200", "ndcg@200", "mrr")
 
 

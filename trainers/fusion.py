@@ -8,7 +8,11 @@ The ID model never saw a cold item, so its ID row means nothing. Two ways to fil
   items (``ContentToId``), so that a new item gets the ID vector its content predicts
   the moment it arrives, as the item tower gives it a content vector;
 * ``neutral``: the user's mean ID score over the warm items, so the cold item neither
-  gains nor loses there and ranks on its content alone.
+  gains nor loses there and ranks on its content alone;
+* ``rank``: the user's ID score of the warm item at the rank the cold item's content
+  score holds among the warm items, so that a cold item ranks among warm ones in the
+  fused list about where it ranks in the content list (an optimistic guess: it assumes
+  the two models agree in order on this user's items).
 
 Written as embeddings it is still one dot product, which the ranking service serves as
 it serves LEARN: the user vector is ``[u_c / sd_c, alpha * u_id / sd_id]`` and the item
@@ -17,8 +21,9 @@ vector ``[i_c, i_id]``.
 The spreads (the standard deviation of each model's scores over validation users),
 ``alpha`` (validation NDCG@10 over the fixed grid ``ALPHAS``) and the ridge penalty
 (error on held-out warm items) are chosen without the test split, as early stopping is.
-Validation targets are all warm, so nothing here can see how cold items fare: the
-``mapped``/``neutral`` choice is a design choice, made before any test read.
+Ordinary validation targets are all warm, so it cannot see how cold items fare: there the
+cold rule is a design choice. ``select_cold_rule`` chooses it, with ``alpha``, on a
+selection split whose validation has cold targets (``splits.hold_out_validation_cold``).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: The grid of ID weights, fixed before any run; 0 is the content model alone.
 ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+#: How a cold item (never trained in the ID model) gets its ID score; see the module doc.
+COLD_RULES: tuple[str, ...] = ("mapped", "neutral", "rank")
 
 
 @dataclass
@@ -45,8 +52,9 @@ class Fusion:
     alpha: float
     sd_content: float
     sd_id: float
-    #: how cold items get an ID score: "mapped" (their ID rows already predicted from
-    #: content by ``ContentToId``) or "neutral" (each user's warm mean)
+    #: how cold items get an ID score (``COLD_RULES``): "mapped" (their ID rows already
+    #: predicted from content by ``ContentToId``), "neutral" (each user's warm mean) or
+    #: "rank" (the warm ID score at the cold item's content rank)
     cold_ids: str = "mapped"
     #: validation NDCG@10 per alpha (the selection's evidence)
     valid_ndcg10: dict[float, float] = field(default_factory=dict)
@@ -57,6 +65,24 @@ def neutral_cold(scores: np.ndarray, cold: np.ndarray) -> np.ndarray:
     out = np.array(scores, dtype=np.float64)
     if cold.any() and (~cold).any():
         out[:, cold] = out[:, ~cold].mean(axis=1, keepdims=True)
+    return out
+
+
+def rank_matched_cold(ids: np.ndarray, content: np.ndarray, cold: np.ndarray) -> np.ndarray:
+    """ID scores with each cold item's replaced by the row's warm ID score at its content rank.
+
+    A cold item whose content score beats ``k`` of the row's warm items gets the ``k``-th
+    smallest warm ID score (the smallest when it beats none).
+    """
+    out = np.array(ids, dtype=np.float64)
+    content = np.asarray(content, np.float64)
+    if cold.any() and (~cold).any():
+        warm_c = np.sort(content[:, ~cold], axis=1)
+        warm_i = np.sort(out[:, ~cold], axis=1)
+        last = warm_c.shape[1] - 1
+        for r in range(len(out)):
+            below = np.searchsorted(warm_c[r], content[r, cold])
+            out[r, cold] = warm_i[r, np.clip(below - 1, 0, last)]
     return out
 
 
@@ -76,11 +102,14 @@ def fused_score_fn(content: ScoreFn, ids: ScoreFn, cold: np.ndarray, f: Fusion) 
     """The fused scorer for ``eval_loop``."""
 
     def score(users: np.ndarray, hists: list[np.ndarray]) -> np.ndarray:
-        s = np.asarray(content(users, hists), np.float64) / f.sd_content
+        c = np.asarray(content(users, hists), np.float64)
+        s = c / f.sd_content
         if f.alpha:
             ids_s = np.asarray(ids(users, hists), np.float64)
             if f.cold_ids == "neutral":
                 ids_s = neutral_cold(ids_s, cold)
+            elif f.cold_ids == "rank":
+                ids_s = rank_matched_cold(ids_s, c, cold)
             s += f.alpha * ids_s / f.sd_id
         return s
 
@@ -108,12 +137,12 @@ def select_fusion(
     cold_ids: str = "mapped",
 ) -> Fusion:
     """Spreads and ``alpha`` from validation: the grid point with the best NDCG@10 (ties: smaller)."""
-    if cold_ids not in ("mapped", "neutral"):
-        raise ValueError(f"cold_ids must be 'mapped' or 'neutral', got {cold_ids!r}")
+    if cold_ids not in COLD_RULES:
+        raise ValueError(f"cold_ids must be one of {', '.join(COLD_RULES)}, got {cold_ids!r}")
     # Every alpha ranks the same validation users in the same batches: score each model
     # once per batch, not once per alpha.
     content, ids = _memo(content), _memo(ids)
-    sd_id = score_spread(ids, split, split.cold if cold_ids == "neutral" else None)
+    sd_id = score_spread(ids, split, split.cold if cold_ids != "mapped" else None)
     f = Fusion(0.0, score_spread(content, split), sd_id, cold_ids)
     for a in alphas:
         trial = Fusion(a, f.sd_content, f.sd_id, cold_ids)
@@ -122,6 +151,42 @@ def select_fusion(
         log.info("fusion alpha %.2f: valid ndcg@10 %.4f", a, f.valid_ndcg10[a])
     f.alpha = max(alphas, key=lambda a: (f.valid_ndcg10[a], -a))
     return f
+
+
+def select_cold_rule(
+    content: ScoreFn,
+    ids: ScoreFn,
+    selection: Split,
+    cold_users: np.ndarray,
+    rules: tuple[str, ...] = COLD_RULES,
+    alphas: tuple[float, ...] = ALPHAS,
+) -> tuple[Fusion, dict[str, dict[str, Any]]]:
+    """The cold rule and ``alpha`` with the best validation NDCG@10 on a selection split.
+
+    ``selection``'s validation targets include items held out of its training
+    (``cold_users`` marks whose), as the test's do, so the choice weighs cold targets
+    as the test will. Returns the winner (ties: the earlier rule) and, per rule, the
+    NDCG@10 per alpha and HR@10 of the cold-target and other users at its best alpha.
+    """
+    content, ids = _memo(content), _memo(ids)
+    best: Fusion | None = None
+    evidence: dict[str, dict[str, Any]] = {}
+    for rule in rules:
+        f = select_fusion(content, ids, selection, alphas, rule)
+        ranks = eval_loop(fused_score_fn(content, ids, selection.cold, f), selection, "valid")
+        has = ~np.isnan(ranks)
+        hit = np.where(has, ranks < 10, False)
+        evidence[rule] = {
+            "alpha": f.alpha,
+            "ndcg@10": f.valid_ndcg10,
+            "cold_hr@10": float(hit[cold_users & has].mean()) if (cold_users & has).any() else 0.0,
+            "warm_hr@10": float(hit[~cold_users & has].mean()),
+        }
+        if best is None or f.valid_ndcg10[f.alpha] > best.valid_ndcg10[best.alpha]:
+            best = f
+    if best is None:
+        raise ValueError("no cold rule to choose from")
+    return best, evidence
 
 
 @dataclass
