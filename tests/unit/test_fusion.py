@@ -12,6 +12,8 @@ from trainers.fusion import (
     Fusion,
     fused_score_fn,
     neutral_cold,
+    rank_matched_cold,
+    select_cold_rule,
     select_fusion,
     with_mapped_cold,
 )
@@ -95,6 +97,41 @@ def test_neutral_cold_items_rank_on_content_whatever_the_id_model_says() -> None
     )
     scores = fused(np.arange(N_USERS), [])
     assert (scores.argmax(1) == N_ITEMS - 1).all()
+
+
+def test_rank_matched_cold_takes_the_warm_id_score_at_the_content_rank() -> None:
+    cold = np.array([False, False, False, True, True, True])
+    content = np.array([[0.1, 0.3, 0.2, 0.25, 0.05, 0.9]])
+    ids = np.array([[1.0, 5.0, 3.0, 100.0, 100.0, -100.0]])
+    out = rank_matched_cold(ids, content, cold)
+    # 0.25 beats two warm items (2nd smallest warm ID), 0.05 none (smallest), 0.9 all
+    np.testing.assert_allclose(out[0], [1.0, 5.0, 3.0, 3.0, 1.0, 5.0])
+    assert ids[0, 3] == 100.0  # the input is left alone
+
+
+def test_the_cold_rule_is_chosen_where_validation_has_cold_targets() -> None:
+    split = _split()
+    rng = np.random.default_rng(4)
+    valid = split.valid.copy()
+    cold_items = np.flatnonzero(split.cold)
+    valid[:20] = rng.choice(cold_items, 20)  # a third of validation targets are cold
+    split.valid = valid
+    cold_users = split.cold[valid]
+    rows = np.arange(N_USERS)
+    content = rng.standard_normal((N_USERS, N_ITEMS))
+    content[rows, valid] += 2.5  # content knows every target, warm or cold, fairly
+    ids = rng.standard_normal((N_USERS, N_ITEMS))
+    ids[rows[~cold_users], valid[~cold_users]] += 6.0  # the ID model knows warm targets well
+    ids[:, split.cold] = -50.0  # and has nothing but untrained rows for cold items
+    f, evidence = select_cold_rule(_table_fn(content), _table_fn(ids), split, cold_users)
+    assert set(evidence) == {"mapped", "neutral", "rank"}
+    assert f.cold_ids != "mapped" and f.alpha > 0
+    best = max(e["ndcg@10"][e["alpha"]] for e in evidence.values())
+    assert f.valid_ndcg10[f.alpha] == best
+    # the untrained rows bury cold targets under any weight, so "mapped" keeps alpha 0
+    assert evidence["mapped"]["alpha"] == 0.0
+    assert evidence[f.cold_ids]["cold_hr@10"] > 0.5
+    assert evidence[f.cold_ids]["warm_hr@10"] >= evidence["mapped"]["warm_hr@10"]
 
 
 def test_a_flat_model_is_refused() -> None:

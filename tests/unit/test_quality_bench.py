@@ -67,3 +67,29 @@ def test_learn_validation_winner_reads_validation_only() -> None:
     assert compute_targets(models, slices)["learn_validation_winner"] == "learn"
     models["learn_hybrid"]["valid"]["ndcg@10"] = 0.13
     assert compute_targets(models, slices)["learn_validation_winner"] == "learn_hybrid"
+
+
+def test_a_fusion_before_its_parts_is_refused_before_any_training() -> None:
+    from bench.quality import check_models
+
+    for fused in ("learn_fused", "learn_fused_holdout"):
+        with pytest.raises(SystemExit, match=f"{fused} needs learn and sasrec_ce before it"):
+            check_models(("learn", fused, "sasrec_ce"))
+    with pytest.raises(SystemExit, match="unknown learn_fusd"):
+        check_models(("learn", "sasrec_ce", "learn_fusd"))
+    check_models(("learn", "sasrec_ce", "learn_fused", "learn_fused_holdout"))
+
+
+def test_the_holdout_fusion_reports_its_choice_and_evidence() -> None:
+    from bench.quality import run
+    from trainers.fusion import ALPHAS, COLD_RULES
+
+    report = run("sample", None, models=("learn", "sasrec_ce", "learn_fused_holdout"), quick=True)
+    settings = report["settings"]["learn_fused_holdout"]
+    assert set(settings["selection_evidence"]) == set(COLD_RULES)
+    assert settings["selection_cold_target_users"] > 0
+    chosen = settings["selection_evidence"][settings["cold_ids"]]
+    assert settings["alpha"] == chosen["alpha"] in ALPHAS
+    model = report["models"]["learn_fused_holdout"]
+    assert model["cold_ids"] == settings["cold_ids"] and 0.0 <= model["hr@10"] <= 1.0
+    assert "learn_fused_holdout_cold_over_warm_hr@10" in report["targets"]
