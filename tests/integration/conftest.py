@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ from feature_repo.schema import LOGS
 from feature_repo.settings import FeastSettings
 from feature_repo.store import FeatureStoreHandle, open_store
 from learn_core.settings import load
+from tests.integration.registry_cleanup import PRODUCTION_PROJECTS, forget_project
 
 if TYPE_CHECKING:
     from tests.integration.stream_checks import PrivateRedis
@@ -85,7 +87,22 @@ def make_settings(profile: str, data_dir: Path) -> FeastSettings:
     project = f"t_{uuid.uuid4().hex[:12]}"
     if profile == "embedded":
         return load(FeastSettings, profile="embedded", project=project, data_dir=data_dir)
-    return production_settings(project, data_dir)
+    settings = production_settings(project, data_dir)
+    PRODUCTION_PROJECTS.append(settings)
+    return settings
+
+
+@pytest.fixture(autouse=True)
+def _forget_production_projects() -> Iterator[None]:
+    yield
+    import psycopg
+
+    while PRODUCTION_PROJECTS:
+        settings = PRODUCTION_PROJECTS.pop()
+        try:
+            forget_project(settings)
+        except psycopg.Error as exc:  # a test's PostgreSQL outage must not fail the next
+            warnings.warn(f"registry rows of {settings.project} left: {exc}", stacklevel=1)
 
 
 def cleanup(handle: FeatureStoreHandle) -> None:
