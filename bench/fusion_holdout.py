@@ -35,11 +35,14 @@ def holdout_fusion(
     split: Split,
     seed: int,
     learn: ScoreFn,
-    sasrec: tuple[Any, int],
+    ids: tuple[ScoreFn, Any],
 ) -> tuple[ScoreFn, dict[str, Any], dict[str, Any]]:
-    """The fused scorer on ``split``'s parts, its settings and its validation evidence."""
-    from trainers.fusion import fused_score_fn, select_cold_rule, select_fusion, with_mapped_cold
-    from trainers.sasrec import sasrec_score_fn
+    """The fused scorer on ``split``'s parts, its settings and its validation evidence.
+
+    ``learn`` and ``ids`` are the ordinary split's parts: LEARN's scorer, and SASRec+CE's
+    with its cold rows mapped from content, with the map (``fusion.mapped_id_scores``).
+    """
+    from trainers.fusion import fused_score_fn, mapped_id_scores, select_cold_rule, select_fusion
     from trainers.splits import hold_out_validation_cold, validation_cold_users
 
     # seed + 1: the draw bench.cold_start uses, so its figures describe the same split
@@ -52,14 +55,12 @@ def holdout_fusion(
         int(cold_users.sum()),
     )
     sel_learn, sel_sas, sel_len = train_parts(selection)
-    sel_ids = sasrec_score_fn(with_mapped_cold(sel_sas, content, selection.cold)[0], sel_len)
+    sel_ids, _ = mapped_id_scores(sel_sas, sel_len, content, selection.cold)
     chosen, evidence = select_cold_rule(sel_learn, sel_ids, selection, cold_users)
     log.info("learn_fused_holdout: chose cold rule %s, alpha %s", chosen.cold_ids, chosen.alpha)
 
-    model, max_len = sasrec
-    mapped, mapping = with_mapped_cold(model, content, split.cold)
-    ids = sasrec_score_fn(mapped, max_len)
-    fusion = select_fusion(learn, ids, split, (chosen.alpha,), chosen.cold_ids)
+    id_scores, mapping = ids
+    fusion = select_fusion(learn, id_scores, split, (chosen.alpha,), chosen.cold_ids)
     settings = {
         "parts": ["learn", "sasrec_ce"],
         "chosen_on": "selection split (hold_out_validation_cold, 10%, seed + 1)",
@@ -77,4 +78,4 @@ def holdout_fusion(
         "valid": {"ndcg@10": fusion.valid_ndcg10[fusion.alpha]},
         "selection_valid_ndcg@10": chosen.valid_ndcg10[chosen.alpha],
     }
-    return fused_score_fn(learn, ids, split.cold, fusion), settings, extra
+    return fused_score_fn(learn, id_scores, split.cold, fusion), settings, extra

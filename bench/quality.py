@@ -16,6 +16,7 @@ after training, for the reported numbers.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import platform
@@ -250,6 +251,14 @@ def run(
     ranks: dict[str, np.ndarray] = {}
     scorers: dict[str, Any] = {}
     trained: dict[str, Any] = {}
+
+    @functools.cache
+    def mapped_sasrec_ce() -> tuple[Any, Any]:
+        """SASRec+CE's scorer with cold rows mapped from content: one map for both fusions."""
+        from trainers.fusion import mapped_id_scores
+
+        return mapped_id_scores(*trained["sasrec_ce"], content, split.cold)
+
     for name in models:
         torch.manual_seed(seed)
         if name == "popularity":
@@ -257,12 +266,10 @@ def run(
             score = lambda u, h, pop=pop: pop.scores(len(u))  # noqa: E731
             extra: dict[str, Any] = {}
         elif name == "learn_fused":
-            from trainers.fusion import fused_score_fn, select_fusion, with_mapped_cold
+            from trainers.fusion import fused_score_fn, select_fusion
 
             def fuse() -> tuple[Any, Any]:
-                sas, max_len = trained["sasrec_ce"]
-                mapped, mapping = with_mapped_cold(sas, content, split.cold)
-                ids = sasrec_score_fn(mapped, max_len)
+                ids, mapping = mapped_sasrec_ce()
                 return select_fusion(scorers["learn"], ids, split), (ids, mapping)
 
             (fusion, (ids, mapping)), wall, peak = _measure(fuse)
@@ -289,7 +296,7 @@ def run(
 
             (score, report["settings"][name], extra), wall, peak = _measure(
                 lambda: holdout_fusion(
-                    parts, content, split, seed, scorers["learn"], trained["sasrec_ce"]
+                    parts, content, split, seed, scorers["learn"], mapped_sasrec_ce()
                 )
             )
         elif name in LEARN_MODELS:

@@ -118,6 +118,8 @@ def fused_score_fn(content: ScoreFn, ids: ScoreFn, cold: np.ndarray, f: Fusion) 
 
 def _memo(fn: ScoreFn) -> ScoreFn:
     """``fn`` remembered per user batch (valid only while the histories are one split's)."""
+    if getattr(fn, "memoised", False):
+        return fn  # one cache per scorer, not one per nested selection
     seen: dict[bytes, np.ndarray] = {}
 
     def score(users: np.ndarray, hists: list[np.ndarray]) -> np.ndarray:
@@ -126,6 +128,7 @@ def _memo(fn: ScoreFn) -> ScoreFn:
             seen[key] = np.asarray(fn(users, hists), np.float64)
         return seen[key]
 
+    score.memoised = True  # type: ignore[attr-defined]
     return score
 
 
@@ -175,12 +178,12 @@ def select_cold_rule(
         f = select_fusion(content, ids, selection, alphas, rule)
         ranks = eval_loop(fused_score_fn(content, ids, selection.cold, f), selection, "valid")
         has = ~np.isnan(ranks)
-        hit = np.where(has, ranks < 10, False)
+        cold_ranks = ranks[cold_users & has]
         evidence[rule] = {
             "alpha": f.alpha,
             "ndcg@10": f.valid_ndcg10,
-            "cold_hr@10": float(hit[cold_users & has].mean()) if (cold_users & has).any() else 0.0,
-            "warm_hr@10": float(hit[~cold_users & has].mean()),
+            "cold_hr@10": ranking_metrics(cold_ranks)["hr@10"] if len(cold_ranks) else 0.0,
+            "warm_hr@10": ranking_metrics(ranks[~cold_users & has])["hr@10"],
         }
         if best is None or f.valid_ndcg10[f.alpha] > best.valid_ndcg10[best.alpha]:
             best = f
@@ -253,3 +256,13 @@ def with_mapped_cold(model: Any, content: np.ndarray, cold: np.ndarray) -> tuple
         rows = torch.from_numpy(np.flatnonzero(cold) + 1)
         out.items.weight[rows] = torch.from_numpy(mapping(np.asarray(content)[cold]))
     return out, mapping
+
+
+def mapped_id_scores(
+    model: Any, max_len: int, content: np.ndarray, cold: np.ndarray
+) -> tuple[ScoreFn, ContentToId]:
+    """A SASRec's scorer with its cold rows predicted from content, and the map that did it."""
+    from trainers.sasrec import sasrec_score_fn
+
+    mapped, mapping = with_mapped_cold(model, content, cold)
+    return sasrec_score_fn(mapped, max_len), mapping
