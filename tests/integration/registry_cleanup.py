@@ -7,6 +7,7 @@ so tests that import ``tests.integration.conftest`` would fill another copy of t
 from __future__ import annotations
 
 from feature_repo.settings import FeastSettings
+from feature_repo.store import pg_conninfo
 
 #: production settings handed out during the current test, whose registry rows go after it
 PRODUCTION_PROJECTS: list[FeastSettings] = []
@@ -21,14 +22,7 @@ def forget_project(settings: FeastSettings) -> None:
     """
     import psycopg
 
-    with psycopg.connect(
-        host=settings.pg_host,
-        port=settings.pg_port,
-        dbname=settings.pg_db,
-        user=settings.pg_user,
-        password=settings.pg_password.get_secret_value(),
-        connect_timeout=5,
-    ) as conn:
+    with psycopg.connect(pg_conninfo(settings), connect_timeout=5) as conn:
         tables = conn.execute(
             "SELECT table_name FROM information_schema.columns "
             "WHERE column_name = 'project_id' AND table_schema = current_schema()"
