@@ -103,6 +103,19 @@ def post(port: int, path: str, body: bytes, accept: str | None = None) -> tuple[
         conn.close()
 
 
+def get_json(port: int, path: str) -> dict[str, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"{path}: HTTP {resp.status}: {data[:300]!r}")
+        return json.loads(data)
+    finally:
+        conn.close()
+
+
 def post_json(port: int, path: str, body: bytes) -> dict[str, Any]:
     return json.loads(post(port, path, body)[1])
 

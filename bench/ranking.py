@@ -9,7 +9,10 @@ user vectors of one (untrained, seeded) LEARN model. Then, in the same process a
 interleaved in blocks so that machine noise hits both alike:
 
 * ``reader``: ``RankingReader.rank`` -- user embedding, 100 item embeddings, 100
-  mid-embs and CVR scores, all checked to be of the serving version;
+  mid-embs and CVR scores, all checked to be of the serving version; candidates come
+  from its item near-cache when they were read less than ``LEARNREC_RANKING_ITEM_CACHE_S``
+  ago (the default; ``item_cache`` in the JSON gives its hit rate);
+* ``reader_uncached``: the same with the near-cache off, every candidate read each time;
 * ``feast_sdk``: stock ``FeatureStore.get_online_features`` for the same features
   (user and item embeddings + model_version of 100 (user, item) rows), no scoring.
 
@@ -20,7 +23,7 @@ BLAS and torch pools itself) but for the heap, which is frozen after the warm-up
 ``learnrec serve`` freezes it (``--no-freeze``: not). Garbage-collector pauses inside the
 timed loops are counted with ``gc.callbacks``.
 
-JSON per profile: ``p50_ms``, ``p99_ms``, ``p999_ms``, the ``feast_sdk_`` twins and
+JSON per profile: ``p50_ms``, ``p99_ms``, ``p999_ms``, the ``uncached_`` and ``feast_sdk_`` twins and
 ``speedup_p99``; the same with a ``threads{N}_`` prefix for the concurrent case; the
 1-minute load average before and after, and the GC pauses. The top level repeats the
 Redis figures (targets, issue 13: ``p99_ms`` <= 2 and <= ``feast_sdk_p99_ms`` / 5).
@@ -168,8 +171,11 @@ def measure(
 
 
 def stats(times: dict[str, list[float]], prefix: str = "") -> dict[str, float]:
-    ours, sdk = times["reader"], times["feast_sdk"]
+    ours, sdk, uncached = times["reader"], times["feast_sdk"], times["reader_uncached"]
     out = {
+        "uncached_p50_ms": _pct(uncached, 50),
+        "uncached_p99_ms": _pct(uncached, 99),
+        "uncached_p999_ms": _pct(uncached, 99.9),
         "p50_ms": _pct(ours, 50),
         "p99_ms": _pct(ours, 99),
         "p999_ms": _pct(ours, 99.9),
@@ -201,6 +207,13 @@ def bench_profile(settings: FeastSettings, cfg: argparse.Namespace) -> dict[str,
         rs = RankingSettings(version_check_s=0.2)
         pools = limit_threads(rs.blas_threads, rs.torch_threads)  # as the service at start-up
         reader = RankingReader(handle, _OneModel(model), rs, retrieval=ExactRetrieval(handle))
+        # The same reader with the item near-cache off: every candidate read every time.
+        uncached = RankingReader(
+            handle,
+            _OneModel(model),
+            rs.model_copy(update={"item_cache_s": 0.0}),
+            retrieval=ExactRetrieval(handle),
+        )
         refs = [
             f"{v}:{f}"
             for v in (USER_TOWER.name, ITEM_TOWER.name)
@@ -216,6 +229,10 @@ def bench_profile(settings: FeastSettings, cfg: argparse.Namespace) -> dict[str,
             res = reader.rank(u, c)
             assert res.status.count(OK) == len(c)
 
+        def ours_uncached(u: str, c: list[str]) -> None:
+            res = uncached.rank(u, c)
+            assert res.status.count(OK) == len(c)
+
         def stock(u: str, c: list[str]) -> None:
             # Blue/green rows: stock Feast names the version in the ids (``online_id``).
             qu = online_id(VERSION, u)
@@ -226,7 +243,7 @@ def bench_profile(settings: FeastSettings, cfg: argparse.Namespace) -> dict[str,
             ).to_dict()
             assert sum(v is not None for v in out[f"{ITEM_TOWER.name}__embedding"]) == len(c)
 
-        calls = {"reader": ours, "feast_sdk": stock}
+        calls = {"reader": ours, "reader_uncached": ours_uncached, "feast_sdk": stock}
         gcp = GcPauses()
         gc.callbacks.append(gcp)
         out: dict[str, Any] = {
@@ -249,6 +266,7 @@ def bench_profile(settings: FeastSettings, cfg: argparse.Namespace) -> dict[str,
             gcp.on = False
             gc.callbacks.remove(gcp)
         out["loadavg_1m_end"] = os.getloadavg()[0]
+        out["item_cache"] = reader.items.stats()
         out["gc_pauses"] = gcp.summary()
         return out
     finally:
@@ -304,19 +322,21 @@ def main(argv: list[str] | None = None) -> int:
             log.info("benchmarking %s", profile)
             r = bench_profile(s, args)
             log.info(
-                "%s (load %.2f): p50 %.2f p99 %.2f p99.9 %.2f ms; stock p99 %.2f ms (x%.1f)",
+                "%s (load %.2f): p50 %.2f p99 %.2f p99.9 %.2f ms; near-cache off p99 %.2f ms; "
+                "stock p99 %.2f ms (x%.1f)",
                 profile,
                 r["loadavg_1m_start"],
                 r["p50_ms"],
                 r["p99_ms"],
                 r["p999_ms"],
+                r["uncached_p99_ms"],
                 r["feast_sdk_p99_ms"],
                 r["speedup_p99"],
             )
             result["profiles"][r["online_store"]] = r
         head = result["profiles"].get("redis") or result["profiles"].get("sqlite")
         for key in head:
-            if key.endswith("_ms") or key.startswith(("speedup", "threads")):
+            if key.endswith("_ms") or key.startswith(("speedup", "threads", "uncached")):
                 result[key] = head[key]
         result["headline_profile"] = head["online_store"]
     finally:

@@ -13,6 +13,7 @@ A candidate's backfill writes beside ``v``'s rows, so it never takes an item awa
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,7 @@ from ranking.core import (
     check_ids,
     check_k,
 )
+from ranking.item_cache import ItemCache
 from ranking.settings import RankingSettings
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ class RankingReader:
 
             retrieval = make_retrieval(handle, self.s)
         self.retrieval = retrieval
+        self.items = ItemCache(self.s.item_cache_s, self.s.item_cache_entries)
 
     def model(self) -> ServingModel:
         return self.models.current()
@@ -75,7 +78,8 @@ class RankingReader:
     def rank(self, user_id: str, item_ids: Sequence[str]) -> RankResult:
         """Embeddings, mid-emb and CVR for ``user_id`` x ``item_ids``, one model version.
 
-        The user row and the candidate rows come back in one online-store round trip.
+        The user row and the candidate rows the item near-cache lacks come back in one
+        online-store round trip.
         """
         ids = check_ids(
             user_id,
@@ -84,28 +88,8 @@ class RankingReader:
             max_id_chars=self.s.max_id_chars,
         )
         model = self.model()
-        got_user, items = self.handle.online.read_vectors(
-            [(USER_TOWER.name, [user_id]), (ITEM_TOWER.name, ids)], model.version
-        )
-        user = _user_row(user_id, got_user, model)
-        ok = items.ok
-        dim, mid_dim = model.dim, model.cvr_head.cfg.mid_dim
-        n = len(ids)
-        if ok.all():
-            status = [OK] * n
-        else:
-            status = [
-                OK if ok[r] else (UNKNOWN if items.version(r) is None else STALE) for r in range(n)
-            ]
-        if not ok.any():
-            item_vecs = np.zeros((n, dim), np.float32)
-        elif items.vectors.shape[1] != dim:
-            raise VersionError(
-                f"item vectors of model {model.version} are {items.vectors.shape[1]}-d, "
-                f"the model's tower is {dim}-d"
-            )
-        else:
-            item_vecs = items.vectors  # rows that are not ok are zero
+        user, item_vecs, ok, status = self._read(user_id, ids, model)
+        n, mid_dim = len(ids), model.cvr_head.cfg.mid_dim
         if ok.all():
             mid, cvr = model.score(user, item_vecs)
         else:
@@ -114,6 +98,41 @@ class RankingReader:
             if ok.any():
                 mid[ok], cvr[ok] = model.score(user, item_vecs[ok])
         return RankResult(model.version, user_id, user, ids, status, item_vecs, mid, cvr)
+
+    def _read(
+        self, user_id: str, ids: list[str], model: ServingModel
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """(user vector, item vectors, ok mask, statuses) of ``model``'s version."""
+        version, dim, n = model.version, model.dim, len(ids)
+        read_at = time.monotonic()
+        hit, cached, miss = self.items.lookup(version, ids, read_at)
+        wanted = [(USER_TOWER.name, [user_id])]
+        if miss:
+            wanted.append((ITEM_TOWER.name, [ids[r] for r in miss]))
+        got = self.handle.online.read_vectors(wanted, version)
+        user = _user_row(user_id, got[0], model)
+        item_vecs = np.zeros((n, dim), np.float32)  # rows that are not ok stay zero
+        ok = np.zeros(n, dtype=bool)
+        if hit:
+            item_vecs[hit] = cached
+            ok[hit] = True
+        status = [OK] * n
+        if miss:
+            items = got[1]
+            if items.ok.any():
+                if items.vectors.shape[1] != dim:
+                    raise VersionError(
+                        f"item vectors of model {version} are {items.vectors.shape[1]}-d, "
+                        f"the model's tower is {dim}-d"
+                    )
+                rows = np.asarray(miss)[items.ok]
+                item_vecs[rows] = items.vectors[items.ok]
+                ok[rows] = True
+                self.items.store(version, [ids[r] for r in rows], items.vectors[items.ok], read_at)
+            for j, r in enumerate(miss):
+                if not items.ok[j]:
+                    status[r] = UNKNOWN if items.version(j) is None else STALE
+        return user, item_vecs, ok, status
 
     def retrieve(self, user_id: str, k: int = 10, exclude: Sequence[str] = ()) -> Retrieved:
         """Top-``k`` items for ``user_id`` by inner product of the serving version's vectors."""

@@ -168,6 +168,7 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Rank
             "store": "ok",
             "retrieval": reader.retrieval.backend,
             "indexed_items": reader.retrieval.size(),
+            "item_cache": reader.items.stats(),
         }
 
     # In front of FastAPI: POST /rank never enters it (ranking.http_rank); the rest does.

@@ -32,6 +32,16 @@ class RankingSettings(BaseSettings):
     version_check_s: float = Field(
         0.2, ge=0, le=60, description="how often the registry's current pointer is re-read"
     )
+    item_cache_s: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="how long /rank reuses a candidate's vector before reading it again "
+        "(0: read every candidate on every request)",
+    )
+    item_cache_entries: int = Field(
+        200_000, ge=1, le=100_000_000, description="item vectors the /rank near-cache holds"
+    )
     torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads")
     blas_threads: int = Field(
         1, ge=0, le=64, description="numpy's BLAS threads for scoring (0: leave as is)"

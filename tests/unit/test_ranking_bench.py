@@ -46,8 +46,16 @@ def test_measure_alternates_and_skips_the_warmup() -> None:
     times = measure(calls, reqs, warmup=10, threads=1, block=5)
     assert len(times["reader"]) == len(times["feast_sdk"]) == 20
     assert order[20:] == (["r"] * 5 + ["s"] * 5) * 4  # after 10 + 10 warm-up calls
-    out = stats({"reader": [0.001] * 99 + [0.002], "feast_sdk": [0.010] * 100}, "threads4_")
+    out = stats(
+        {
+            "reader": [0.001] * 99 + [0.002],
+            "reader_uncached": [0.003] * 100,
+            "feast_sdk": [0.010] * 100,
+        },
+        "threads4_",
+    )
     assert out["threads4_p50_ms"] == pytest.approx(1.0)
+    assert out["threads4_uncached_p99_ms"] == pytest.approx(3.0)
     assert out["threads4_speedup_p99"] == pytest.approx(10.0 / out["threads4_p99_ms"])
 
 

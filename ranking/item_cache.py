@@ -1,0 +1,119 @@
+"""A near-cache of the serving version's item vectors for ``/rank``.
+
+Why: reading 100 candidate rows from Redis was 70 % of the reader's CPU per request
+(about 420 µs of client-side packing, ``recv`` and decoding, plus the Lua script's time
+in Redis), while a candidate's vector of one model version changes only when the item's
+text does. The user row, which changes with every interaction, is still read from the
+store on every request.
+
+Rules (docs/ranking.md, "Item near-cache"):
+
+* only rows the store returned as ``ok`` for the version are kept, so a miss, an
+  unknown or a stale id is read from the store on every request: a new item is
+  rankable the moment its row is written, and a response still never mixes versions;
+* an entry is used for ``max_age_s`` after the read that fetched it started, so an
+  item whose vector is rewritten under the same version is served at most that old;
+* one version at a time: the first request of another version drops the rest;
+* at most ``max_entries`` ids, the oldest read dropped first.
+
+Lookups take no lock (one ``dict.get`` each, atomic under the GIL); inserts and the
+version switch take one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class ItemCache:
+    """Item vectors of one model version, each with the monotonic time of its read."""
+
+    def __init__(self, max_age_s: float, max_entries: int) -> None:
+        if max_age_s < 0 or max_entries < 1:
+            raise ValueError(f"max_age_s={max_age_s} must be >= 0, max_entries={max_entries} >= 1")
+        self.max_age_s = max_age_s
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        # (version, rows) swapped as one reference, so a lookup never pairs a version
+        # with another version's rows.
+        self._state: tuple[str | None, dict[str, tuple[float, np.ndarray]]] = (None, {})
+        #: Candidates served from the cache / read from the store (approximate under
+        #: threads: for the health check, not for accounting).
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_age_s > 0
+
+    def __len__(self) -> int:
+        return len(self._state[1])
+
+    def stats(self) -> dict[str, float | int]:
+        seen = self.hits + self.misses
+        return {
+            "entries": len(self),
+            "max_age_s": self.max_age_s,
+            "hit_rate": round(self.hits / seen, 4) if seen else 0.0,
+        }
+
+    def lookup(
+        self, version: str, ids: Sequence[str], now: float | None = None
+    ) -> tuple[list[int], list[np.ndarray], list[int]]:
+        """(positions found, their vectors, positions to read) for ``ids`` under ``version``."""
+        cached, rows = self._state
+        if not self.enabled or cached != version:
+            self.misses += len(ids)
+            return [], [], list(range(len(ids)))
+        oldest = (time.monotonic() if now is None else now) - self.max_age_s
+        hit: list[int] = []
+        vecs: list[np.ndarray] = []
+        miss: list[int] = []
+        for r, iid in enumerate(ids):
+            got = rows.get(iid)
+            if got is not None and got[0] > oldest:
+                hit.append(r)
+                vecs.append(got[1])
+            else:
+                miss.append(r)
+        self.hits += len(hit)
+        self.misses += len(miss)
+        return hit, vecs, miss
+
+    def misses_at_most(self, ids: Sequence[str], limit: int, now: float | None = None) -> bool:
+        """Whether at most ``limit`` ids lack a usable entry (of whichever version is cached)."""
+        version, rows = self._state
+        if not self.enabled or version is None:
+            return len(ids) <= limit
+        oldest = (time.monotonic() if now is None else now) - self.max_age_s
+        missing = 0
+        for iid in ids:
+            got = rows.get(iid)
+            if got is None or got[0] <= oldest:
+                missing += 1
+                if missing > limit:
+                    return False
+        return True
+
+    def store(self, version: str, ids: Sequence[str], vectors: np.ndarray, read_at: float) -> None:
+        """Keep ``vectors`` (rows ``ok`` in the store) of ``version``, read at ``read_at``."""
+        if not self.enabled or not len(ids):
+            return
+        block = np.array(vectors, dtype=np.float32)  # a copy: callers own what they passed
+        with self._lock:
+            if self._state[0] != version:
+                self._state = (version, {})
+            rows = self._state[1]
+            for iid, vec in zip(ids, block, strict=True):
+                rows.pop(iid, None)  # re-inserted last: the dict's order is the read order
+                rows[iid] = (read_at, vec)
+            while len(rows) > self.max_entries:
+                del rows[next(iter(rows))]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._state = (None, {})
