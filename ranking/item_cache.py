@@ -11,8 +11,11 @@ Rules (docs/ranking.md, "Item near-cache"):
 * only rows the store returned as ``ok`` for the version are kept, so a miss, an
   unknown or a stale id is read from the store on every request: a new item is
   rankable the moment its row is written, and a response still never mixes versions;
-* an entry is used for ``max_age_s`` after the read that fetched it started, so an
-  item whose vector is rewritten under the same version is served at most that old;
+* an entry is used for at most ``max_age_s`` after the read that fetched it started, so
+  an item whose vector is rewritten under the same version is served at most that old;
+  each id's limit lies between half and all of it (a hash of the id), so that entries
+  read together do not all expire together: a request that met a wave of expired
+  candidates would read them all, in the thread pool, and wait behind the others;
 * one version at a time: the first request of another version drops the rest;
 * at most ``max_entries`` ids, the oldest read dropped first.
 
@@ -108,9 +111,12 @@ class ItemCache:
             if self._state[0] != version:
                 self._state = (version, {})
             rows = self._state[1]
+            spread = self.max_age_s / 2 / 1024
             for iid, vec in zip(ids, block, strict=True):
                 rows.pop(iid, None)  # re-inserted last: the dict's order is the read order
-                rows[iid] = (read_at, vec)
+                # Entries read together expire apart (between max_age_s / 2 and max_age_s
+                # after their read), so no later request meets a whole batch expired.
+                rows[iid] = (read_at - spread * (hash(iid) & 1023), vec)
             while len(rows) > self.max_entries:
                 del rows[next(iter(rows))]
 

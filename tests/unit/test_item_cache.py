@@ -77,6 +77,16 @@ def test_cache_keeps_one_version_expires_and_evicts_the_oldest() -> None:
         ItemCache(1.0, 0)
 
 
+def test_entries_read_together_expire_apart_within_the_age_limit() -> None:
+    cache = ItemCache(max_age_s=1.0, max_entries=5000)
+    ids = [f"i{n}" for n in range(2000)]
+    cache.store("v1", ids, np.zeros((len(ids), 4), np.float32), read_at=10.0)
+    assert cache.lookup("v1", ids, now=10.49)[2] == []  # none before half the limit
+    assert len(cache.lookup("v1", ids, now=11.0)[0]) == 0  # none past the limit
+    hit = len(cache.lookup("v1", ids, now=10.75)[0])
+    assert 0.3 * len(ids) < hit < 0.7 * len(ids)  # spread between the two
+
+
 def test_reader_reads_only_what_the_cache_lacks_and_never_caches_a_miss() -> None:
     online = CountingOnline()
     models = MemoryModels(v1=small_model(0), v2=small_model(1))
@@ -126,7 +136,7 @@ def test_reader_rereads_a_rewritten_item_after_max_age(monkeypatch: pytest.Monke
     online.put(ITEMS, ["a"], unit_rows(1, 64, 6), "v1")
     old = reader.rank("u1", ["a"]).item_embeddings[0].copy()
     online.put(ITEMS, ["a"], unit_rows(1, 64, 7), "v1")  # the item's text changed
-    clock[0] += 0.5
+    clock[0] += 0.4  # within every id's age limit (at least half of max_age)
     np.testing.assert_array_equal(reader.rank("u1", ["a"]).item_embeddings[0], old)
     clock[0] += 0.6  # past max_age: read again
     new = reader.rank("u1", ["a"]).item_embeddings[0]
