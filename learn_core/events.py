@@ -201,7 +201,14 @@ def loads_bounded(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> object:
     ``JsonTooDeep``, or another ``ValueError`` for invalid JSON (strict JSON only:
     ``NaN``, ``Infinity``, lone surrogates and a BOM are errors).
     """
-    obj = orjson.loads(raw)
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson >= 3.9 stops at a depth limit of its own (1,024 levels) before the walk
+        # below sees the document: still too deep, not malformed.
+        if "depth limit" in str(exc) or "recursion limit" in str(exc):
+            raise JsonTooDeep(f"JSON nested deeper than {max_depth} levels") from None
+        raise
     if type(obj) is dict and _CONTAINERS.isdisjoint(map(type, obj.values())):
         return obj  # the common flat record, without the walk
     if isinstance(obj, dict | list):
