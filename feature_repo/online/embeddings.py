@@ -37,6 +37,7 @@ from feature_repo.online.generic import FeastRawSource
 from feature_repo.online.redis import RedisRawSource
 from feature_repo.online.sqlite import SqliteRawSource
 from feature_repo.online.versions import VERSIONED_VIEWS, online_id, online_ids, purge_version
+from feature_repo.online.write import proto_rows
 from feature_repo.schema import CREATED_TS, EVENT_TS, VIEWS, utc_times
 
 if TYPE_CHECKING:
@@ -79,13 +80,18 @@ class OnlineEmbeddings:
         if CREATED_TS not in df.columns:
             # Feast reads the view's created column even for online writes.
             df[CREATED_TS] = pd.Timestamp(datetime.now(UTC))
-        # Feast's value conversion wants Python lists for list features.
-        df["embedding"] = [np.asarray(v, dtype=np.float32).tolist() for v in df["embedding"]]
         if view in VERSIONED_VIEWS:
             key = str(spec.join_key)
             df[key] = [
                 online_id(str(v), str(i)) for v, i in zip(df["model_version"], df[key], strict=True)
             ]
+        fv = self._view(view)
+        rows = proto_rows(fv, df)
+        if rows is not None:  # the store's own writer, without the DataFrame conversion
+            self.store._get_provider().online_write_batch(self.store.config, fv, rows, None)
+            return len(df)
+        # Feast's value conversion wants Python lists for list features.
+        df["embedding"] = [np.asarray(v, dtype=np.float32).tolist() for v in df["embedding"]]
         self.store.write_to_online_store(feature_view_name=view, df=df)
         return len(df)
 
