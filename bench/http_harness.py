@@ -86,14 +86,16 @@ def closed_loop(
     return lat, wall
 
 
-def post(port: int, path: str, body: bytes, accept: str | None = None) -> tuple[str, bytes]:
-    """One request; (content type, body) of a 200, else RuntimeError."""
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, accept: str | None = None
+) -> tuple[str, bytes]:
+    """One request on a fresh connection; (content type, body) of a 200, else RuntimeError."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json"} if body is not None else {}
     if accept:
         headers["Accept"] = accept
     try:
-        conn.request("POST", path, body, headers)
+        conn.request(method, path, body, headers)
         resp = conn.getresponse()
         data = resp.read()
         if resp.status != 200:
@@ -103,17 +105,12 @@ def post(port: int, path: str, body: bytes, accept: str | None = None) -> tuple[
         conn.close()
 
 
+def post(port: int, path: str, body: bytes, accept: str | None = None) -> tuple[str, bytes]:
+    return request(port, "POST", path, body, accept)
+
+
 def get_json(port: int, path: str) -> dict[str, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        data = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"{path}: HTTP {resp.status}: {data[:300]!r}")
-        return json.loads(data)
-    finally:
-        conn.close()
+    return json.loads(request(port, "GET", path)[1])
 
 
 def post_json(port: int, path: str, body: bytes) -> dict[str, Any]:

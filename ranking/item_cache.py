@@ -78,7 +78,7 @@ class ItemCache:
         miss: list[int] = []
         for r, iid in enumerate(ids):
             got = rows.get(iid)
-            if got is not None and got[0] > oldest:
+            if _usable(got, oldest):
                 hit.append(r)
                 vecs.append(got[1])
             else:
@@ -95,8 +95,7 @@ class ItemCache:
         oldest = (time.monotonic() if now is None else now) - self.max_age_s
         missing = 0
         for iid in ids:
-            got = rows.get(iid)
-            if got is None or got[0] <= oldest:
+            if not _usable(rows.get(iid), oldest):
                 missing += 1
                 if missing > limit:
                     return False
@@ -120,6 +119,7 @@ class ItemCache:
             while len(rows) > self.max_entries:
                 del rows[next(iter(rows))]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._state = (None, {})
+
+def _usable(entry: tuple[float, np.ndarray] | None, oldest: float) -> bool:
+    """An entry read after ``oldest`` (its age limit already applied at ``store``)."""
+    return entry is not None and entry[0] > oldest
