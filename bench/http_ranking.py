@@ -127,21 +127,22 @@ def check_feast(payload: dict[str, Any], n: int) -> None:
 
 
 def check_binary(content_type: str, data: bytes, json_answer: dict[str, Any]) -> None:
-    """The compact answer decodes to the JSON answer's values, exactly."""
+    """The compact answer decodes to the float32s the JSON answer's decimals read back to."""
     if content_type != MEDIA_TYPE:
         raise AssertionError(f"/rank with Accept {MEDIA_TYPE}: got {content_type!r}")
     got = decode_rank(data)
     want = json_answer["items"]
-    emb = np.asarray([it["embedding"] for it in want], np.float64)
-    mid = np.asarray([it["mid_emb"] for it in want], np.float64)
-    cvr = np.asarray([it["cvr"] for it in want], np.float64)
+
+    def f32(values: Any) -> np.ndarray:
+        return np.asarray(values, np.float64).astype(np.float32)
+
     if (
         got.model_version != json_answer["model_version"]
         or got.item_ids != [it["item_id"] for it in want]
-        or not np.array_equal(got.item_embeddings.astype(np.float64), emb)
-        or not np.array_equal(got.mid_emb.astype(np.float64), mid)
-        or not np.array_equal(got.cvr.astype(np.float64), cvr)
-        or not np.array_equal(got.user_embedding, json_answer["user_embedding"])
+        or not np.array_equal(got.item_embeddings, f32([it["embedding"] for it in want]))
+        or not np.array_equal(got.mid_emb, f32([it["mid_emb"] for it in want]))
+        or not np.array_equal(got.cvr, f32([it["cvr"] for it in want]))
+        or not np.array_equal(got.user_embedding, f32(json_answer["user_embedding"]))
     ):
         raise AssertionError("/rank: the compact answer differs from the JSON answer")
 

@@ -25,7 +25,9 @@ timed loops are counted with ``gc.callbacks``.
 
 JSON per profile: ``p50_ms``, ``p99_ms``, ``p999_ms``, the ``uncached_`` and ``feast_sdk_`` twins and
 ``speedup_p99``; the same with a ``threads{N}_`` prefix for the concurrent case; the
-1-minute load average before and after, and the GC pauses. The top level repeats the
+1-minute load average before and after, and the GC pauses; ``json_encode_us_p50``: the
+p50 of writing ``/rank``'s JSON answer with the near-cache's per-item JSON, beside
+``json_encode_plain_us_p50`` (without it, the same answers, alternating). The top level repeats the
 Redis figures (targets, issue 13: ``p99_ms`` <= 2 and <= ``feast_sdk_p99_ms`` / 5).
 """
 
@@ -188,6 +190,33 @@ def stats(times: dict[str, list[float]], prefix: str = "") -> dict[str, float]:
     return {f"{prefix}{k}": v for k, v in out.items()}
 
 
+def json_encoding(reader: Any, requests: Sequence[tuple[str, list[str]]]) -> dict[str, Any]:
+    """``/rank``'s JSON written with the near-cache's per-item JSON and without it,
+    alternating per request on the same answers (the bytes are checked equal)."""
+    import dataclasses
+
+    cached: list[float] = []
+    plain: list[float] = []
+    for u, c in requests:
+        res = reader.rank(u, c)
+        bare = dataclasses.replace(res, item_json=None)
+        t0 = time.perf_counter()
+        a = res.to_json()
+        t1 = time.perf_counter()
+        b = bare.to_json()
+        t2 = time.perf_counter()
+        assert a == b, "the cached JSON differs from the plain encoding"
+        cached.append((t1 - t0) * 1e6)
+        plain.append((t2 - t1) * 1e6)
+    p50, p50_plain = float(np.percentile(cached, 50)), float(np.percentile(plain, 50))
+    return {
+        "json_encode_us_p50": round(p50, 1),
+        "json_encode_plain_us_p50": round(p50_plain, 1),
+        "json_encode_speedup": round(p50_plain / p50, 2),
+        "json_bytes": len(a),
+    }
+
+
 def bench_profile(settings: FeastSettings, cfg: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -266,6 +295,7 @@ def bench_profile(settings: FeastSettings, cfg: argparse.Namespace) -> dict[str,
             gcp.on = False
             gc.callbacks.remove(gcp)
         out["loadavg_1m_end"] = os.getloadavg()[0]
+        out.update(json_encoding(reader, requests[: min(len(requests), 500)]))
         out["item_cache"] = reader.items.stats()
         out["gc_pauses"] = gcp.summary()
         return out
@@ -323,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             r = bench_profile(s, args)
             log.info(
                 "%s (load %.2f): p50 %.2f p99 %.2f p99.9 %.2f ms; near-cache off p99 %.2f ms; "
-                "stock p99 %.2f ms (x%.1f)",
+                "stock p99 %.2f ms (x%.1f); JSON written in %.0f us (%.0f without the "
+                "cached item JSON)",
                 profile,
                 r["loadavg_1m_start"],
                 r["p50_ms"],
@@ -332,11 +363,13 @@ def main(argv: list[str] | None = None) -> int:
                 r["uncached_p99_ms"],
                 r["feast_sdk_p99_ms"],
                 r["speedup_p99"],
+                r["json_encode_us_p50"],
+                r["json_encode_plain_us_p50"],
             )
             result["profiles"][r["online_store"]] = r
         head = result["profiles"].get("redis") or result["profiles"].get("sqlite")
         for key in head:
-            if key.endswith("_ms") or key.startswith(("speedup", "threads", "uncached")):
+            if key.endswith("_ms") or key.startswith(("speedup", "threads", "uncached", "json_")):
                 result[key] = head[key]
         result["headline_profile"] = head["online_store"]
     finally:

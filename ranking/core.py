@@ -70,7 +70,10 @@ class RankResult:
     """Everything one rank request returns, all made by ``model_version``.
 
     Rows of ``item_embeddings``, ``mid_emb`` and ``cvr`` follow ``item_ids``; rows whose
-    ``status`` is not ``ok`` are zero / NaN.
+    ``status`` is not ``ok`` are zero / NaN. ``item_json``, when given, holds per row None
+    or an object whose ``json()`` gives that embedding's JSON (the reader's near-cache
+    entry, ``ranking.item_cache.Row``, which writes it once and keeps it); ``to_json``
+    copies those bytes instead of formatting the floats again.
     """
 
     model_version: str
@@ -81,6 +84,7 @@ class RankResult:
     item_embeddings: np.ndarray
     mid_emb: np.ndarray
     cvr: np.ndarray
+    item_json: list[Any] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         items = []
@@ -103,25 +107,32 @@ class RankResult:
         }
 
     def to_json(self) -> bytes:
-        """``orjson.dumps(self.to_dict())``, byte for byte, without a Python float per value.
+        """``to_dict()`` as JSON, each value written as the shortest decimal of its float32.
 
-        The vectors go to orjson as float64 arrays (orjson writes them natively, with the
-        same shortest repr as for the Python floats of ``tolist()``), so a 100-candidate
-        answer builds 300 small objects instead of about 10,000.
+        The values are float32 (in the store and out of the CVR head), so the shortest
+        decimal that reads back to the same float32 is exact for them, as protobuf's JSON
+        (and so Feast's server) writes its float fields; a client that parses as float64
+        gets that decimal's double, within float32 rounding of ``to_dict()``'s value.
+        It halves the answer against float64 digits (144 KB instead of 255 KB for 100
+        candidates). The arrays go to orjson whole, so an answer builds 300 small objects
+        instead of about 10,000; embeddings with a row in ``item_json`` are copied from
+        there (the same bytes, written once per read).
         """
         import orjson
 
-        emb = self.item_embeddings.astype(np.float64)
-        mid = self.mid_emb.astype(np.float64)
-        cvr = self.cvr.tolist()
+        emb = np.ascontiguousarray(self.item_embeddings, np.float32)
+        mid = np.ascontiguousarray(self.mid_emb, np.float32)
+        cvr = np.asarray(self.cvr, np.float32)
+        texts = self.item_json or [None] * len(self.item_ids)
         items = []
         for r, iid in enumerate(self.item_ids):
             ok = self.status[r] == OK
+            text = texts[r]
             items.append(
                 {
                     "item_id": iid,
                     "status": self.status[r],
-                    "embedding": emb[r] if ok else None,
+                    "embedding": (emb[r] if text is None else text.json()) if ok else None,
                     "mid_emb": mid[r] if ok else None,
                     "cvr": cvr[r] if ok else None,
                 }
@@ -130,7 +141,7 @@ class RankResult:
             {
                 "model_version": self.model_version,
                 "user_id": self.user_id,
-                "user_embedding": self.user_embedding.astype(np.float64),
+                "user_embedding": np.ascontiguousarray(self.user_embedding, np.float32),
                 "items": items,
             },
             option=orjson.OPT_SERIALIZE_NUMPY,

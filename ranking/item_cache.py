@@ -19,6 +19,12 @@ Rules (docs/ranking.md, "Item near-cache"):
 * one version at a time: the first request of another version drops the rest;
 * at most ``max_entries`` ids, the oldest read dropped first.
 
+Each entry also keeps its vector's JSON (an ``orjson.Fragment``), written the first time
+a JSON answer needs it: later JSON ``/rank`` answers copy those bytes instead of formatting
+64 floats per candidate again (docs/ranking.md, "JSON digits and the cached item JSON").
+Written lazily, so a reader whose answers never become JSON (the Python client, the
+compact answer) never pays for it.
+
 Lookups take no lock (one ``dict.get`` each, atomic under the GIL); inserts and the
 version switch take one.
 """
@@ -28,8 +34,43 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
+import orjson
+
+
+def vector_json(vec: np.ndarray) -> orjson.Fragment:
+    """``vec``'s JSON as ``RankResult.to_json`` writes it (shortest float32 decimals)."""
+    vec = np.ascontiguousarray(vec, np.float32)
+    return orjson.Fragment(orjson.dumps(vec, option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+class Row:
+    """One cached item: when it was read (less its share of the spread), its vector, and
+    its vector's JSON once an answer has asked for it."""
+
+    __slots__ = ("_json", "read_at", "vector")
+
+    def __init__(self, read_at: float, vector: np.ndarray) -> None:
+        self.read_at, self.vector = read_at, vector
+        self._json: orjson.Fragment | None = None
+
+    def json(self) -> orjson.Fragment:
+        """The vector's JSON, written on first use. Threads racing here write the same
+        bytes, and the attribute's store is atomic, so no lock is needed."""
+        if self._json is None:
+            self._json = vector_json(self.vector)
+        return self._json
+
+
+class Hits(NamedTuple):
+    """What ``ItemCache.lookup`` found: positions, their vectors and rows; positions to read."""
+
+    rows: list[int]
+    vectors: list[np.ndarray]
+    entries: list[Row]
+    miss: list[int]
 
 
 class ItemCache:
@@ -43,7 +84,7 @@ class ItemCache:
         self._lock = threading.Lock()
         # (version, rows) swapped as one reference, so a lookup never pairs a version
         # with another version's rows.
-        self._state: tuple[str | None, dict[str, tuple[float, np.ndarray]]] = (None, {})
+        self._state: tuple[str | None, dict[str, Row]] = (None, {})
         #: Candidates served from the cache / read from the store (approximate under
         #: threads: for the health check, not for accounting).
         self.hits = 0
@@ -64,28 +105,25 @@ class ItemCache:
             "hit_rate": round(self.hits / seen, 4) if seen else 0.0,
         }
 
-    def lookup(
-        self, version: str, ids: Sequence[str], now: float | None = None
-    ) -> tuple[list[int], list[np.ndarray], list[int]]:
-        """(positions found, their vectors, positions to read) for ``ids`` under ``version``."""
+    def lookup(self, version: str, ids: Sequence[str], now: float | None = None) -> Hits:
+        """What the cache holds of ``ids`` under ``version``, and which positions to read."""
         cached, rows = self._state
         if not self.enabled or cached != version:
             self.misses += len(ids)
-            return [], [], list(range(len(ids)))
+            return Hits([], [], [], list(range(len(ids))))
         oldest = (time.monotonic() if now is None else now) - self.max_age_s
-        hit: list[int] = []
-        vecs: list[np.ndarray] = []
-        miss: list[int] = []
+        out = Hits([], [], [], [])
         for r, iid in enumerate(ids):
             got = rows.get(iid)
             if _usable(got, oldest):
-                hit.append(r)
-                vecs.append(got[1])
+                out.rows.append(r)
+                out.vectors.append(got.vector)
+                out.entries.append(got)
             else:
-                miss.append(r)
-        self.hits += len(hit)
-        self.misses += len(miss)
-        return hit, vecs, miss
+                out.miss.append(r)
+        self.hits += len(out.rows)
+        self.misses += len(out.miss)
+        return out
 
     def misses_at_most(self, ids: Sequence[str], limit: int, now: float | None = None) -> bool:
         """Whether at most ``limit`` ids lack a usable entry (of whichever version is cached)."""
@@ -101,25 +139,33 @@ class ItemCache:
                     return False
         return True
 
-    def store(self, version: str, ids: Sequence[str], vectors: np.ndarray, read_at: float) -> None:
-        """Keep ``vectors`` (rows ``ok`` in the store) of ``version``, read at ``read_at``."""
+    def store(
+        self, version: str, ids: Sequence[str], vectors: np.ndarray, read_at: float
+    ) -> list[Row]:
+        """Keep ``vectors`` (rows ``ok`` in the store) of ``version``, read at ``read_at``;
+        returns their rows (empty when the cache is off)."""
         if not self.enabled or not len(ids):
-            return
+            return []
         block = np.array(vectors, dtype=np.float32)  # a copy: callers own what they passed
+        spread = self.max_age_s / 2 / 1024
+        # Entries read together expire apart (between max_age_s / 2 and max_age_s after
+        # their read), so no later request meets a whole batch expired.
+        made = [
+            Row(read_at - spread * (hash(iid) & 1023), vec)
+            for iid, vec in zip(ids, block, strict=True)
+        ]
         with self._lock:
             if self._state[0] != version:
                 self._state = (version, {})
             rows = self._state[1]
-            spread = self.max_age_s / 2 / 1024
-            for iid, vec in zip(ids, block, strict=True):
+            for iid, row in zip(ids, made, strict=True):
                 rows.pop(iid, None)  # re-inserted last: the dict's order is the read order
-                # Entries read together expire apart (between max_age_s / 2 and max_age_s
-                # after their read), so no later request meets a whole batch expired.
-                rows[iid] = (read_at - spread * (hash(iid) & 1023), vec)
+                rows[iid] = row
             while len(rows) > self.max_entries:
                 del rows[next(iter(rows))]
+        return made
 
 
-def _usable(entry: tuple[float, np.ndarray] | None, oldest: float) -> bool:
+def _usable(entry: Row | None, oldest: float) -> bool:
     """An entry read after ``oldest`` (its age limit already applied at ``store``)."""
-    return entry is not None and entry[0] > oldest
+    return entry is not None and entry.read_at > oldest

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class RankingReader:
             max_id_chars=self.s.max_id_chars,
         )
         model = self.model()
-        user, item_vecs, ok, status = self._read(user_id, ids, model)
+        user, item_vecs, ok, status, item_json = self._read(user_id, ids, model)
         n, mid_dim = len(ids), model.cvr_head.cfg.mid_dim
         if ok.all():
             mid, cvr = model.score(user, item_vecs)
@@ -97,15 +97,16 @@ class RankingReader:
             cvr = np.full(n, np.nan, np.float32)
             if ok.any():
                 mid[ok], cvr[ok] = model.score(user, item_vecs[ok])
-        return RankResult(model.version, user_id, user, ids, status, item_vecs, mid, cvr)
+        return RankResult(model.version, user_id, user, ids, status, item_vecs, mid, cvr, item_json)
 
     def _read(
         self, user_id: str, ids: list[str], model: ServingModel
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        """(user vector, item vectors, ok mask, statuses) of ``model``'s version."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[Any] | None]:
+        """(user vector, item vectors, ok mask, statuses, the near-cache's rows of the
+        items, None where it has none) of ``model``'s version."""
         version, dim, n = model.version, model.dim, len(ids)
         read_at = time.monotonic()
-        hit, cached, miss = self.items.lookup(version, ids, read_at)
+        hit, cached, entries, miss = self.items.lookup(version, ids, read_at)
         wanted = [(USER_TOWER.name, [user_id])]
         if miss:
             wanted.append((ITEM_TOWER.name, [ids[r] for r in miss]))
@@ -117,6 +118,11 @@ class RankingReader:
             item_vecs[hit] = cached
             ok[hit] = True
         status = [OK] * n
+        item_json: list[Any] | None = None
+        if self.items.enabled:
+            item_json = [None] * n
+            for r, entry in zip(hit, entries, strict=True):
+                item_json[r] = entry
         if miss:
             items = got[1]
             if items.ok.any():
@@ -128,11 +134,16 @@ class RankingReader:
                 rows = np.asarray(miss)[items.ok]
                 item_vecs[rows] = items.vectors[items.ok]
                 ok[rows] = True
-                self.items.store(version, [ids[r] for r in rows], items.vectors[items.ok], read_at)
+                read = self.items.store(
+                    version, [ids[r] for r in rows], items.vectors[items.ok], read_at
+                )
+                if item_json is not None:
+                    for r, entry in zip(rows.tolist(), read, strict=True):
+                        item_json[r] = entry
             for j, r in enumerate(miss):
                 if not items.ok[j]:
                     status[r] = UNKNOWN if items.version(j) is None else STALE
-        return user, item_vecs, ok, status
+        return user, item_vecs, ok, status, item_json
 
     def retrieve(self, user_id: str, k: int = 10, exclude: Sequence[str] = ()) -> Retrieved:
         """Top-``k`` items for ``user_id`` by inner product of the serving version's vectors."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import orjson
 import pytest
 
 from learn_core.serving import ModelCache
@@ -17,6 +20,7 @@ from tests.unit.test_ranking import (
     small_model,
     unit_rows,
 )
+from tests.unit.test_service_json import f32_tree
 
 ITEMS, USERS = "item_tower_embedding", "user_tower_embedding"
 
@@ -50,38 +54,59 @@ def test_cache_keeps_one_version_expires_and_evicts_the_oldest() -> None:
     cache = ItemCache(max_age_s=1.0, max_entries=3)
     vecs = unit_rows(4, 8, 0)
     cache.store("v1", ["a", "b"], vecs[:2], read_at=100.0)
-    hit, got, miss = cache.lookup("v1", ["a", "x", "b"], now=100.5)
+    hit, got, entries, miss = cache.lookup("v1", ["a", "x", "b"], now=100.5)
     assert hit == [0, 2] and miss == [1]
     np.testing.assert_array_equal(np.stack(got), vecs[:2])
+    # Each vector's JSON is kept beside it, as RankResult.to_json writes the vector.
+    back = np.asarray([orjson.loads(orjson.dumps(e.json())) for e in entries], np.float32)
+    assert back.tobytes() == vecs[:2].tobytes()
     vecs[:] = 0  # the cache holds its own copy
     assert cache.lookup("v1", ["a"], now=100.5)[1][0].any()
     # Another version sees nothing; expiry is strict at max_age_s.
-    assert cache.lookup("v2", ["a", "b"], now=100.5) == ([], [], [0, 1])
-    assert cache.lookup("v1", ["a"], now=101.0)[2] == [0]
+    assert cache.lookup("v2", ["a", "b"], now=100.5) == ([], [], [], [0, 1])
+    assert cache.lookup("v1", ["a"], now=101.0).miss == [0]
     assert cache.misses_at_most(["a", "b", "x"], 1, now=100.5)
     assert not cache.misses_at_most(["a", "x", "y"], 1, now=100.5)
     assert not cache.misses_at_most(["a", "b"], 1, now=101.5)
     # Re-reading "a" makes it the newest; the fourth id drops the oldest read ("b").
     cache.store("v1", ["a"], unit_rows(1, 8, 1), read_at=100.2)
     cache.store("v1", ["c", "d"], unit_rows(2, 8, 2), read_at=100.3)
-    assert len(cache) == 3 and cache.lookup("v1", ["b"], now=100.4)[2] == [0]
+    assert len(cache) == 3 and cache.lookup("v1", ["b"], now=100.4).miss == [0]
     # A store of another version replaces the whole cache.
     cache.store("v2", ["z"], unit_rows(1, 8, 3), read_at=100.4)
-    assert len(cache) == 1 and cache.lookup("v1", ["a"], now=100.4)[2] == [0]
+    assert len(cache) == 1 and cache.lookup("v1", ["a"], now=100.4).miss == [0]
     # Off: nothing is kept, everything is read.
     off = ItemCache(max_age_s=0, max_entries=10)
     off.store("v1", ["a"], unit_rows(1, 8, 0), read_at=1.0)
-    assert len(off) == 0 and off.lookup("v1", ["a"], now=1.0) == ([], [], [0])
+    assert len(off) == 0 and off.lookup("v1", ["a"], now=1.0) == ([], [], [], [0])
     assert off.misses_at_most(["a"], 1) and not off.misses_at_most(["a", "b"], 1)
     with pytest.raises(ValueError, match="max_entries"):
         ItemCache(1.0, 0)
+
+
+def test_json_from_the_cache_is_the_reference_encoding_byte_for_byte() -> None:
+    online = CountingOnline()
+    reader = reader_over(online, MemoryModels(v1=small_model(0)), item_cache_s=60.0)
+    online.put(USERS, ["u1"], unit_rows(1, 64, 5), "v1")
+    online.put(ITEMS, ["a", "b", "c"], unit_rows(3, 64, 6), "v1")
+    online.put(ITEMS, ["s"], unit_rows(1, 64, 7), "v2")
+    ids = ["a", "b", "s", "c", "new"]
+    first = reader.rank("u1", ids[:2])  # "a", "b" cached; "c" is read with the next
+    res = reader.rank("u1", ids)
+    assert first.item_json is not None and res.item_json is not None
+    assert [t is not None for t in res.item_json] == [True, True, False, True, False]
+    plain = dataclasses.replace(res, item_json=None)
+    assert res.to_json() == plain.to_json()
+    assert f32_tree(orjson.loads(res.to_json())) == f32_tree(res.to_dict())
+    off = reader_over(online, MemoryModels(v1=small_model(0)), item_cache_s=0)
+    assert off.rank("u1", ids).item_json is None and off.rank("u1", ids).to_json() == res.to_json()
 
 
 def test_entries_read_together_expire_apart_within_the_age_limit() -> None:
     cache = ItemCache(max_age_s=1.0, max_entries=5000)
     ids = [f"i{n}" for n in range(2000)]
     cache.store("v1", ids, np.zeros((len(ids), 4), np.float32), read_at=10.0)
-    assert cache.lookup("v1", ids, now=10.49)[2] == []  # none before half the limit
+    assert cache.lookup("v1", ids, now=10.49).miss == []  # none before half the limit
     assert len(cache.lookup("v1", ids, now=11.0)[0]) == 0  # none past the limit
     hit = len(cache.lookup("v1", ids, now=10.75)[0])
     assert 0.3 * len(ids) < hit < 0.7 * len(ids)  # spread between the two
@@ -173,7 +198,7 @@ def test_http_rank_answers_the_same_on_the_loop_and_in_the_pool() -> None:
     cold = client.post("/rank", json=body)  # nothing cached: more than INLINE_READS to read
     warm = client.post("/rank", json=body)  # all cached: the user's row only
     assert cold.status_code == warm.status_code == 200
-    assert cold.json() == warm.json()
+    assert cold.content == warm.content  # byte for byte: the cached JSON is the same text
     assert ran_in[0].startswith("rank") and not ran_in[1].startswith("rank")
     assert client.post("/rank", json={"user_id": "zz", "item_ids": ids}).status_code == 404
     models.version = None
