@@ -116,7 +116,7 @@ class RankResult:
         It halves the answer against float64 digits (144 KB instead of 255 KB for 100
         candidates). The arrays go to orjson whole, so an answer builds 300 small objects
         instead of about 10,000; embeddings with a row in ``item_json`` are copied from
-        there (the same bytes, written once per read).
+        there (the same bytes, written once per cache entry).
         """
         import orjson
 

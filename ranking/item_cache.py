@@ -65,10 +65,9 @@ class Row:
 
 
 class Hits(NamedTuple):
-    """What ``ItemCache.lookup`` found: positions, their vectors and rows; positions to read."""
+    """What ``ItemCache.lookup`` found: positions and their rows; positions to read."""
 
     rows: list[int]
-    vectors: list[np.ndarray]
     entries: list[Row]
     miss: list[int]
 
@@ -110,14 +109,13 @@ class ItemCache:
         cached, rows = self._state
         if not self.enabled or cached != version:
             self.misses += len(ids)
-            return Hits([], [], [], list(range(len(ids))))
+            return Hits([], [], list(range(len(ids))))
         oldest = (time.monotonic() if now is None else now) - self.max_age_s
-        out = Hits([], [], [], [])
+        out = Hits([], [], [])
         for r, iid in enumerate(ids):
             got = rows.get(iid)
             if _usable(got, oldest):
                 out.rows.append(r)
-                out.vectors.append(got.vector)
                 out.entries.append(got)
             else:
                 out.miss.append(r)

@@ -106,7 +106,7 @@ class RankingReader:
         items, None where it has none) of ``model``'s version."""
         version, dim, n = model.version, model.dim, len(ids)
         read_at = time.monotonic()
-        hit, cached, entries, miss = self.items.lookup(version, ids, read_at)
+        hit, entries, miss = self.items.lookup(version, ids, read_at)
         wanted = [(USER_TOWER.name, [user_id])]
         if miss:
             wanted.append((ITEM_TOWER.name, [ids[r] for r in miss]))
@@ -115,7 +115,7 @@ class RankingReader:
         item_vecs = np.zeros((n, dim), np.float32)  # rows that are not ok stay zero
         ok = np.zeros(n, dtype=bool)
         if hit:
-            item_vecs[hit] = cached
+            item_vecs[hit] = [e.vector for e in entries]
             ok[hit] = True
         status = [OK] * n
         item_json: list[Any] | None = None

@@ -54,16 +54,16 @@ def test_cache_keeps_one_version_expires_and_evicts_the_oldest() -> None:
     cache = ItemCache(max_age_s=1.0, max_entries=3)
     vecs = unit_rows(4, 8, 0)
     cache.store("v1", ["a", "b"], vecs[:2], read_at=100.0)
-    hit, got, entries, miss = cache.lookup("v1", ["a", "x", "b"], now=100.5)
+    hit, entries, miss = cache.lookup("v1", ["a", "x", "b"], now=100.5)
     assert hit == [0, 2] and miss == [1]
-    np.testing.assert_array_equal(np.stack(got), vecs[:2])
+    np.testing.assert_array_equal(np.stack([e.vector for e in entries]), vecs[:2])
     # Each vector's JSON is kept beside it, as RankResult.to_json writes the vector.
     back = np.asarray([orjson.loads(orjson.dumps(e.json())) for e in entries], np.float32)
     assert back.tobytes() == vecs[:2].tobytes()
     vecs[:] = 0  # the cache holds its own copy
-    assert cache.lookup("v1", ["a"], now=100.5)[1][0].any()
+    assert cache.lookup("v1", ["a"], now=100.5).entries[0].vector.any()
     # Another version sees nothing; expiry is strict at max_age_s.
-    assert cache.lookup("v2", ["a", "b"], now=100.5) == ([], [], [], [0, 1])
+    assert cache.lookup("v2", ["a", "b"], now=100.5) == ([], [], [0, 1])
     assert cache.lookup("v1", ["a"], now=101.0).miss == [0]
     assert cache.misses_at_most(["a", "b", "x"], 1, now=100.5)
     assert not cache.misses_at_most(["a", "x", "y"], 1, now=100.5)
@@ -78,7 +78,7 @@ def test_cache_keeps_one_version_expires_and_evicts_the_oldest() -> None:
     # Off: nothing is kept, everything is read.
     off = ItemCache(max_age_s=0, max_entries=10)
     off.store("v1", ["a"], unit_rows(1, 8, 0), read_at=1.0)
-    assert len(off) == 0 and off.lookup("v1", ["a"], now=1.0) == ([], [], [], [0])
+    assert len(off) == 0 and off.lookup("v1", ["a"], now=1.0) == ([], [], [0])
     assert off.misses_at_most(["a"], 1) and not off.misses_at_most(["a", "b"], 1)
     with pytest.raises(ValueError, match="max_entries"):
         ItemCache(1.0, 0)
