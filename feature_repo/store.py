@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 import pandas as pd
 import yaml
 
-from feature_repo.offline_log.base import OfflineLog
+from feature_repo.offline_log.base import Cursor, OfflineLog
 from feature_repo.offline_log.parquet import ParquetOfflineLog
 from feature_repo.schema import EVENT_TS, LOGS, VIEWS
 from feature_repo.settings import FeastSettings, redis_connection_string
@@ -151,6 +151,10 @@ class FeatureStoreHandle:
         self, name: str, start: datetime | None = None, end: datetime | None = None
     ) -> pd.DataFrame:
         return self.offline.read_offline(name, start, end)
+
+    def read_new(self, name: str, cursor: Cursor | None = None) -> tuple[pd.DataFrame, Cursor]:
+        """Rows stored since ``cursor`` (``OfflineLog.read_new``) and the next cursor."""
+        return self.offline.read_new(name, cursor)
 
     def historical(
         self, entity_df: pd.DataFrame, features: list[str], *, full_feature_names: bool = False

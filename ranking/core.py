@@ -172,7 +172,9 @@ class ExactIndex:
 
     Upserts are O(batch) amortised (the matrix grows by doubling); a search is one
     matrix-vector product plus ``argpartition``. Thread-safe: the retrieval thread
-    upserts while request threads search.
+    upserts while request threads search. Rows upserted with a stamp (the row's event
+    time) replace an item's vector only when newer than the one it holds, so a row read
+    again, or written late, never brings an older vector back.
     """
 
     model_version: str
@@ -180,6 +182,7 @@ class ExactIndex:
     _ids: list[str] = field(default_factory=list)
     _pos: dict[str, int] = field(default_factory=dict)
     _mat: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    _stamps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __len__(self) -> int:
@@ -188,16 +191,24 @@ class ExactIndex:
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._pos
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray) -> int:
-        """Insert or replace vectors; returns how many ids were new."""
+    def upsert(
+        self, ids: Sequence[str], vectors: np.ndarray, stamps: Sequence[int] | None = None
+    ) -> int:
+        """Insert or replace vectors (with ``stamps``: only by newer ones); returns how
+        many ids were new."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape != (len(ids), self.dim):
             raise ValueError(f"vectors {vectors.shape} != ({len(ids)}, {self.dim})")
+        if stamps is not None and len(stamps) != len(ids):
+            raise ValueError(f"{len(stamps)} stamps for {len(ids)} ids")
+        oldest = np.iinfo(np.int64).min
         new = 0
         with self._lock:
             if self._mat.shape[1] != self.dim:
                 self._mat = np.zeros((max(16, len(ids)), self.dim), np.float32)
-            for iid, vec in zip(ids, vectors, strict=True):
+                self._stamps = np.full(len(self._mat), oldest, np.int64)
+            for j, iid in enumerate(ids):
+                stamp = oldest if stamps is None else int(stamps[j])
                 r = self._pos.get(iid)
                 if r is None:
                     r = len(self._ids)
@@ -205,10 +216,14 @@ class ExactIndex:
                         grown = np.zeros((2 * r, self.dim), np.float32)
                         grown[:r] = self._mat
                         self._mat = grown
+                        self._stamps = np.concatenate([self._stamps, np.full(r, oldest, np.int64)])
                     self._ids.append(iid)
                     self._pos[iid] = r
                     new += 1
-                self._mat[r] = vec
+                elif stamps is not None and stamp <= self._stamps[r]:
+                    continue  # the index holds this row or a newer one
+                self._mat[r] = vectors[j]
+                self._stamps[r] = stamp
         return new
 
     def search(

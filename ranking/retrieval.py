@@ -10,9 +10,10 @@ Two backends behind one port (``Retrieval``):
   otherwise ``make_retrieval`` logs why and falls back to the exact index.
 
 Both are fed from the offline ``item_tower_embedding`` log: a full read of the serving
-version when it changes, then every ``refresh_s`` the rows stamped since the last read
-(less a slack, since writers' clocks and durability are not instantaneous). Rows are
-upserts, so reading a row twice is harmless.
+version when it changes, then every ``refresh_s`` the rows stored since the last read
+(``OfflineLog.read_new``: by insertion, so rows committed late are not missed and an idle
+poll reads nothing). Rows are upserts that keep each item's newest row by event time, so
+reading a row twice, or an older row late, is harmless.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -30,13 +30,11 @@ from feature_repo.schema import ITEM_TOWER
 from ranking.core import ExactIndex
 
 if TYPE_CHECKING:
+    from feature_repo.offline_log.base import Cursor
     from feature_repo.store import FeatureStoreHandle
     from ranking.settings import RankingSettings
 
 log = logging.getLogger(__name__)
-
-#: How far back each incremental read reaches before the previous read's start.
-SLACK = timedelta(seconds=30)
 
 
 class Retrieval(Protocol):
@@ -62,28 +60,34 @@ def latest_rows(df: pd.DataFrame, version: str) -> pd.DataFrame:
 
 
 class _Feed:
-    """Incremental reader of one version's item-tower rows from the offline log."""
+    """Incremental reader of one version's item-tower rows from the offline log.
+
+    It reads by insertion (``OfflineLog.read_new``), so a poll reads only what was stored
+    since the last one, late commits included; an idle poll reads nothing. Rows may come
+    again (at least once) or late, so the index keeps each item's newest row by event time
+    (``stamps``).
+    """
 
     def __init__(self, handle: FeatureStoreHandle) -> None:
         self.handle = handle
         self.version: str | None = None
-        self.since: datetime | None = None
+        self.cursor: Cursor | None = None
 
     def reset(self, version: str) -> pd.DataFrame:
+        rows, self.cursor = self.handle.read_new(ITEM_TOWER.name)
         self.version = version
-        started = datetime.now(UTC)
-        rows = latest_rows(self.handle.read_offline(ITEM_TOWER.name), version)
-        self.since = started - SLACK
-        return rows
+        return latest_rows(rows, version)
 
     def poll(self) -> pd.DataFrame:
-        assert self.version is not None and self.since is not None
-        started = datetime.now(UTC)
-        rows = self.handle.read_offline(ITEM_TOWER.name, start=self.since)
-        self.since = started - SLACK
-        # Most polls find nothing new; the newest-row pass would cost half their CPU
-        # (~1 ms every refresh_s, per worker, on the thread that shares the event loop's GIL).
+        assert self.version is not None
+        rows, self.cursor = self.handle.read_new(ITEM_TOWER.name, self.cursor)
         return rows if rows.empty else latest_rows(rows, self.version)
+
+
+def stamps(rows: pd.DataFrame) -> np.ndarray:
+    """The rows' event times as int64 nanoseconds since the epoch (UTC)."""
+    ts = pd.to_datetime(rows["event_timestamp"], utc=True)
+    return ts.dt.tz_localize(None).to_numpy("datetime64[ns]").view(np.int64)
 
 
 class _Refresher:
@@ -134,7 +138,9 @@ class ExactRetrieval:
                 rows = self.feed.reset(version)
                 fresh = ExactIndex(version, dim)
                 if len(rows):
-                    fresh.upsert(list(rows["item_id"]), np.stack(rows["embedding"].to_numpy()))
+                    fresh.upsert(
+                        list(rows["item_id"]), np.stack(rows["embedding"].to_numpy()), stamps(rows)
+                    )
                 self.index = fresh
                 log.info(
                     "exact index for %s: %d items in %.2fs",
@@ -152,7 +158,9 @@ class ExactRetrieval:
                 return 0
             rows = self.feed.poll()
             if len(rows):
-                idx.upsert(list(rows["item_id"]), np.stack(rows["embedding"].to_numpy()))
+                idx.upsert(
+                    list(rows["item_id"]), np.stack(rows["embedding"].to_numpy()), stamps(rows)
+                )
             return len(rows)
 
     def search(
@@ -205,7 +213,12 @@ class PgVectorRetrieval:
             self.conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.table} (model_version text NOT NULL, "
                 f"item_id text NOT NULL, embedding vector({dim}) NOT NULL, "
-                "PRIMARY KEY (model_version, item_id))"
+                "event_timestamp timestamptz, PRIMARY KEY (model_version, item_id))"
+            )
+            # Tables of earlier releases: their rows' times are unknown (null), so the
+            # next row read for such an item replaces it.
+            self.conn.execute(
+                f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS event_timestamp timestamptz"
             )
             self._upsert(self.feed.reset(version))
             self._dims[version] = dim
@@ -214,14 +227,17 @@ class PgVectorRetrieval:
         if rows.empty:
             return
         data = [
-            (r.model_version, r.item_id, _vec_literal(r.embedding))
+            (r.model_version, r.item_id, _vec_literal(r.embedding), r.event_timestamp)
             for r in rows.itertuples(index=False)
         ]
         with self.conn.cursor() as cur:
+            # Newest row wins, as in ``ExactIndex``: a row read again or late is skipped.
             cur.executemany(
-                f"INSERT INTO {self.table} (model_version, item_id, embedding) "
-                "VALUES (%s, %s, %s::vector) ON CONFLICT (model_version, item_id) "
-                "DO UPDATE SET embedding = EXCLUDED.embedding",
+                f"INSERT INTO {self.table} AS t (model_version, item_id, embedding, "
+                "event_timestamp) VALUES (%s, %s, %s::vector, %s) "
+                "ON CONFLICT (model_version, item_id) DO UPDATE SET "
+                "embedding = EXCLUDED.embedding, event_timestamp = EXCLUDED.event_timestamp "
+                "WHERE t.event_timestamp IS NULL OR EXCLUDED.event_timestamp > t.event_timestamp",
                 data,
             )
 

@@ -19,6 +19,9 @@ import pyarrow as pa
 
 from feature_repo.schema import CREATED_TS, EVENT_TS, LogSpec, spec, utc_times
 
+#: An opaque position in a log (``OfflineLog.read_new``).
+Cursor = object
+
 
 class OfflineLog(ABC):
     """One implementation per backend (parquet directory, PostgreSQL table)."""
@@ -37,6 +40,18 @@ class OfflineLog(ABC):
         self, name: str, start: datetime | None = None, end: datetime | None = None
     ) -> pd.DataFrame:
         """Rows with ``start <= event_timestamp < end``, one per key, sorted by key."""
+
+    @abstractmethod
+    def read_new(self, name: str, cursor: Cursor | None = None) -> tuple[pd.DataFrame, Cursor]:
+        """Rows stored since ``cursor`` was returned (all rows when None), and the next cursor.
+
+        Why: a poller that wants "what is new" by event time must reach back by a slack
+        (writers' clocks, late commits) and so re-reads every recent row on every poll;
+        this reads by insertion instead. It never misses a row stored after ``cursor`` was
+        made, even one whose transaction began before; it may return a row again (at
+        least once), never twice within one answer (one row per key, as ``read_offline``).
+        A cursor is opaque and belongs to the log that made it.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (no-op by default)."""
@@ -92,4 +107,4 @@ def dedup(log: LogSpec, df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(list(log.key), kind="stable").reset_index(drop=True)
 
 
-__all__ = ["OfflineLog", "dedup", "spec", "to_table"]
+__all__ = ["Cursor", "OfflineLog", "dedup", "spec", "to_table"]

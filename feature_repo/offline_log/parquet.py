@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from feature_repo.offline_log.base import OfflineLog, dedup, to_table
+from feature_repo.offline_log.base import Cursor, OfflineLog, dedup, to_table
 from feature_repo.schema import EVENT_TS, LogSpec, spec
 
 logger = logging.getLogger(__name__)
@@ -145,6 +145,29 @@ class ParquetOfflineLog(OfflineLog):
             flt = cond if flt is None else flt & cond
         table = self._dataset(log).to_table(filter=flt)
         return dedup(log, table.to_pandas())
+
+    def read_new(
+        self, name: str, cursor: Cursor | None = None
+    ) -> tuple[pd.DataFrame, frozenset[str]]:
+        """Rows of the parts that were not there when ``cursor`` was made.
+
+        A part appears whole (renamed into place), so the part names listed are the
+        cursor. A compaction's part holds old rows again: they come back once, as the
+        contract allows. The listing costs O(parts); ``compact`` keeps that small.
+        """
+        log = spec(name)
+        d = self.path(name)
+        if cursor is not None and not isinstance(cursor, frozenset):
+            raise TypeError(f"not a cursor of a parquet log: {type(cursor).__name__}")
+        seen = cursor or frozenset()
+        listed = frozenset(p.name for p in d.glob("part-*.parquet")) if d.exists() else seen
+        new = sorted(listed - seen - {_SCHEMA_PART})
+        if not new:
+            return log.arrow_schema().empty_table().to_pandas(), listed
+        table = ds.dataset(
+            [str(d / n) for n in new], format="parquet", schema=log.arrow_schema()
+        ).to_table()
+        return dedup(log, table.to_pandas()), listed
 
     def parts(self, name: str) -> list[Path]:
         return sorted(self.path(name).glob("part-*.parquet"))

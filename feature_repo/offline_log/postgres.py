@@ -17,10 +17,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from feature_repo.offline_log.base import OfflineLog, to_table
+from feature_repo.offline_log.base import Cursor, OfflineLog, to_table
 from feature_repo.schema import EVENT_TS, LogSpec, spec
 
 logger = logging.getLogger(__name__)
+
+#: Each row's inserting transaction (``pg_current_xact_id()``): the insertion cursor of
+#: ``read_new``. Not a log column: Feast and ``read_offline`` never see it.
+INGEST_XID = "_ingest_xid"
 
 
 def _pg_type(t: pa.DataType) -> str:
@@ -65,10 +69,27 @@ class PostgresOfflineLog(OfflineLog):
         return f"{self.project}_{spec(name).name}"
 
     def ensure(self, name: str) -> str:
+        """Create the log's table, and its insertion column where it lacks one (tables of
+        earlier releases: their rows keep a null there, older than any cursor)."""
         table = self.table_name(name)
         if table not in self._ready:
             with self._lock, self._conn.transaction():
+                # One process at a time: concurrent IF NOT EXISTS DDL can still collide.
+                self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (table,))
                 self._conn.execute(ddl(spec(name), table))  # type: ignore[arg-type]
+                has = self._conn.execute(
+                    "SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                    "current_schema() AND table_name = %s AND column_name = %s",
+                    (table, INGEST_XID),
+                ).fetchone()
+                if not has:
+                    for sql in (
+                        f'ALTER TABLE "{table}" ADD COLUMN "{INGEST_XID}" xid8',
+                        f'ALTER TABLE "{table}" ALTER COLUMN "{INGEST_XID}" '
+                        "SET DEFAULT pg_current_xact_id()",
+                        f'CREATE INDEX IF NOT EXISTS "{table}_ingest" ON "{table}" ("{INGEST_XID}")',
+                    ):
+                        self._conn.execute(sql)  # type: ignore[arg-type]
             self._ready.add(table)
         return table
 
@@ -120,17 +141,38 @@ class PostgresOfflineLog(OfflineLog):
         with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute(sql, params)  # type: ignore[arg-type]
             data = cur.fetchall()
-        df = pd.DataFrame(data, columns=log.column_names)
-        for c, t in log.columns:
-            if pa.types.is_list(t):
-                df[c] = [None if v is None else np.asarray(v, dtype=np.float32) for v in df[c]]
-            elif pa.types.is_timestamp(t):
-                df[c] = pd.to_datetime(df[c], utc=True)
-            elif pa.types.is_float64(t):
-                df[c] = df[c].astype("float64")
-            elif pa.types.is_int64(t):
-                df[c] = df[c].astype("Int64" if df[c].isna().any() else "int64")
-        return df
+        return _frame(log, data)
+
+    def read_new(self, name: str, cursor: Cursor | None = None) -> tuple[pd.DataFrame, int]:
+        """Rows whose transaction id is at least the cursor's, and the next cursor.
+
+        The cursor is the oldest transaction still running (``pg_snapshot_xmin``) when the
+        previous read began: every transaction that commits later has an id at least that
+        (it was running then, or got its id afterwards), so a late commit is read by the
+        next poll; those committed before it are visible to the read that follows in the
+        same call. A long-open transaction holds the cursor back (rows are read again,
+        never missed). Served by an index on the insertion column.
+        """
+        if cursor is not None and (not isinstance(cursor, int) or isinstance(cursor, bool)):
+            raise TypeError(f"not a cursor of a PostgreSQL log: {cursor!r}")
+        log = spec(name)
+        table = self.ensure(name)
+        cols = ", ".join(f'"{c}"' for c in log.column_names)
+        sql = f'SELECT {cols} FROM "{table}"'
+        params: list[str] = []
+        if cursor is not None:
+            sql += f' WHERE "{INGEST_XID}" >= %s::text::xid8'
+            params.append(str(cursor))
+        sql += " ORDER BY " + ", ".join(f'"{k}"' for k in log.key)
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+            # READ COMMITTED: this statement's snapshot is older than the read's.
+            cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+            row = cur.fetchone()
+            assert row is not None
+            nxt = int(row[0])
+            cur.execute(sql, params)  # type: ignore[arg-type]
+            data = cur.fetchall()
+        return _frame(log, data), nxt
 
     def count(self, name: str) -> int:
         with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
@@ -148,6 +190,21 @@ class PostgresOfflineLog(OfflineLog):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _frame(log: LogSpec, data: list[tuple[Any, ...]]) -> pd.DataFrame:
+    """Fetched rows as the log's frame (float32 vectors, UTC times, int64 ids)."""
+    df = pd.DataFrame(data, columns=log.column_names)
+    for c, t in log.columns:
+        if pa.types.is_list(t):
+            df[c] = [None if v is None else np.asarray(v, dtype=np.float32) for v in df[c]]
+        elif pa.types.is_timestamp(t):
+            df[c] = pd.to_datetime(df[c], utc=True)
+        elif pa.types.is_float64(t):
+            df[c] = df[c].astype("float64")
+        elif pa.types.is_int64(t):
+            df[c] = df[c].astype("Int64" if df[c].isna().any() else "int64")
+    return df
 
 
 def _rows(log: LogSpec, batch: pa.Table) -> list[list[Any]]:
