@@ -77,19 +77,25 @@ class PostgresOfflineLog(OfflineLog):
                 # One process at a time: concurrent IF NOT EXISTS DDL can still collide.
                 self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (table,))
                 self._conn.execute(ddl(spec(name), table))  # type: ignore[arg-type]
-                has = self._conn.execute(
-                    "SELECT 1 FROM information_schema.columns WHERE table_schema = "
-                    "current_schema() AND table_name = %s AND column_name = %s",
+                got = self._conn.execute(
+                    "SELECT column_default FROM information_schema.columns WHERE table_schema "
+                    "= current_schema() AND table_name = %s AND column_name = %s",
                     (table, INGEST_XID),
                 ).fetchone()
-                if not has:
-                    for sql in (
-                        f'ALTER TABLE "{table}" ADD COLUMN "{INGEST_XID}" xid8',
+                todo = []
+                if got is None:
+                    todo.append(f'ALTER TABLE "{table}" ADD COLUMN "{INGEST_XID}" xid8')
+                if got is None or not got[0]:  # an operator may have added it bare
+                    todo.append(
                         f'ALTER TABLE "{table}" ALTER COLUMN "{INGEST_XID}" '
-                        "SET DEFAULT pg_current_xact_id()",
-                        f'CREATE INDEX IF NOT EXISTS "{table}_ingest" ON "{table}" ("{INGEST_XID}")',
-                    ):
-                        self._conn.execute(sql)  # type: ignore[arg-type]
+                        "SET DEFAULT pg_current_xact_id()"
+                    )
+                # A no-op when it exists (built beforehand CONCURRENTLY: docs/deploy.md).
+                todo.append(
+                    f'CREATE INDEX IF NOT EXISTS "{table}_ingest" ON "{table}" ("{INGEST_XID}")'
+                )
+                for sql in todo:
+                    self._conn.execute(sql)  # type: ignore[arg-type]
             self._ready.add(table)
         return table
 

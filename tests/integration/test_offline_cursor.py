@@ -130,3 +130,42 @@ def test_the_index_keeps_each_items_newest_row(feast_handle: FeatureStoreHandle)
     assert score("w") == pytest.approx(8.0)
     assert retrieval.refresh() == 0  # idle
     assert retrieval.size() == 3
+
+
+@pytest.mark.parametrize("bare_column", [False, True])
+def test_a_table_of_an_earlier_release_gets_the_cursor_column(
+    feast_handle: FeatureStoreHandle, bare_column: bool
+) -> None:
+    if feast_handle.settings.profile != "production":
+        pytest.skip("PostgreSQL tables only")
+    import uuid
+
+    import psycopg
+
+    from feature_repo.offline_log.postgres import INGEST_XID, PostgresOfflineLog, ddl
+    from feature_repo.schema import spec
+    from feature_repo.store import pg_conninfo
+
+    conninfo = pg_conninfo(feast_handle.settings)
+    log = PostgresOfflineLog(conninfo, f"t_old_{uuid.uuid4().hex[:10]}")
+    name = ITEM_TOWER.name
+    table = log.table_name(name)
+    try:
+        with psycopg.connect(conninfo) as conn:  # as an earlier release left it
+            conn.execute(ddl(spec(name), table))
+            conn.execute(
+                f'INSERT INTO "{table}" (item_id, embedding, model_version, event_timestamp, '
+                "created) VALUES ('old', %s, %s, %s, %s)",
+                ([1.0] * DIM, V, NOW, NOW),
+            )
+            if bare_column:  # an operator added the column ahead of the upgrade
+                conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "{INGEST_XID}" xid8')
+        got, cursor = log.read_new(name)
+        assert list(got["item_id"]) == ["old"]
+        log.append(name, rows(["new"], NOW, 2.0))
+        got, cursor = log.read_new(name, cursor)
+        assert list(got["item_id"]) == ["new"]
+        assert "_ingest_xid" not in log.read_offline(name).columns
+    finally:
+        log.drop(name)
+        log.close()
