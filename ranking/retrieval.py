@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import pandas as pd
 
-from feature_repo.schema import ITEM_TOWER
+from feature_repo.schema import ITEM_TOWER, utc_times
 from ranking.core import ExactIndex
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class _Feed:
 
 def stamps(rows: pd.DataFrame) -> np.ndarray:
     """The rows' event times as int64 nanoseconds since the epoch (UTC)."""
-    ts = pd.to_datetime(rows["event_timestamp"], utc=True)
+    ts = utc_times(rows["event_timestamp"])
     return ts.dt.tz_localize(None).to_numpy("datetime64[ns]").view(np.int64)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from feast.protos.feast.types.Value_pb2 import FloatList, Value
@@ -27,6 +28,7 @@ from ranking.core import (
     score_pairs_reference,
 )
 from ranking.reader import RankingReader
+from ranking.retrieval import stamps
 from ranking.settings import RankingSettings
 
 
@@ -79,6 +81,34 @@ def test_exact_index_matches_sorting_everything_and_takes_upserts() -> None:
     got, _ = idx.search(q, 5, exclude={"i007"})
     assert "i007" not in got and len(got) == 5
     assert len(idx.search(q, 1000)[0]) == 300
+
+
+def test_exact_index_with_stamps_keeps_each_items_newest_row() -> None:
+    idx = ExactIndex("v1", 2)
+    one, two = np.array([[1.0, 0.0]], np.float32), np.array([[0.0, 1.0]], np.float32)
+    assert idx.upsert(["a"], one, [10]) == 1
+    idx.upsert(["a"], two, [9])  # older, e.g. stored late: ignored
+    idx.upsert(["a"], two, [10])  # the same row read again: ignored
+    assert idx.search(np.array([1.0, 0.0], np.float32), 1)[1][0] == 1.0
+    idx.upsert(["a"], two, [11])  # newer: replaces
+    assert idx.search(np.array([1.0, 0.0], np.float32), 1)[1][0] == 0.0
+    idx.upsert(["a"], one)  # no stamp: replaces, as before stamps existed
+    assert idx.search(np.array([1.0, 0.0], np.float32), 1)[1][0] == 1.0
+    # Stamps survive the matrix growing past its first capacity.
+    ids = [f"i{n}" for n in range(40)]
+    idx.upsert(ids, np.ones((40, 2), np.float32), list(range(100, 140)))
+    idx.upsert(["i0"], np.zeros((1, 2), np.float32), [99])
+    assert "i0" in idx.search(np.array([1.0, 1.0], np.float32), 41)[0][:40]
+    with pytest.raises(ValueError, match="stamps"):
+        idx.upsert(["a", "b"], np.zeros((2, 2), np.float32), [1])
+
+
+def test_stamps_are_utc_nanoseconds_whatever_the_zone_or_unit() -> None:
+    when = pd.Timestamp("2026-01-01T00:00:00.000001Z")
+    df = pd.DataFrame({"event_timestamp": [when, pd.Timestamp("2026-01-01T01:00:00.000001+01:00")]})
+    assert stamps(df).tolist() == [when.value, when.value]
+    us = pd.DataFrame({"event_timestamp": pd.Series([when]).dt.as_unit("us")})
+    assert stamps(us).tolist() == [when.value]
 
 
 def test_exact_index_refuses_wrong_width() -> None:
