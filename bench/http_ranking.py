@@ -32,7 +32,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import random
 import shutil
 import sys
@@ -55,7 +54,7 @@ from bench.http_harness import (
     post,
     post_json,
 )
-from bench.ranking_store import cleanup, fill, git_commit, production_settings
+from bench.ranking_store import cleanup, fill, git_commit, machine, production_settings
 from devstack.kafka import free_port
 from feature_repo.online.versions import online_id
 from feature_repo.schema import ITEM_TOWER, USER_TOWER
@@ -371,11 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="learnrec-bench-http-"))
     result: dict[str, Any] = {
         "bench": "http_ranking",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_start": list(os.getloadavg()),
-        },
+        "machine": machine(),
         "commit": git_commit(),
         "candidates": args.candidates,
     }

@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -37,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from bench.http_ranking import profile_settings
-from bench.ranking_store import cleanup, git_commit
+from bench.ranking_store import cleanup, git_commit, machine
 from feature_repo.schema import ITEM_TOWER
 from ranking.retrieval import _Feed, latest_rows
 
@@ -168,11 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     result: dict[str, Any] = {
         "bench": "index_refresh",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_start": list(os.getloadavg()),
-        },
+        "machine": machine(),
         "commit": git_commit(),
         "rate_per_s": args.rate,
         "period_s": args.period,

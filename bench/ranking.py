@@ -38,7 +38,6 @@ import gc
 import json
 import logging
 import os
-import platform
 import random
 import shutil
 import tempfile
@@ -51,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.ranking_store import VERSION, cleanup, fill, git_commit, production_settings
+from bench.ranking_store import VERSION, cleanup, fill, git_commit, machine, production_settings
 from feature_repo.online import online_id
 from feature_repo.schema import ITEM_TOWER, USER_TOWER
 from feature_repo.settings import FeastSettings
@@ -328,11 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="learnrec-bench-ranking-"))
     result: dict[str, Any] = {
         "bench": "ranking",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_start": list(os.getloadavg()),
-        },
+        "machine": machine(),
         "commit": git_commit(),
         "profiles": {},
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,6 +99,16 @@ def cleanup(handle: Any) -> None:
         for name in LOGS:
             handle.offline.drop(name)
     handle.close()
+
+
+def machine() -> dict[str, Any]:
+    """The ``machine`` entry of a benchmark's JSON, at its start (``loadavg_end`` is added
+    by the caller when it ends)."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_start": list(os.getloadavg()),
+    }
 
 
 def git_commit() -> str | None:
