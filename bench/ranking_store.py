@@ -90,6 +90,11 @@ def fill(
 
 
 def cleanup(handle: Any) -> None:
+    """Remove the throwaway project: online rows, offline tables and, on PostgreSQL, its
+    rows in the shared SQL registry (left there, every later store on that database
+    would read them at each refresh: ``feature_repo.store.forget_project``)."""
+    from feature_repo.store import forget_project
+
     store = handle.store
     views = list(handle.definitions.views.values())
     store._get_provider().teardown_infra(store.project, views, handle.definitions.entities)
@@ -99,6 +104,7 @@ def cleanup(handle: Any) -> None:
         for name in LOGS:
             handle.offline.drop(name)
     handle.close()
+    forget_project(handle.settings)
 
 
 def machine() -> dict[str, Any]:

@@ -211,7 +211,10 @@ def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     }
     history.close()
     handle.close()
+    from feature_repo.store import forget_project
     from streaming.admin import delete_topics
+
+    forget_project(fs)  # production: its registry rows would slow every later store
 
     delete_topics(bootstrap, [k.interactions_topic, k.dlq_topic])
     delete_topics(bootstrap, [k.items_topic])

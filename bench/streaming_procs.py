@@ -185,7 +185,7 @@ def replica_rate(
 
     from bench.streaming import _content
     from feature_repo.settings import FeastSettings
-    from feature_repo.store import open_store
+    from feature_repo.store import forget_project, open_store
     from learn_core.settings import load
     from streaming.admin import create_topics, delete_topics
     from streaming.producer import EventProducer
@@ -226,6 +226,7 @@ def replica_rate(
             c.close()
         delete_topics(bootstrap, [k.interactions_topic, k.items_topic, k.dlq_topic])
         shutil.rmtree(data_dir, ignore_errors=True)
+        forget_project(handle.settings)  # production: its registry rows slow later stores
     records = sum(g["records"] for g in got)
     assert records >= n, f"replicas handled {records}/{n}"
     start = min(g["t0"] for g in got)

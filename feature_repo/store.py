@@ -88,6 +88,28 @@ def pg_conninfo(settings: FeastSettings) -> str:
 CHECK_TIMEOUT_S = 3.0
 
 
+def forget_project(settings: FeastSettings) -> None:
+    """Delete a project's rows from the shared PostgreSQL SQL registry.
+
+    Feast's SQL registry reads every project's rows when it refreshes, so projects left
+    behind slow every later store on the same database: 178 left projects made one store
+    test take 31 s instead of 1.2 s. Every registry table with a ``project_id`` column is
+    cleared for this project; the project's data (offline tables, online rows) is the
+    caller's to remove. No-op for the embedded profile (its registry is a file).
+    """
+    if settings.profile != "production":
+        return
+    import psycopg
+
+    with psycopg.connect(pg_conninfo(settings), connect_timeout=5) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.columns "
+            "WHERE column_name = 'project_id' AND table_schema = current_schema()"
+        ).fetchall()
+        for (table,) in tables:
+            conn.execute(f'DELETE FROM "{table}" WHERE project_id = %s', (settings.project,))
+
+
 def check_services(settings: FeastSettings, timeout_s: float = CHECK_TIMEOUT_S) -> None:
     """Fail fast, naming the setting and the address, when a production service is down.
 
