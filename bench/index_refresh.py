@@ -38,6 +38,7 @@ import pandas as pd
 from bench.http_ranking import profile_settings
 from bench.ranking_store import cleanup, git_commit, machine
 from feature_repo.schema import ITEM_TOWER
+from learn_core.settings import ServiceUnavailableError
 from ranking.retrieval import _Feed, latest_rows
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,8 @@ def summary(ms: list[float], rows: list[int]) -> dict[str, float]:
 def bench_profile(args: argparse.Namespace, tmp: Path, profile: str) -> dict[str, Any]:
     from feature_repo.store import open_store
 
-    settings = profile_settings(profile, tmp)
+    # ``auto``: PostgreSQL when configured or started, else embedded (then skipped here).
+    settings = profile_settings("auto" if profile == "production" else profile, tmp)
     if profile == "production" and settings.profile != "production":
         return {"skipped": "no PostgreSQL configured or started"}
     handle = open_store(settings)
@@ -177,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="learnrec-bench-refresh-"))
     try:
         for profile in profiles:
-            result["profiles"][profile] = got = bench_profile(args, tmp, profile)
+            try:
+                got = bench_profile(args, tmp, profile)
+            except ServiceUnavailableError as exc:  # configured, but down: say so, go on
+                got = {"skipped": str(exc)}
+            result["profiles"][profile] = got
             if "skipped" in got:
                 print(f"{profile}: skipped ({got['skipped']})")
                 continue
