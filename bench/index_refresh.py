@@ -15,8 +15,8 @@ the same log, one after the other, on this thread:
 
 Reported per poller: the CPU time of a poll (``time.thread_time``: this process's share;
 PostgreSQL's own work is not in it) over the last half of the churn (the window is then
-full; the catalogue's rows are stamped an hour back, outside it), the rows each read, an idle poll's CPU after the churn, and whether every appended
-item was read.
+full; the catalogue's rows are stamped an hour back, outside it), the rows each read, an
+idle poll's CPU after the churn, and whether every appended item was read.
 """
 
 from __future__ import annotations

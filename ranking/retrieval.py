@@ -90,6 +90,12 @@ def stamps(rows: pd.DataFrame) -> np.ndarray:
     return ts.dt.tz_localize(None).to_numpy("datetime64[ns]").view(np.int64)
 
 
+def _add(index: ExactIndex, rows: pd.DataFrame) -> None:
+    """Upsert a feed's rows into ``index``, each replacing only an older row of its item."""
+    if len(rows):
+        index.upsert(list(rows["item_id"]), np.stack(rows["embedding"].to_numpy()), stamps(rows))
+
+
 class _Refresher:
     """A daemon thread calling ``refresh`` every ``period`` seconds."""
 
@@ -137,10 +143,7 @@ class ExactRetrieval:
                 t0 = time.monotonic()
                 rows = self.feed.reset(version)
                 fresh = ExactIndex(version, dim)
-                if len(rows):
-                    fresh.upsert(
-                        list(rows["item_id"]), np.stack(rows["embedding"].to_numpy()), stamps(rows)
-                    )
+                _add(fresh, rows)
                 self.index = fresh
                 log.info(
                     "exact index for %s: %d items in %.2fs",
@@ -157,10 +160,7 @@ class ExactRetrieval:
             if idx is None:
                 return 0
             rows = self.feed.poll()
-            if len(rows):
-                idx.upsert(
-                    list(rows["item_id"]), np.stack(rows["embedding"].to_numpy()), stamps(rows)
-                )
+            _add(idx, rows)
             return len(rows)
 
     def search(

@@ -139,11 +139,7 @@ class PostgresOfflineLog(OfflineLog):
         if end is not None:
             where.append(f'"{EVENT_TS}" < %s')
             params.append(end)
-        cols = ", ".join(f'"{c}"' for c in log.column_names)
-        sql = f'SELECT {cols} FROM "{table}"'
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY " + ", ".join(f'"{k}"' for k in log.key)
+        sql = _select(log, table, where)
         with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute(sql, params)  # type: ignore[arg-type]
             data = cur.fetchall()
@@ -163,13 +159,9 @@ class PostgresOfflineLog(OfflineLog):
             raise TypeError(f"not a cursor of a PostgreSQL log: {cursor!r}")
         log = spec(name)
         table = self.ensure(name)
-        cols = ", ".join(f'"{c}"' for c in log.column_names)
-        sql = f'SELECT {cols} FROM "{table}"'
-        params: list[str] = []
-        if cursor is not None:
-            sql += f' WHERE "{INGEST_XID}" >= %s::text::xid8'
-            params.append(str(cursor))
-        sql += " ORDER BY " + ", ".join(f'"{k}"' for k in log.key)
+        where = [] if cursor is None else [f'"{INGEST_XID}" >= %s::text::xid8']
+        params = [] if cursor is None else [str(cursor)]
+        sql = _select(log, table, where)
         with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
             # READ COMMITTED: this statement's snapshot is older than the read's.
             cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
@@ -196,6 +188,15 @@ class PostgresOfflineLog(OfflineLog):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _select(log: LogSpec, table: str, where: list[str]) -> str:
+    """The log's columns from ``table``, filtered by ``where`` (ANDed), in key order."""
+    cols = ", ".join(f'"{c}"' for c in log.column_names)
+    sql = f'SELECT {cols} FROM "{table}"'
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return sql + " ORDER BY " + ", ".join(f'"{k}"' for k in log.key)
 
 
 def _frame(log: LogSpec, data: list[tuple[Any, ...]]) -> pd.DataFrame:
