@@ -190,14 +190,24 @@ def pad_windows(
     A fixed width means the streaming path and the batch recomputation run the tower
     on identically shaped rows, whatever else is in the batch.
     """
-    rows: dict[str, int] = {}
-    ids = pad_ids([[rows.setdefault(i, len(rows)) for i in w[-h:]] for w in windows], h)
+    matrix, ids = window_rows(windows, content, h, dim)
     mask = ids >= 0
     x = np.zeros((len(windows), h, dim), dtype=np.float32)
-    if rows:
-        matrix = np.stack([np.asarray(content[i], dtype=np.float32) for i in rows])
-        x[mask] = matrix[ids[mask]]
+    x[mask] = matrix[ids[mask]]
     return x, mask
+
+
+def window_rows(
+    windows: list[list[str]], content: Mapping[str, np.ndarray], h: int, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Item windows -> ``([U, dim] float32, [B, h] int64)``: each distinct item's content
+    once, and the windows as row indices into it (-1 = padding), laid out as
+    ``pad_windows``. The tower's per-item work then runs once per distinct item."""
+    rows: dict[str, int] = {}
+    ids = pad_ids([[rows.setdefault(i, len(rows)) for i in w[-h:]] for w in windows], h)
+    if not rows:
+        return np.zeros((0, dim), np.float32), ids
+    return np.stack([np.asarray(content[i], dtype=np.float32) for i in rows]), ids
 
 
 def windows_from_log(log: pd.DataFrame, h: int) -> dict[str, UserHistory]:

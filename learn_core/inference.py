@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from learn_core.history import UserHistory, pad_windows, windows_from_log
+from learn_core.history import UserHistory, window_rows, windows_from_log
 
 if TYPE_CHECKING:
     from learn_core.models.towers import UserTower
@@ -31,9 +31,9 @@ def embed_windows(
 
     if not windows:
         return np.zeros((0, tower.cfg.out_dim), np.float32)
-    x, mask = pad_windows(windows, content, h, tower.cfg.content_dim)
+    matrix, ids = window_rows(windows, content, h, tower.cfg.content_dim)
     with torch.inference_mode():
-        out = tower.encode_histories(torch.from_numpy(x), torch.from_numpy(mask))
+        out = tower.encode_rows(torch.from_numpy(matrix), torch.from_numpy(ids))
     return out.numpy().astype(np.float32, copy=False)
 
 

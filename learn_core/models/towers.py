@@ -99,9 +99,19 @@ class UserTower(nn.Module):
         return F.normalize(self.proj(self.norm(x)), dim=-1)
 
     def _inputs(self, content: Tensor, valid: Tensor) -> Tensor:
+        return self._place(self.project(content), valid)
+
+    def project(self, content: Tensor) -> Tensor:
+        """The per-item half of the input: ``[..., content_dim] -> [..., d_model]``.
+
+        It does not depend on the position, so inference runs it once per distinct item
+        (``forward_last_rows``) rather than once per window position.
+        """
+        return self.in_norm(self.adaptor(content))
+
+    def _place(self, projected: Tensor, valid: Tensor) -> Tensor:
         pos = (valid.long().cumsum(1) - 1).clamp(min=0)
-        x = self.in_norm(self.adaptor(content)) + self.positions(pos)
-        return self.dropout(x) * valid[..., None]
+        return self.dropout(projected + self.positions(pos)) * valid[..., None]
 
     def forward_last(self, content: Tensor, valid: Tensor) -> Tensor:
         """``forward`` at each row's last valid position only: ``[B, L, D] -> [B, out_dim]``.
@@ -115,10 +125,29 @@ class UserTower(nn.Module):
         if content.shape[1] > self.cfg.max_len:
             raise ValueError(f"sequence length {content.shape[1]} > max_len {self.cfg.max_len}")
         valid = valid.bool()
+        return self._last(self._inputs(content, valid), valid)
+
+    def forward_last_rows(self, matrix: Tensor, ids: Tensor) -> Tensor:
+        """``forward_last`` over windows given as rows of a content matrix.
+
+        ``matrix [U, D]`` holds each distinct item once and ``ids [B, L]`` indexes it (-1 =
+        padding). The adaptor then runs on ``U`` rows instead of ``B * L`` positions, and
+        no ``[B, L, D]`` content tensor is built: a streaming batch's windows share most
+        of their items. Equal to ``forward_last`` on the gathered windows up to float
+        rounding (tested).
+        """
+        if ids.shape[1] > self.cfg.max_len:
+            raise ValueError(f"sequence length {ids.shape[1]} > max_len {self.cfg.max_len}")
+        valid = ids >= 0
+        if matrix.shape[0] == 0:  # only padding: any row will do, it is masked out
+            matrix = matrix.new_zeros(1, matrix.shape[1])
+        projected = self.project(matrix)[ids.clamp(min=0)]
+        return self._last(self._place(projected, valid), valid)
+
+    def _last(self, x: Tensor, valid: Tensor) -> Tensor:
         b, length = valid.shape
         heads = self.cfg.n_heads
         mask = attention_mask(valid, heads)
-        x = self._inputs(content, valid)
         *head, tail = self.encoder.layers
         if not tail.norm_first:
             raise ValueError("forward_last expects pre-norm (norm_first) encoder layers")
@@ -144,6 +173,13 @@ class UserTower(nn.Module):
             content_emb = content_emb[:, -self.cfg.max_len :]
             mask = mask[:, -self.cfg.max_len :]
         return self.forward_last(content_emb, mask.bool())
+
+    @torch.no_grad()
+    def encode_rows(self, matrix: Tensor, ids: Tensor) -> Tensor:
+        """``encode_histories`` over windows given as row indices into ``matrix`` (-1 = pad)."""
+        if ids.shape[1] > self.cfg.max_len:
+            ids = ids[:, -self.cfg.max_len :]
+        return self.forward_last_rows(matrix, ids)
 
 
 class ItemTower(nn.Module):

@@ -160,3 +160,18 @@ def test_one_padder_keeps_the_last_h_left_aligned() -> None:
         for p, item in enumerate(w[-3:]):
             np.testing.assert_array_equal(x[b, p], content[item])
     assert not x[~mask].any()
+
+
+def test_window_rows_index_each_distinct_item_once() -> None:
+    from learn_core.history import pad_windows, window_rows
+
+    rng = np.random.default_rng(1)
+    content = {f"i{n}": rng.standard_normal(4).astype(np.float32) for n in range(5)}
+    windows = [["i0", "i1", "i0", "i3"], ["i1"], [], ["i4", "i4"]]
+    matrix, ids = window_rows(windows, content, 3, 4)
+    assert matrix.shape == (4, 4)  # i1, i0, i3, i4: each once
+    x, mask = pad_windows(windows, content, 3, 4)
+    assert ((ids >= 0) == mask).all()
+    np.testing.assert_array_equal(matrix[ids[mask]], x[mask])
+    empty, none = window_rows([[], []], content, 3, 4)
+    assert empty.shape == (0, 4) and (none == -1).all()

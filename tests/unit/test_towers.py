@@ -148,3 +148,28 @@ def test_bad_config_is_refused() -> None:
         TowerConfig(item_variant=4)
     with pytest.raises(ValueError):
         TowerConfig(d_model=30, n_heads=4)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_windows_as_rows_equal_the_gathered_windows(n_layers: int) -> None:
+    """``forward_last_rows`` (the adaptor once per distinct item) against ``forward_last``
+    on the same windows gathered into a ``[B, L, D]`` tensor, as serving built them."""
+    m = _model(n_layers=n_layers)
+    g = torch.Generator().manual_seed(n_layers)
+    matrix = torch.randn(20, 16, generator=g)
+    ids = torch.randint(0, 20, (32, 12), generator=g)
+    lengths = torch.randint(1, 13, (32,), generator=g)
+    lengths[:3] = torch.tensor([12, 1, 0])  # full, one item, only padding
+    ids[torch.arange(12)[None] >= lengths[:, None]] = -1
+    valid = ids >= 0
+    gathered = matrix[ids.clamp(min=0)] * valid[..., None]
+    with torch.inference_mode():
+        ref = m.user_tower.forward_last(gathered, valid)
+        rows = m.user_tower.forward_last_rows(matrix, ids)
+        empty = m.user_tower.encode_rows(matrix[:0], torch.full((2, 12), -1))
+    assert torch.allclose(rows, ref, atol=1e-6, rtol=0)
+    assert torch.allclose(empty, ref[2:3].expand(2, -1), atol=1e-6, rtol=0)
+    # the check can fail: other rows of the matrix give other states
+    with torch.inference_mode():
+        other = m.user_tower.forward_last_rows(matrix.flip(0), ids)
+    assert not torch.allclose(other[:2], ref[:2], atol=1e-3)
