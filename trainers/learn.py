@@ -163,13 +163,14 @@ def learn_score_fn(model: LearnModel, inputs: ItemInputs, history_len: int):
     """Scores for the evaluation loop: user state after the history · every item embedding."""
     model.eval()
     inputs.eval()  # no ID dropout at inference
+    matrix = inputs.matrix.detach()
     with torch.no_grad():
-        items = model.item_tower.encode_items(inputs.matrix.detach())
+        items = model.item_tower.encode_items(matrix)
 
     def score(users: np.ndarray, hists: list[np.ndarray]) -> np.ndarray:
         ht = torch.from_numpy(pad_ids(hists, history_len))
-        with torch.no_grad():
-            u = model.user_tower.encode_histories(inputs(ht), ht >= 0)
+        with torch.no_grad():  # the adaptor runs once per item, not once per position
+            u = model.user_tower.encode_rows(matrix, ht)
         return (u @ items.T).numpy()
 
     return score
@@ -304,9 +305,8 @@ def train_cvr_stage(
         raise ValueError("no (history, item) pairs to train the CVR head on")
     hist = torch.from_numpy(pad_ids(users, history_len))
     with torch.no_grad():
-        u = torch.cat(
-            [model.user_tower.encode_histories(inputs(h), h >= 0) for h in hist.split(2048)]
-        )
+        matrix = inputs.matrix.detach()  # the adaptor then runs once per item, not per position
+        u = torch.cat([model.user_tower.encode_rows(matrix, h) for h in hist.split(2048)])
     it = items[torch.from_numpy(np.asarray(item_idx))]
     y = torch.from_numpy(np.asarray(labels, dtype=np.float32))
     held = torch.from_numpy(rng.random(len(y)) < 0.1)
