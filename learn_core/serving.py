@@ -65,10 +65,35 @@ class LoadedTower:
     tower: UserTower
     #: Identity of the content model it was trained on (None: untrained or unknown).
     content_model: str | None = None
+    #: The window it was trained on and is backfilled with (its serving contract's
+    #: ``history_len``; None: no contract, e.g. the bootstrap tower).
+    history_len: int | None = None
+
+    def window(self, keep: int) -> int:
+        """Items to embed per user when the consumer keeps ``keep``: the model's own
+        window when the consumer keeps at least that many, never more than the tower's
+        positions (``max_len``)."""
+        want = keep if self.history_len is None else min(keep, self.history_len)
+        return min(want, self.tower.cfg.max_len)
 
     @property
     def user_tower(self) -> UserTower:
         return self.tower
+
+
+def as_tower(version: str, got: Any) -> LoadedTower:
+    """A source's answer as a ``LoadedTower``: a tower source gives one; a whole model (a
+    registry's ``LoadedModel``) gives its user tower, manifest and serving contract."""
+    if isinstance(got, LoadedTower):
+        return got
+    manifest = getattr(got, "manifest", None) or {}
+    serving = getattr(got, "serving", None)
+    return LoadedTower(
+        version,
+        got.user_tower,
+        manifest.get("content_model"),
+        None if serving is None else serving.history_len,
+    )
 
 
 def bootstrap_tower(cfg: TowerConfig | None = None, seed: int = 0) -> LoadedTower:
@@ -135,9 +160,7 @@ class RegistryTowers:
     def load(self, version: str) -> LoadedTower:
         if version.startswith("bootstrap-"):
             return self.bootstrap.load(version)
-        loaded = self.registry.load(version)
-        manifest = getattr(loaded, "manifest", None) or {}
-        return LoadedTower(version, loaded.user_tower, manifest.get("content_model"))
+        return as_tower(version, self.registry.load(version))
 
 
 # ----------------------------------------------------------------- the whole model

@@ -41,8 +41,8 @@ from pydantic_settings import SettingsConfigDict
 from learn_core.events import INTERACTION, Interaction, event_fingerprint
 from learn_core.history import group_by_user, plan_batch
 from learn_core.inference import embed_windows
-from learn_core.serving import LoadedTower, ModelSource, RegistryTowers
-from learn_core.settings import load
+from learn_core.serving import LoadedTower, ModelSource, RegistryTowers, as_tower
+from learn_core.settings import ConfigError, load
 from streaming.consumer import Accepted, ConsumerSettings, LoopStats, MicroBatchLoop
 from streaming.event_claims import DEFAULT_RETENTION_DAYS
 from streaming.metrics import MetricsSettings, StreamMetrics
@@ -139,13 +139,16 @@ class InteractionHandler:
         if version is None:
             raise RuntimeError("tower source has no model and no bootstrap")
         if self.model is None or version != self.model.version:
-            got = self.towers.load(version)
-            if isinstance(got, LoadedTower):
-                loaded = got
-            else:
-                manifest = getattr(got, "manifest", None) or {}
-                loaded = LoadedTower(version, got.user_tower, manifest.get("content_model"))
+            loaded = as_tower(version, self.towers.load(version))
             loaded.tower.eval()
+            if (problem := window_problem(loaded, self.s.history_len)) is not None:
+                # A running consumer keeps going (nothing accepted is dropped), on the
+                # windows it has; start-up refuses this (``build_interaction_loop``).
+                log.error(
+                    "%s; embedding the last %d items meanwhile",
+                    problem,
+                    loaded.window(self.s.history_len),
+                )
             # The tower reads only vectors of the content model it was trained on; others
             # count as missing (the user is held), never as input of the wrong meaning.
             self.content.expect(loaded.content_model)
@@ -205,9 +208,10 @@ class InteractionHandler:
             )
         ]
         try:
+            w = self.model.window(h)  # the model's own window, which the backfill uses too
             windows = [plan.histories[u].item_ids for u in plan.ready]
-            vecs = embed_windows(self.model.tower, windows, content, h)
-            users = user_rows(plan, vecs, self.model.version, now)
+            vecs = embed_windows(self.model.tower, windows, content, w)
+            users = user_rows(plan, vecs, self.model.version, now, w)
             t0 = time.monotonic()
             pending.append(self._offline.submit(self.sink.append_users, users))
             self.sink.write_users_online(users)
@@ -238,6 +242,19 @@ class InteractionHandler:
         self.metrics.record_write(write_s, fresh)
         self.metrics.record_held(plan.held_interactions, released)
         return refused
+
+
+def window_problem(model: LoadedTower, keep: int) -> str | None:
+    """Why ``model`` cannot be served its own window when the consumer keeps ``keep``
+    items per user (None: it can). Its user rows would then differ from the backfill's,
+    which embeds the model's window."""
+    if model.history_len is None or model.history_len <= keep:
+        return None
+    return (
+        f"LEARNREC_INTERACTION_CONSUMER_HISTORY_LEN={keep} keeps fewer items per user than "
+        f"model {model.version} reads (history_len {model.history_len} in its serving "
+        f"contract): set it to at least {model.history_len}"
+    )
 
 
 # ------------------------------------------------------------------------------ wiring
@@ -283,6 +300,10 @@ def build_interaction_loop(
     from streaming.validate import limits_from_env
 
     s = settings or load(InteractionConsumerSettings)
+    version = towers.current_version() or ""
+    probe = as_tower(version, towers.load(version))
+    if (problem := window_problem(probe, s.history_len)) is not None:
+        raise ConfigError(problem)  # before any connection: a bad setting fails at start-up
     k = kafka or load(KafkaSettings)
     torch.set_num_threads(s.torch_threads)
     metrics = metrics or StreamMetrics(load(MetricsSettings))
@@ -296,7 +317,6 @@ def build_interaction_loop(
 
     await_partitions(consumer, k.interactions_topic)
 
-    probe = towers.load(towers.current_version() or "")
     dim = probe.user_tower.cfg.content_dim
     content = ContentLookup(sink.read_content, s.content_cache_entries, dim)
     handler = InteractionHandler(towers, history, content, sink, s, metrics)

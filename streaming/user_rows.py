@@ -33,17 +33,27 @@ def interaction_rows(events: list[Interaction], created: pd.Timestamp) -> pd.Dat
 
 
 def user_rows(
-    plan: BatchPlan, vecs: np.ndarray, version: str, created: pd.Timestamp
+    plan: BatchPlan,
+    vecs: np.ndarray,
+    version: str,
+    created: pd.Timestamp,
+    window: int | None = None,
 ) -> pd.DataFrame:
-    """The user-embedding rows of the plan's ready users; event time = newest item's time."""
+    """The user-embedding rows of the plan's ready users; event time = newest item's time.
+
+    ``history_len`` counts the items the embedding read: at most ``window``.
+    """
     ready = plan.ready
+    cap = window if window is not None else np.iinfo(np.int64).max
     latest = np.asarray([plan.histories[u].latest_ms for u in ready], dtype=np.int64)
     return pd.DataFrame(
         {
             "user_id": ready,
             "embedding": list(vecs),
             "model_version": version,
-            "history_len": np.asarray([len(plan.histories[u]) for u in ready], dtype=np.int64),
+            "history_len": np.asarray(
+                [min(len(plan.histories[u]), cap) for u in ready], dtype=np.int64
+            ),
             "event_timestamp": pd.to_datetime(latest, unit="ms", utc=True),
             "created": created,
         }

@@ -167,19 +167,36 @@ class UserTower(nn.Module):
     def encode_histories(self, content_emb: Tensor, mask: Tensor) -> Tensor:
         """Batched inference: the embedding at each row's last valid position, ``[B, out_dim]``.
 
-        Longer histories are cut to the most recent ``max_len`` items.
+        Longer histories are cut to the most recent ``max_len`` items, wherever the padding is.
         """
+        mask = mask.bool()
         if content_emb.shape[1] > self.cfg.max_len:
-            content_emb = content_emb[:, -self.cfg.max_len :]
-            mask = mask[:, -self.cfg.max_len :]
-        return self.forward_last(content_emb, mask.bool())
+            order, mask = newest(mask, self.cfg.max_len)
+            content_emb = content_emb.gather(
+                1, order[..., None].expand(-1, -1, content_emb.shape[2])
+            )
+        return self.forward_last(content_emb, mask)
 
     @torch.no_grad()
     def encode_rows(self, matrix: Tensor, ids: Tensor) -> Tensor:
         """``encode_histories`` over windows given as row indices into ``matrix`` (-1 = pad)."""
         if ids.shape[1] > self.cfg.max_len:
-            ids = ids[:, -self.cfg.max_len :]
+            order, keep = newest(ids >= 0, self.cfg.max_len)
+            ids = torch.where(keep, ids.gather(1, order), -1)
         return self.forward_last_rows(matrix, ids)
+
+
+def newest(valid: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """The positions of each row's newest ``n`` valid entries, in order, and which of those
+    ``n`` columns are valid: ``[B, L] -> ([B, n] index, [B, n] bool)``.
+
+    Cutting the last ``n`` columns is right for left-padded rows only; a left-aligned
+    window shorter than the cut (``pad_ids``' layout) would lose all its items.
+    """
+    after = valid.flip(1).long().cumsum(1).flip(1)  # valid entries at or after each position
+    keep = valid & (after <= n)
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :n]
+    return order, keep.gather(1, order)
 
 
 class ItemTower(nn.Module):

@@ -334,3 +334,53 @@ def test_vectors_of_another_content_model_are_held_not_read() -> None:
     ref = recompute_users(_log(sink), sink.content, tower.tower, H)
     for user in with_i0:
         np.testing.assert_allclose(sink.online[user]["embedding"], ref[user][0], atol=1e-5)
+
+
+def test_the_models_window_is_embedded_when_the_consumer_keeps_more() -> None:
+    """A model trained (and backfilled) on windows of 4 items is served windows of 4 by a
+    consumer that keeps 6: its rows equal the batch recomputation at H = 4, which is what
+    the retraining job's backfill writes."""
+    from dataclasses import replace
+
+    short = replace(bootstrap_tower(CFG), history_len=4)
+    sink = MemoryUserSink(_content(12))
+    handler = _handler(sink, towers=FixedTowers(short))
+    _run(handler, _accepted(200), [70])
+    ref = recompute_users(_log(sink), sink.content, short.tower, 4)
+    assert set(ref) == set(sink.online)
+    for user, (vec, n, _) in ref.items():
+        np.testing.assert_allclose(sink.online[user]["embedding"], vec, atol=1e-5, rtol=0)
+        assert sink.online[user]["history_len"] == n == 4
+    six = recompute_users(_log(sink), sink.content, short.tower, H)  # the check can fail
+    assert not np.allclose(sink.online["u0"]["embedding"], six["u0"][0], atol=1e-3)
+
+
+def test_a_consumer_keeping_fewer_items_than_the_model_reads_is_refused() -> None:
+    from dataclasses import replace
+
+    from streaming.interaction_consumer import window_problem
+
+    model = replace(bootstrap_tower(CFG), history_len=8)
+    assert window_problem(model, 8) is None and window_problem(model, 50) is None
+    why = window_problem(model, H)
+    assert why is not None and "LEARNREC_INTERACTION_CONSUMER_HISTORY_LEN=6" in why
+    assert "at least 8" in why
+    assert model.window(H) == H and model.window(50) == 8
+    assert replace(model, history_len=None).window(50) == CFG.max_len  # the tower's positions
+    assert window_problem(replace(model, history_len=None), 2) is None  # no contract: no check
+
+
+def test_start_up_refuses_a_window_shorter_than_the_models() -> None:
+    from dataclasses import replace
+
+    from learn_core.settings import ConfigError
+    from streaming.interaction_consumer import build_interaction_loop
+
+    model = replace(bootstrap_tower(CFG), history_len=8)
+    sink = MemoryUserSink(_content(12))
+    s = InteractionConsumerSettings(history_len=H)
+    with pytest.raises(ConfigError, match="HISTORY_LEN=6 keeps fewer items"):
+        # no broker at this address: the check comes before any connection
+        build_interaction_loop(
+            "127.0.0.1:9", sink, MemoryHistoryStore(), FixedTowers(model), settings=s
+        )

@@ -173,3 +173,31 @@ def test_windows_as_rows_equal_the_gathered_windows(n_layers: int) -> None:
     with torch.inference_mode():
         other = m.user_tower.forward_last_rows(matrix.flip(0), ids)
     assert not torch.allclose(other[:2], ref[:2], atol=1e-3)
+
+
+def test_windows_wider_than_the_towers_positions_keep_their_newest_items() -> None:
+    """A window wider than ``max_len`` (12) is cut to its newest 12 items, whether it is
+    left-aligned (``pad_ids``' layout) or left-padded. Cutting the last 12 columns, as
+    before, emptied a short left-aligned window and kept the wrong items of a long one."""
+    from learn_core.history import pad_ids
+
+    m = _model()
+    g = torch.Generator().manual_seed(5)
+    matrix = torch.randn(40, 16, generator=g)
+    seqs = [torch.randint(0, 40, (n,), generator=g).numpy() for n in (3, 12, 17, 20)]
+    ids = torch.from_numpy(pad_ids(seqs, 20))  # left-aligned, 20 wide
+    with torch.inference_mode():
+        wide = m.user_tower.encode_rows(matrix, ids)
+        ref = m.user_tower.encode_rows(matrix, torch.from_numpy(pad_ids(seqs, 12)))
+        left_padded = ids.flip(1)  # the same items, oldest first, padding in front
+        left_padded[ids.flip(1) >= 0] = ids[ids >= 0]
+        content = matrix[left_padded.clamp(min=0)]
+        by_content = m.user_tower.encode_histories(content, left_padded >= 0)
+        aligned = m.user_tower.encode_histories(matrix[ids.clamp(min=0)], ids >= 0)
+    for got in (wide, by_content, aligned):
+        assert torch.allclose(got, ref, atol=1e-6, rtol=0)
+    # the check can fail: the old cut (the last 12 columns) gives other states
+    with torch.inference_mode():
+        old = m.user_tower.forward_last_rows(matrix, ids[:, -12:])
+    for row in (0, 2):  # 3 items: all cut away; 17: 9 of its newest 12 kept
+        assert not torch.allclose(old[row], ref[row], atol=1e-3)
