@@ -62,7 +62,13 @@ class InteractionConsumerSettings(ConsumerSettings):
     max_batch: int = Field(
         10_000, ge=1, le=100_000, description="records per micro-batch (caps a backlog's batch)"
     )
-    history_len: int = Field(50, ge=1, le=1024, description="H: items per user window")
+    history_len: int = Field(
+        50,
+        ge=1,
+        le=1024,
+        description="H: items kept per user; the model's own window (its serving contract) "
+        "is embedded, and a smaller H than that is refused at start-up",
+    )
     content_cache_entries: int = Field(200_000, ge=1, description="LRU of content vectors")
     reload_check_s: float = Field(5.0, ge=0, description="how often to ask the registry")
     torch_threads: int = Field(1, ge=1, le=64, description="intra-op threads of the forward")
