@@ -54,7 +54,14 @@ from bench.http_harness import (
     post,
     post_json,
 )
-from bench.ranking_store import cleanup, fill, git_commit, machine, production_settings
+from bench.ranking_store import (
+    cleanup,
+    fill,
+    git_commit,
+    machine,
+    production_settings,
+    write_result,
+)
 from devstack.kafka import free_port
 from feature_repo.online.versions import online_id
 from feature_repo.schema import ITEM_TOWER, USER_TOWER
@@ -379,10 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         result.update(run(args, tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result["machine"]["loadavg_end"] = list(os.getloadavg())
     result["wall_s"] = round(time.monotonic() - t0, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     load1 = (result["machine"]["loadavg_start"][0], result["machine"]["loadavg_end"][0])
     print(
         f"profile {result['profile']}, {args.workers} worker(s) each, "

@@ -22,9 +22,7 @@ idle poll's CPU after the churn, and whether every appended item was read.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -36,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from bench.http_ranking import profile_settings
-from bench.ranking_store import cleanup, git_commit, machine
+from bench.ranking_store import cleanup, git_commit, machine, write_result
 from feature_repo.schema import ITEM_TOWER
 from learn_core.settings import ServiceUnavailableError
 from ranking.retrieval import _Feed, latest_rows
@@ -198,9 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result["machine"]["loadavg_end"] = list(os.getloadavg())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

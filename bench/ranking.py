@@ -50,7 +50,15 @@ from typing import Any
 
 import numpy as np
 
-from bench.ranking_store import VERSION, cleanup, fill, git_commit, machine, production_settings
+from bench.ranking_store import (
+    VERSION,
+    cleanup,
+    fill,
+    git_commit,
+    machine,
+    production_settings,
+    write_result,
+)
 from feature_repo.online import online_id
 from feature_repo.schema import ITEM_TOWER, USER_TOWER
 from feature_repo.settings import FeastSettings
@@ -369,9 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         result["headline_profile"] = head["online_store"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result["machine"]["loadavg_end"] = list(os.getloadavg())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "profiles"}, indent=2))
     return 0
 

@@ -6,6 +6,7 @@ both read the same vectors of the same shape from the same kind of store.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -108,13 +109,20 @@ def cleanup(handle: Any) -> None:
 
 
 def machine() -> dict[str, Any]:
-    """The ``machine`` entry of a benchmark's JSON, at its start (``loadavg_end`` is added
-    by the caller when it ends)."""
+    """The ``machine`` entry of a benchmark's JSON, at its start (``write_result`` adds
+    ``loadavg_end`` when it ends)."""
     return {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "loadavg_start": list(os.getloadavg()),
     }
+
+
+def write_result(out: Path, result: dict[str, Any]) -> None:
+    """Stamp ``result["machine"]`` with the load average at the end, and write the JSON."""
+    result["machine"]["loadavg_end"] = list(os.getloadavg())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
 
 
 def git_commit() -> str | None:

@@ -21,15 +21,13 @@ the weights.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.ranking_store import git_commit, machine
+from bench.ranking_store import git_commit, machine, write_result
 
 
 def _windows(users: int, items: int, history: int, rng: np.random.Generator) -> list[list[str]]:
@@ -119,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"rows {case['rows_p50_ms']:7.2f} ms  gathered {case['gathered_p50_ms']:7.2f} ms"
                 f"  x{case['speedup']:.2f}  max diff {case['max_abs_diff']:.1e}"
             )
-    result["machine"]["loadavg_end"] = list(os.getloadavg())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 
