@@ -44,6 +44,10 @@ class LearnTrainConfig:
     # "sliding": every history position x the T items that follow it (variants 2-3).
     pairing: Pairing = "window"
     windows_per_user: int = 24  # cap on (history, target) windows per user per epoch
+    # sliding pairing: a user of n items yields ceil(n / chunk_stride) chunks per epoch
+    # (None: history_len). A stride below H overlaps the chunks, so a longer history keeps
+    # the steps per epoch of a shorter one instead of giving fewer, mostly padded chunks.
+    chunk_stride: int | None = None
     batch_size: int = 128
     epochs: int = 40
     lr: float = 1e-3
@@ -123,12 +127,15 @@ def make_sliding_windows(
     """
     h_len, t_len = cfg.history_len, cfg.target_len
     width = h_len + t_len
+    stride = h_len if cfg.chunk_stride is None else cfg.chunk_stride
+    if stride < 1:
+        raise ValueError(f"chunk_stride must be >= 1, got {stride}")
     chunks, convs, weights = [], [], []
     for seq, conv in zip(split.train, split.train_conv, strict=True):
         n = len(seq)
         if n < 2:
             continue
-        n_win = min(cfg.windows_per_user, -(-n // h_len))
+        n_win = min(cfg.windows_per_user, -(-n // stride))
         ends = [n]
         if n_win > 1:
             ends += list(rng.integers(2, n, size=n_win - 1, endpoint=True))

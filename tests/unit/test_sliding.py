@@ -131,6 +131,21 @@ def test_sliding_windows_cover_the_newest_items() -> None:
             assert tuple(seq[-8:]) in rows  # every user's newest chunk is trained on
 
 
+def test_sliding_chunk_stride_sets_the_chunks_per_user() -> None:
+    split, _ = planted(50, 20, 25, seed=3, dim=8)
+
+    def per_user(**kw: int) -> int:
+        cfg = LearnTrainConfig(history_len=6, target_len=2, pairing="sliding", **kw)
+        return len(make_sliding_windows(split, cfg, np.random.default_rng(0))["chunk"])
+
+    users = [len(s) for s in split.train if len(s) >= 2]
+    assert per_user() == sum(min(24, -(-n // 6)) for n in users)  # the default: stride H
+    assert per_user(chunk_stride=6) == per_user()
+    assert per_user(chunk_stride=2) == sum(min(24, -(-n // 2)) for n in users)
+    with pytest.raises(ValueError, match="chunk_stride"):
+        per_user(chunk_stride=0)
+
+
 def test_sliding_refuses_item_variant_1() -> None:
     split, inputs = planted(30, 10, 10, seed=4, dim=8)
     cfg = LearnTrainConfig(
