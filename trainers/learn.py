@@ -127,9 +127,7 @@ def make_sliding_windows(
     """
     h_len, t_len = cfg.history_len, cfg.target_len
     width = h_len + t_len
-    stride = h_len if cfg.chunk_stride is None else cfg.chunk_stride
-    if stride < 1:
-        raise ValueError(f"chunk_stride must be >= 1, got {stride}")
+    stride = h_len if cfg.chunk_stride is None else cfg.chunk_stride  # >= 1: train_learn
     chunks, convs, weights = [], [], []
     for seq, conv in zip(split.train, split.train_conv, strict=True):
         n = len(seq)
@@ -210,6 +208,8 @@ def train_learn(
         raise ValueError(f"pairing must be 'window' or 'sliding', got {cfg.pairing!r}")
     if cfg.recency_decay is not None and not 0.0 < cfg.recency_decay <= 1.0:
         raise ValueError(f"recency_decay must be in (0, 1], got {cfg.recency_decay}")
+    if cfg.chunk_stride is not None and cfg.chunk_stride < 1:
+        raise ValueError(f"chunk_stride must be >= 1, got {cfg.chunk_stride}")
     if cfg.pairing == "sliding" and cfg.model.tower.item_variant == 1:
         raise ValueError(
             "pairing='sliding' needs item_variant 2 or 3: variant 1 reads a separate target "

@@ -142,8 +142,18 @@ def test_sliding_chunk_stride_sets_the_chunks_per_user() -> None:
     assert per_user() == sum(min(24, -(-n // 6)) for n in users)  # the default: stride H
     assert per_user(chunk_stride=6) == per_user()
     assert per_user(chunk_stride=2) == sum(min(24, -(-n // 2)) for n in users)
+
+
+def test_chunk_stride_below_one_is_refused() -> None:
+    split, inputs = planted(30, 10, 10, seed=4, dim=8)
+    cfg = LearnTrainConfig(
+        model=LearnConfig(TowerConfig(content_dim=8, d_model=8, max_len=8, item_variant=2)),
+        history_len=6,
+        pairing="sliding",
+        chunk_stride=0,
+    )
     with pytest.raises(ValueError, match="chunk_stride"):
-        per_user(chunk_stride=0)
+        train_learn(cfg, split, inputs)
 
 
 def test_sliding_refuses_item_variant_1() -> None:
