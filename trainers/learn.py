@@ -296,8 +296,6 @@ def train_cvr_stage(
     Pairs are (user state before an interaction, that item), labelled by ``is_conversion``.
     Returns the training log-loss and the validation AUC on held-out pairs (a 10% user split).
     """
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     model.eval()
     inputs.eval()
     with torch.no_grad():
@@ -316,8 +314,20 @@ def train_cvr_stage(
         u = torch.cat([model.user_tower.encode_rows(matrix, h) for h in hist.split(2048)])
     it = items[torch.from_numpy(np.asarray(item_idx))]
     y = torch.from_numpy(np.asarray(labels, dtype=np.float32))
+    return fit_cvr_head(model.cvr_head, u, it, y, cfg)
+
+
+def fit_cvr_head(
+    head: torch.nn.Module, u: torch.Tensor, it: torch.Tensor, y: torch.Tensor, cfg: CVRStageConfig
+) -> dict[str, float]:
+    """Fit the CVR head on frozen (user vector, item vector, conversion label) pairs.
+
+    A random 10% of the pairs is held out for the validation AUC. Shared by every model
+    whose towers serve the head's inputs.
+    """
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
     held = torch.from_numpy(rng.random(len(y)) < 0.1)
-    head = model.cvr_head
     head.train()
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     tr = torch.nonzero(~held).squeeze(1)
