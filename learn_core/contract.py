@@ -32,6 +32,11 @@ class ServingConfig:
     pairing: Pairing
     #: Identity of the content model whose vectors the model was trained on.
     content_model: str
+    #: Rows of the model's learned ID table (the content-anchored hybrid: one per item
+    #: seen in training, looked up by item id; 0: content-only towers) and its version,
+    #: the SHA-256 of its vocabulary (``ids.json``), so two tables of one size differ.
+    id_table_rows: int = 0
+    id_table_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.history_len, bool) or not isinstance(self.history_len, int):
@@ -46,6 +51,12 @@ class ServingConfig:
             raise ValueError(
                 f"content_model must be a non-empty identity, got {self.content_model!r}"
             )
+        if isinstance(self.id_table_rows, bool) or not isinstance(self.id_table_rows, int):
+            raise ValueError(f"id_table_rows must be an int, got {self.id_table_rows!r}")
+        if self.id_table_rows < 0:
+            raise ValueError(f"id_table_rows must be >= 0, got {self.id_table_rows}")
+        if (self.id_table_rows > 0) != (self.id_table_sha256 is not None):
+            raise ValueError("id_table_sha256 is set exactly when id_table_rows > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

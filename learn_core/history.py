@@ -203,11 +203,20 @@ def window_rows(
     """Item windows -> ``([U, dim] float32, [B, h] int64)``: each distinct item's content
     once, and the windows as row indices into it (-1 = padding), laid out as
     ``pad_windows``. The tower's per-item work then runs once per distinct item."""
+    matrix, ids, _ = keyed_window_rows(windows, content, h, dim)
+    return matrix, ids
+
+
+def keyed_window_rows(
+    windows: list[list[str]], content: Mapping[str, np.ndarray], h: int, dim: int
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``window_rows`` and the item id of each row of the matrix (for towers with ID rows)."""
     rows: dict[str, int] = {}
     ids = pad_ids([[rows.setdefault(i, len(rows)) for i in w[-h:]] for w in windows], h)
     if not rows:
-        return np.zeros((0, dim), np.float32), ids
-    return np.stack([np.asarray(content[i], dtype=np.float32) for i in rows]), ids
+        return np.zeros((0, dim), np.float32), ids, []
+    matrix = np.stack([np.asarray(content[i], dtype=np.float32) for i in rows])
+    return matrix, ids, list(rows)
 
 
 def windows_from_log(log: pd.DataFrame, h: int) -> dict[str, UserHistory]:

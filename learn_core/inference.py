@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from learn_core.history import UserHistory, window_rows, windows_from_log
+from learn_core.history import UserHistory, keyed_window_rows, windows_from_log
 
 if TYPE_CHECKING:
     from learn_core.models.towers import UserTower
@@ -26,26 +26,41 @@ if TYPE_CHECKING:
 def embed_windows(
     tower: UserTower, windows: list[list[str]], content: dict[str, np.ndarray], h: int
 ) -> np.ndarray:
-    """One batched forward: item windows -> ``[B, out_dim]`` float32 user embeddings."""
+    """One batched forward: item windows -> ``[B, out_dim]`` float32 user embeddings.
+
+    The tower gets each distinct item's content once and its id (a tower with ID rows,
+    the content-anchored hybrid's, adds the item's learned correction by it).
+    """
     import torch
 
     if not windows:
         return np.zeros((0, tower.cfg.out_dim), np.float32)
-    matrix, ids = window_rows(windows, content, h, tower.cfg.content_dim)
+    matrix, ids, keys = keyed_window_rows(windows, content, h, tower.cfg.content_dim)
     with torch.inference_mode():
-        out = tower.encode_rows(torch.from_numpy(matrix), torch.from_numpy(ids))
+        out = tower.encode_rows(torch.from_numpy(matrix), torch.from_numpy(ids), keys)
     return out.numpy().astype(np.float32, copy=False)
 
 
-def encode_items(model: ServingModel, content: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """``[n, content_dim]`` content vectors -> ``[n, out_dim]`` float32 item-tower vectors."""
+def encode_items(
+    model: ServingModel,
+    content: np.ndarray,
+    item_ids: list[str] | None = None,
+    batch_size: int = 4096,
+) -> np.ndarray:
+    """``[n, content_dim]`` content vectors -> ``[n, out_dim]`` float32 item-tower vectors.
+
+    ``item_ids`` names the rows: a model with ID rows adds the learned correction of the
+    items it was trained on; without ids (or for an item it never saw) content alone.
+    """
     import torch
 
     if content.shape[1] != model.content_dim:
         raise ValueError(f"content dim {content.shape[1]} != model's {model.content_dim}")
     with torch.inference_mode():
         out = model.item_tower.encode_items(
-            torch.from_numpy(np.ascontiguousarray(content, dtype=np.float32)), batch_size
+            torch.from_numpy(np.ascontiguousarray(content, dtype=np.float32)),
+            batch_size,
+            item_ids=item_ids,
         )
     return out.numpy().astype(np.float32, copy=False)
 
@@ -59,7 +74,7 @@ def item_tower_rows(
     model: ServingModel, item_ids: list[str], content: np.ndarray, when: datetime
 ) -> pd.DataFrame:
     """Rows of the ``item_tower_embedding`` view for ``item_ids`` (pure but for torch)."""
-    vecs = encode_items(model, content)
+    vecs = encode_items(model, content, item_ids)
     return pd.DataFrame(
         {
             "item_id": item_ids,

@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 REGISTRY_SCHEMA = "learnrec-registry-v1"
 WEIGHTS = "model.safetensors"
+#: The content-anchored hybrid's ID vocabulary (item id of each ID row), beside the weights.
+ID_VOCAB = "ids.json"
 CURRENT = "CURRENT"
 RETIRED = "RETIRED"
 
@@ -192,17 +194,25 @@ class ModelRegistry:
             )
         from safetensors.torch import save_model
 
-        from learn_core.models.towers import TOWER_SCHEMA
-
         version = new_version_id()
+        arch = _architecture_of(model)
+        vocab = arch.vocab(model)
+        if vocab is not None:
+            want = (len(vocab), vocab.digest())
+            got = None if serving is None else (serving.id_table_rows, serving.id_table_sha256)
+            if got != want:
+                raise RegistryError(
+                    f"a model with {want[0]} ID rows needs a serving contract naming its ID "
+                    f"table (id_table_rows={want[0]}, id_table_sha256={want[1][:12]}...), got {got}"
+                )
         cfg = model.cfg.to_dict()
         manifest = {
             "schema": REGISTRY_SCHEMA,
             "version": version,
-            "config_schema": TOWER_SCHEMA,
+            "config_schema": arch.schema,
             "config": cfg,
             "content_model": content_model,
-            "content_dim": int(cfg["tower"]["content_dim"]),
+            "content_dim": arch.content_dim(model.cfg),
             "template_version": template_version,
             "serving": None if serving is None else serving.to_dict(),
             "data_window": data_window or {},
@@ -214,6 +224,8 @@ class ModelRegistry:
         with self.store.staging(version) as tmp:
             save_model(model, str(tmp / WEIGHTS))  # de-duplicates the shared tower weights
             manifest["weights_sha256"] = sha256_file(tmp / WEIGHTS)
+            if vocab is not None:
+                (tmp / ID_VOCAB).write_text(vocab.to_json())
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
             self.store.publish(self._check(version), tmp, last=MANIFEST)
         log.info(
@@ -242,29 +254,30 @@ class ModelRegistry:
         """
         from safetensors.torch import load_model
 
-        from learn_core.models.learn import LearnConfig, LearnModel
-        from learn_core.models.towers import TOWER_SCHEMA
-
         m = self.manifest(version)
         if m.get("schema") != REGISTRY_SCHEMA:
             raise RegistryError(
                 f"{version}: registry schema {m.get('schema')!r} != {REGISTRY_SCHEMA!r}"
             )
-        if m.get("config_schema") != TOWER_SCHEMA:
+        known = architectures()
+        arch = known.get(str(m.get("config_schema")))
+        if arch is None:
             raise RegistryError(
-                f"{version}: config schema {m.get('config_schema')!r} != {TOWER_SCHEMA!r} (code)"
+                f"{version}: config schema {m.get('config_schema')!r} is none of "
+                f"{sorted(known)} (code)"
             )
         try:
-            cfg = LearnConfig.from_dict(m["config"])
+            cfg = arch.config_from_dict(m["config"])
         except (KeyError, TypeError, ValueError) as exc:
             raise RegistryError(f"{version}: config does not match the code: {exc}") from None
-        if int(m.get("content_dim", -1)) != cfg.tower.content_dim:
+        content_dim = arch.content_dim(cfg)
+        if int(m.get("content_dim", -1)) != content_dim:
             raise RegistryError(
-                f"{version}: manifest content_dim {m.get('content_dim')} != config {cfg.tower.content_dim}"
+                f"{version}: manifest content_dim {m.get('content_dim')} != config {content_dim}"
             )
-        if expect_content_dim is not None and cfg.tower.content_dim != expect_content_dim:
+        if expect_content_dim is not None and content_dim != expect_content_dim:
             raise RegistryError(
-                f"{version}: model reads {cfg.tower.content_dim}-d content embeddings, "
+                f"{version}: model reads {content_dim}-d content embeddings, "
                 f"the content model makes {expect_content_dim}-d"
             )
         serving = None
@@ -273,14 +286,14 @@ class ModelRegistry:
                 serving = ServingConfig.from_dict(m["serving"])
             except (TypeError, ValueError) as exc:
                 raise RegistryError(f"{version}: bad serving contract: {exc}") from None
-            if serving.history_len > cfg.tower.max_len:
+            if serving.history_len > arch.max_len(cfg):
                 raise RegistryError(
                     f"{version}: history_len {serving.history_len} > tower max_len "
-                    f"{cfg.tower.max_len}"
+                    f"{arch.max_len(cfg)}"
                 )
         if expect_content is not None:
             check_content(version, m, expect_content, "the running content model")
-        model = LearnModel(cfg)
+        model = arch.build(cfg)
         with self.store.local_file(version, WEIGHTS) as path:
             digest = m.get("weights_sha256")  # absent in manifests written before it existed
             if digest is not None and sha256_file(path) != digest:
@@ -293,8 +306,31 @@ class ModelRegistry:
             raise RegistryError(
                 f"{version}: weights do not fit: missing {missing}, unexpected {unexpected}"
             )
+        if arch.vocab(model) is not None:
+            self._load_vocab(version, model, serving)
         model.eval()
         return LoadedModel(version, model, m, serving)
+
+    def _load_vocab(self, version: str, model: Any, serving: ServingConfig | None) -> None:
+        """Read a hybrid's ID vocabulary and check it against its table and contract."""
+        from learn_core.models.anchored import IdVocab
+
+        try:
+            vocab = IdVocab.from_json(self.store.read(version, ID_VOCAB).decode())
+        except FileNotFoundError:
+            raise RegistryError(
+                f"{version}: {ID_VOCAB} is missing (the model has ID rows)"
+            ) from None
+        except ValueError as exc:
+            raise RegistryError(f"{version}: bad {ID_VOCAB}: {exc}") from None
+        rows = model.cfg.net.n_ids
+        want = None if serving is None else (serving.id_table_rows, serving.id_table_sha256)
+        if len(vocab) != rows or want != (len(vocab), vocab.digest()):
+            raise RegistryError(
+                f"{version}: {ID_VOCAB} has {len(vocab)} ids (sha256 {vocab.digest()[:12]}), "
+                f"the ID table {rows} rows, the serving contract {want}"
+            )
+        model.item_tower.vocab = vocab
 
     def current_version(self) -> str | None:
         v = (self.store.read_pointer(CURRENT) or "").strip()
@@ -328,3 +364,53 @@ class ModelRegistry:
         drop = set(versions)
         keep = {v: t.isoformat() for v, t in self.retired().items() if v not in drop}
         self.store.write_pointer(RETIRED, json.dumps(keep, sort_keys=True) + "\n")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How the registry builds, checks and describes one kind of model."""
+
+    schema: str
+    config_from_dict: Any  # dict -> config (strict)
+    build: Any  # config -> module
+    content_dim: Any  # config -> int
+    max_len: Any  # config -> int (the user tower's positions)
+    vocab: Any  # model -> IdVocab | None
+
+
+def _learn_arch() -> Architecture:
+    from learn_core.models.learn import LearnConfig, LearnModel
+    from learn_core.models.towers import TOWER_SCHEMA
+
+    return Architecture(
+        TOWER_SCHEMA,
+        LearnConfig.from_dict,
+        LearnModel,
+        lambda c: int(c.tower.content_dim),
+        lambda c: int(c.tower.max_len),
+        lambda m: None,
+    )
+
+
+def _anchored_arch() -> Architecture:
+    from learn_core.models.anchored import ANCHORED_SCHEMA, AnchoredModel, AnchoredModelConfig
+
+    return Architecture(
+        ANCHORED_SCHEMA,
+        AnchoredModelConfig.from_dict,
+        AnchoredModel,
+        lambda c: int(c.net.content_dim),
+        lambda c: int(c.net.max_len),
+        lambda m: m.item_tower.vocab if m.cfg.net.n_ids else None,
+    )
+
+
+def architectures() -> dict[str, Architecture]:
+    """``config_schema`` -> ``Architecture`` of every model kind this code loads."""
+    return {a.schema: a for a in (_learn_arch(), _anchored_arch())}
+
+
+def _architecture_of(model: Any) -> Architecture:
+    from learn_core.models.anchored import AnchoredModel
+
+    return (_anchored_arch if isinstance(model, AnchoredModel) else _learn_arch)()

@@ -18,6 +18,7 @@ At inference every variant takes one item at a time (``encode_items``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -178,8 +179,14 @@ class UserTower(nn.Module):
         return self.forward_last(content_emb, mask)
 
     @torch.no_grad()
-    def encode_rows(self, matrix: Tensor, ids: Tensor) -> Tensor:
-        """``encode_histories`` over windows given as row indices into ``matrix`` (-1 = pad)."""
+    def encode_rows(
+        self, matrix: Tensor, ids: Tensor, item_ids: Sequence[str] | None = None
+    ) -> Tensor:
+        """``encode_histories`` over windows given as row indices into ``matrix`` (-1 = pad).
+
+        ``item_ids`` names the rows of ``matrix``; these towers read content alone and
+        ignore it (the content-anchored hybrid's towers look up ID rows with it).
+        """
         if ids.shape[1] > self.cfg.max_len:
             order, keep = newest(ids >= 0, self.cfg.max_len)
             ids = torch.where(keep, ids.gather(1, order), -1)
@@ -225,8 +232,11 @@ class ItemTower(nn.Module):
         return self.shared(content[:, None, :], ones)[:, 0]
 
     @torch.no_grad()
-    def encode_items(self, content_emb: Tensor, batch_size: int = 4096) -> Tensor:
-        """Batched inference: one embedding per item, ``[N, D] -> [N, out_dim]``."""
+    def encode_items(
+        self, content_emb: Tensor, batch_size: int = 4096, item_ids: Sequence[str] | None = None
+    ) -> Tensor:
+        """Batched inference: one embedding per item, ``[N, D] -> [N, out_dim]``
+        (``item_ids``: ignored, as in ``UserTower.encode_rows``)."""
         parts = [self.embed(c) for c in content_emb.split(batch_size)]
         return torch.cat(parts) if parts else content_emb.new_zeros(0, self.cfg.out_dim)
 

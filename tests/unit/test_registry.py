@@ -115,6 +115,8 @@ def test_serving_contract_is_typed_saved_and_checked(tmp_path: Path, model: Lear
         "history_len": 6,
         "pairing": "sliding",
         "content_model": "mini@aaaa",
+        "id_table_rows": 0,  # content-only towers: no ID table
+        "id_table_sha256": None,
     }
     # Beside another content model of the same width: refused, naming both identities.
     with pytest.raises(ContentMismatch, match=r"'mini@aaaa'.*'mini@cccc'"):
