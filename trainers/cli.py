@@ -112,22 +112,19 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import torch
-
     from learn_core.contract import ContentMismatch
     from learn_core.embedding.identity import content_identity
-    from learn_core.models import FrozenContent
     from learn_core.registry import ModelRegistry
-    from trainers.evaluation import eval_loop, summarise
-    from trainers.learn import learn_score_fn
+    from learn_core.serving import as_serving
+    from trainers.evaluation import eval_loop, served_score_fn, summarise
 
     s = _settings(args)
-    ds, split, embedder, content = _prepare(s)
     reg = ModelRegistry(args.registry)
     version = args.version or reg.current_version()
-    if version is None:
-        print("no current model; pass --version")
+    if version is None:  # before any embedding time is spent
+        print("no current model; pass --version or train one (learnrec train --promote)")
         return 2
+    ds, split, embedder, content = _prepare(s)
     try:
         loaded = reg.load(
             version, expect_content_dim=embedder.dim, expect_content=content_identity(embedder)
@@ -135,7 +132,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     except ContentMismatch as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
-    inputs = FrozenContent(torch.from_numpy(content))
     # The serving contract's window; versions saved before it was recorded say it in extra.
     h = (
         loaded.serving.history_len
@@ -144,6 +140,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             loaded.manifest.get("extra", {}).get("history_len", loaded.model.cfg.tower.max_len)
         )
     )
-    test = summarise(eval_loop(learn_score_fn(loaded.model, inputs, h), split), split)
+    model = as_serving(version, loaded)
+    test = summarise(eval_loop(served_score_fn(model, content, split.item_ids, h), split), split)
     print(json.dumps({"version": version, "dataset": ds.name, **test}, indent=2, default=float))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -58,3 +59,23 @@ def summarise(ranks: np.ndarray, split: Split, ks: tuple[int, ...] = DEFAULT_KS)
     for name, mask in slice_masks(split).items():
         out[name] = ranking_metrics(ranks[mask & ~np.isnan(ranks)], ks)
     return out
+
+
+def served_score_fn(model: Any, content: np.ndarray, item_ids: list[str], h: int) -> ScoreFn:
+    """Scores as the product serves them, for any served model (``ServingModel``).
+
+    Item vectors come from the item tower by id and content (``encode_items``: what the
+    item consumer and the backfill write), user vectors from the user tower over each
+    window of the newest ``h`` items (``embed_windows``: what the interaction consumer
+    writes); the score is their dot product, as the ranking reader's index computes it.
+    """
+    from learn_core.inference import embed_windows, encode_items
+
+    items = encode_items(model, content, item_ids)
+    lookup = dict(zip(item_ids, content, strict=True))
+
+    def score(users: np.ndarray, hists: list[np.ndarray]) -> np.ndarray:
+        windows = [[item_ids[i] for i in seq] for seq in hists]
+        return embed_windows(model.user_tower, windows, lookup, h) @ items.T
+
+    return score

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:  # torch stays out of the CLI's start-up path
     import numpy as np
 
+    from trainers.anchored import AnchoredTrainConfig
     from trainers.learn import LearnTrainConfig
 
 from pydantic import Field, model_validator
@@ -64,13 +65,21 @@ class Recipe:
     id_dropout: float = 0.5  # hybrid only: P(ID part zeroed) per looked-up item in training
     cvr_weight: float = 0.0  # > 0: the CVR head trained jointly (auxiliary BCE)
 
+    #: Which model the recipe trains: LEARN's towers (``trainers.learn``).
+    arch = "towers"
+
     @property
     def hybrid(self) -> bool:
         return self.id_dim > 0
 
+    @property
+    def servable(self) -> bool:
+        """Whether the serving path loads what it trains (the towers' concatenated IDs: no)."""
+        return not self.hybrid
+
     def as_dict(self) -> dict[str, Any]:
         """The recipe as plain JSON, for manifests and benchmark reports."""
-        return asdict(self)
+        return asdict(self) | {"arch": self.arch}
 
     def train_config(self, input_dim: int, epochs: int, seed: int = 0) -> LearnTrainConfig:
         """``LearnTrainConfig`` for towers over ``input_dim``-d item inputs (``item_inputs().dim``)."""
@@ -110,6 +119,71 @@ class Recipe:
         return HybridItemInputs(matrix, warm, self.id_dim, self.id_dropout)
 
 
+@dataclass(frozen=True)
+class AnchoredRecipe:
+    """The content-anchored hybrid (``trainers.anchored``): SASRec+CE's backbone over
+    whitened content plus a bounded ID correction for items seen in training.
+
+    ``history_len`` is the user tower's window (its positions); ``use_ids=False`` is the
+    content-only ablation.
+    """
+
+    name: str
+    history_len: int = 50
+    d: int = 64
+    n_blocks: int = 2
+    n_heads: int = 1
+    dropout: float = 0.2
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    anchor: Literal["linear", "frozen"] = "linear"
+    whiten_dim: int = 256
+    item_bias: bool = False
+    use_ids: bool = True
+    id_max_norm: float | None = 1.0
+    id_dropout: float = 0.0
+    cvr_weight: float = 0.0  # > 0: the CVR head trained jointly (auxiliary BCE)
+
+    arch = "anchored"
+    hybrid = False  # not the towers' concatenated-ID hybrid
+    servable = True
+    pairing: Literal["window", "sliding"] = "sliding"  # every position predicts the next item
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"arch": self.arch}
+
+    def train_config(self, epochs: int = 200, seed: int = 0) -> AnchoredTrainConfig:
+        from learn_core.models.anchored import AnchoredConfig
+        from trainers.anchored import AnchoredTrainConfig
+
+        net = AnchoredConfig(
+            d=self.d,
+            n_blocks=self.n_blocks,
+            n_heads=self.n_heads,
+            max_len=self.history_len,
+            dropout=self.dropout,
+            id_max_norm=self.id_max_norm,
+            whiten_dim=self.whiten_dim,
+            anchor=self.anchor,
+            item_bias=self.item_bias,
+        )
+        return AnchoredTrainConfig(
+            net=net,
+            id_dropout=self.id_dropout,
+            use_ids=self.use_ids,
+            cvr_weight=self.cvr_weight,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            epochs=epochs,
+            seed=seed,
+        )
+
+
+AnyRecipe = Recipe | AnchoredRecipe
+
+
 #: The paper's pure-content towers with the sliding pairing and item tower variant 2:
 #: every history position against the next item, in-batch softmax with logQ, temperature
 #: 0.07 (the benchmark's ``learn`` until 2026-11-29; ml-100k valid NDCG@10 0.1224).
@@ -131,7 +205,7 @@ HYBRID_IN_BATCH = Recipe("hybrid-in-batch", id_dim=64)
 #: valid NDCG@10 0.1125).
 HYBRID_CATALOGUE = Recipe("hybrid-catalogue", negatives="catalogue", id_dim=64)
 
-RECIPES: dict[str, Recipe] = {
+RECIPES: dict[str, AnyRecipe] = {
     r.name: r
     for r in (
         CONTENT_SLIDING,
@@ -145,10 +219,10 @@ RECIPES: dict[str, Recipe] = {
 #: The product's recipe: the ml-100k validation winner by NDCG@10, the early-stopping
 #: criterion (docs/quality.md, "Third pass": +0.0029 over ``content-catalogue``, the
 #: only point of that grid above it, by the rule written before the grid).
-PRODUCT_RECIPE: Recipe = CONTENT_CATALOGUE_CVR
+PRODUCT_RECIPE: AnyRecipe = CONTENT_CATALOGUE_CVR
 
 
-def recipe(name: str) -> Recipe:
+def recipe(name: str) -> AnyRecipe:
     """A named recipe; an unknown name fails listing the known ones."""
     try:
         return RECIPES[name]

@@ -14,14 +14,14 @@ validation winner): ``ProductRecipeSettings`` reads ``<PREFIX>RECIPE`` and lets
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
 from learn_core.contract import ServingConfig
-from trainers.recipe import PRODUCT_RECIPE, RECIPES, Recipe, RecipeSettings
+from trainers.recipe import PRODUCT_RECIPE, RECIPES, AnyRecipe, RecipeSettings
 
 if TYPE_CHECKING:
     from learn_core.embedding.base import ContentEmbedder
@@ -59,11 +59,20 @@ class ProductRecipeSettings(RecipeSettings):
             raise ValueError(
                 f"{prefix}RECIPE: unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}"
             )
+        if RECIPES[self.recipe].arch != "towers":
+            over = [k for k in ("pairing", "item_variant") if getattr(self, k) is not None]
+            if over:
+                names = ", ".join(f"{prefix}{k.upper()}" for k in over)
+                raise ValueError(
+                    f"{names}: recipe {self.recipe!r} is the content-anchored hybrid, which "
+                    "has no LEARN-tower pairing or item tower to override; unset it"
+                )
+            return self
         r = self.effective_recipe()
-        if r.hybrid:
+        if not r.servable:
             raise ValueError(
-                f"{prefix}RECIPE: {r.name!r} trains learned item IDs, which the serving path "
-                "(content-only towers) does not load; choose a content-only recipe"
+                f"{prefix}RECIPE: {r.name!r} trains learned item IDs concatenated to the "
+                "towers' input, which the serving path does not load; choose another recipe"
             )
         if r.negatives == "catalogue" and r.pairing != "sliding":
             raise ValueError(
@@ -77,17 +86,21 @@ class ProductRecipeSettings(RecipeSettings):
             )
         return self
 
-    def effective_recipe(self) -> Recipe:
-        """The named recipe with the overrides that are set."""
+    def effective_recipe(self) -> AnyRecipe:
+        """The named recipe with the overrides that are set (LEARN-tower recipes only)."""
+        named = RECIPES[self.recipe]
+        if named.arch != "towers":
+            return named
         over = {k: getattr(self, k) for k in ("pairing", "item_variant")}
-        return replace(RECIPES[self.recipe], **{k: v for k, v in over.items() if v is not None})
+        return replace(named, **{k: v for k, v in over.items() if v is not None})
 
 
-def recipe_record(recipe: Recipe) -> dict[str, Any]:
+def recipe_record(recipe: AnyRecipe) -> dict[str, Any]:
     """What a manifest records: the recipe's name and settings, and which differ from the name's."""
     named = RECIPES.get(recipe.name)
-    values = asdict(recipe)
-    overrides = {k: v for k, v in values.items() if named is None or getattr(named, k) != v}
+    values = recipe.as_dict()
+    base = named.as_dict() if named is not None else {}
+    overrides = {k: v for k, v in values.items() if named is None or base.get(k) != v}
     return values | {"overrides": overrides}
 
 
@@ -99,7 +112,7 @@ def save_version(
     data_window: dict[str, Any],
     metrics: dict[str, Any],
     parent_version: str | None,
-    recipe: Recipe,
+    recipe: AnyRecipe,
     **extra: Any,
 ) -> str:
     """Store a trained ``LearnModel`` with its serving contract and recipe (unpromoted)."""
@@ -128,7 +141,7 @@ class TrainConfig:
     cvr_epochs: int = 3
     seed: int = 0
     threads: int | None = None
-    recipe: Recipe = PRODUCT_RECIPE
+    recipe: AnyRecipe = PRODUCT_RECIPE
     registry: Path | None = None
     promote: bool = False
 
@@ -143,8 +156,24 @@ class TrainResult:
     recipe: dict[str, Any] = field(default_factory=dict)
 
 
+def serving_contract(
+    model: Any, history_len: int, pairing: str, content_model: str
+) -> ServingConfig:
+    """The serving contract of a trained model: its window, pairing, content identity and,
+    for a model with ID rows (the content-anchored hybrid), its ID table's size and version."""
+    vocab = getattr(getattr(model, "item_tower", None), "vocab", None)
+    rows = len(vocab) if vocab is not None else 0
+    return ServingConfig(
+        history_len,
+        pairing,  # type: ignore[arg-type]
+        content_model,
+        id_table_rows=rows,
+        id_table_sha256=vocab.digest() if rows else None,
+    )
+
+
 def train(cfg: TrainConfig, embedder: ContentEmbedder | None = None) -> TrainResult:
-    """Train LEARN (towers, then the CVR head) on a data set, evaluate, register it."""
+    """Train the recipe (towers or hybrid, then the CVR head) on a data set, evaluate, register it."""
     import torch
 
     from learn_core.datasets import load_dataset
@@ -152,11 +181,12 @@ def train(cfg: TrainConfig, embedder: ContentEmbedder | None = None) -> TrainRes
     from learn_core.registry import ModelRegistry
     from trainers.content_cache import content_matrix
     from trainers.evaluation import eval_loop, summarise
-    from trainers.learn import CVRStageConfig, learn_score_fn, train_cvr_stage, train_learn
+    from trainers.learn import CVRStageConfig
+    from trainers.product import fit
     from trainers.splits import leave_one_out
 
-    if cfg.recipe.hybrid:
-        raise ValueError(f"recipe {cfg.recipe.name!r}: the serving path loads content-only towers")
+    if not cfg.recipe.servable:
+        raise ValueError(f"recipe {cfg.recipe.name!r}: the serving path cannot load what it trains")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ds = load_dataset(cfg.dataset, cfg.data)
@@ -166,28 +196,22 @@ def train(cfg: TrainConfig, embedder: ContentEmbedder | None = None) -> TrainRes
 
         embedder = HFEmbedder()
     content = content_matrix(ds.items, embedder)
-    inputs = cfg.recipe.item_inputs(content, split.train_counts())
-    tcfg = cfg.recipe.train_config(inputs.dim, cfg.epochs, cfg.seed)
-    serving = ServingConfig(tcfg.history_len, tcfg.pairing, content_identity(embedder))
-    res = train_learn(tcfg, split, inputs)
+    fitted = fit(cfg.recipe, split, content, epochs=cfg.epochs, seed=cfg.seed)
+    serving = serving_contract(
+        fitted.model, fitted.history_len, cfg.recipe.pairing, content_identity(embedder)
+    )
     cvr: dict[str, float] = {}
     if cfg.cvr_epochs:
-        cvr = train_cvr_stage(
-            res.model,
-            inputs,
-            split,
-            tcfg.history_len,
-            CVRStageConfig(epochs=cfg.cvr_epochs, seed=cfg.seed),
-        )
-    test = summarise(eval_loop(learn_score_fn(res.model, inputs, tcfg.history_len), split), split)
+        cvr = fitted.cvr_stage(split, CVRStageConfig(epochs=cfg.cvr_epochs, seed=cfg.seed))
+    test = summarise(eval_loop(fitted.score_fn(), split), split)
     times = ds.interactions["occurred_at"]
     reg = ModelRegistry(cfg.registry)
     version = save_version(
         reg,
-        res.model,
+        fitted.model,
         serving,
         data_window={"dataset": ds.name, "start": str(times.min()), "end": str(times.max())},
-        metrics={"valid": res.valid, "test": test["all"], "cold": test["cold"], "cvr": cvr},
+        metrics={"valid": fitted.valid, "test": test["all"], "cold": test["cold"], "cvr": cvr},
         parent_version=reg.current_version(),
         recipe=cfg.recipe,
     )

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from feature_repo.schema import ITEM_CONTENT
-from learn_core.inference import embed_windows, encode_items, latest_vectors
-from trainers.evaluation import ScoreFn, eval_loop
+from learn_core.inference import latest_vectors
+from trainers.evaluation import ScoreFn, eval_loop, served_score_fn
 from trainers.metrics import ranking_metrics
 from trainers.splits import Split
 
@@ -92,13 +92,8 @@ def evaluate_model(model: ServingModel, ev: EvalSet, h: int) -> dict[str, float]
     """HR@10 of ``model`` on the held-out window (full ranking over the catalogue)."""
     if not ev.users:
         return {"hr@10": float("nan"), "ndcg@10": float("nan"), "hr@50": float("nan"), "n": 0}
-    items = encode_items(model, np.stack([ev.content[i] for i in ev.catalogue]))
-
-    def score(_users: np.ndarray, hists: list[np.ndarray]) -> np.ndarray:
-        windows = [[ev.catalogue[i] for i in seq] for seq in hists]
-        return embed_windows(model.user_tower, windows, ev.content, h) @ items.T
-
-    return hit_rates(score, ev)
+    content = np.stack([ev.content[i] for i in ev.catalogue])
+    return hit_rates(served_score_fn(model, content, ev.catalogue, h), ev)
 
 
 def evaluate_popularity(train_frame: pd.DataFrame, ev: EvalSet) -> dict[str, float]:

@@ -4,8 +4,8 @@
 
 1. **Training data, point in time** (``trainers.jobs.training_data``): the offline log
    before the held-out window, joined with the content each item had at the time.
-2. **Towers, then the CVR head** (``trainers.learn.train_learn``, ``train_cvr_stage``),
-   with the product's named recipe (``trainers.recipe.PRODUCT_RECIPE``) unless
+2. **Towers, then the CVR head** (``trainers.product.fit``: LEARN's towers or the
+   content-anchored hybrid, then the separate CVR stage), with the product's named recipe (``trainers.recipe.PRODUCT_RECIPE``) unless
    ``LEARNREC_RETRAIN_RECIPE`` / ``_PAIRING`` / ``_ITEM_VARIANT`` say otherwise.
 3. **Evaluate** candidate and current model on the held-out recent window
    (``trainers.jobs.holdout``: the offline evaluator's full ranking, HR@10; popularity
@@ -34,7 +34,7 @@ from learn_core.contract import ServingConfig
 from learn_core.serving import as_serving
 from trainers.jobs.holdout import eval_set, evaluate_model, evaluate_popularity, should_promote
 from trainers.jobs.training_data import holdout_start, point_in_time_frame, training_split
-from trainers.train import ProductRecipeSettings, recipe_record, save_version
+from trainers.train import ProductRecipeSettings, recipe_record, save_version, serving_contract
 
 if TYPE_CHECKING:
     from feature_repo.store import FeatureStoreHandle
@@ -105,9 +105,9 @@ def retrain(
     """
     import torch
 
-    from learn_core.models import FrozenContent
     from trainers.jobs.backfill import backfill, catch_up, purge_retired
-    from trainers.learn import CVRStageConfig, train_cvr_stage, train_learn
+    from trainers.learn import CVRStageConfig
+    from trainers.product import fit
 
     s = settings or RetrainSettings()
     torch.set_num_threads(s.torch_threads)
@@ -126,7 +126,7 @@ def retrain(
     ev = eval_set(handle, log_df, cutoff, end, s.history_len)
     # The contract is built (and validated) before any training time is spent.
     recipe = s.effective_recipe()
-    serving = ServingConfig(s.history_len, recipe.pairing, data.content_model)
+    ServingConfig(s.history_len, recipe.pairing, data.content_model)  # checked before training
     secs["data"] = time.monotonic() - t0
     log.info(
         "retrain: %d interactions before %s (%d without content yet), %d tokens, %d eval users",
@@ -138,21 +138,32 @@ def retrain(
     )
 
     t1 = time.monotonic()
-    dim = data.matrix.shape[1]
-    # The recipe's model and loss; the job's own budget and the serving window H.
-    cfg = replace(
-        recipe.train_config(dim, s.epochs, s.seed),
-        history_len=s.history_len,
-        target_len=s.target_len or recipe.target_len,
-        windows_per_user=s.windows_per_user,
-        batch_size=s.batch_size,
-        patience=s.patience,
+
+    def configure(cfg: Any) -> Any:
+        """The recipe's model and loss; the job's own budget and the serving window H."""
+        if recipe.arch == "anchored":
+            cfg.net.max_len = s.history_len
+            cfg.batch_size, cfg.patience, cfg.eval_every = s.batch_size, s.patience, 1
+            return cfg
+        return replace(
+            cfg,
+            history_len=s.history_len,
+            target_len=s.target_len or recipe.target_len,
+            windows_per_user=s.windows_per_user,
+            batch_size=s.batch_size,
+            patience=s.patience,
+        )
+
+    result = fit(
+        recipe,
+        split,
+        data.matrix,
+        epochs=s.epochs,
+        seed=s.seed,
+        row_items=data.token_items,
+        configure=configure,
     )
-    inputs = FrozenContent(torch.from_numpy(data.matrix))
-    result = train_learn(cfg, split, inputs)
-    cvr = train_cvr_stage(
-        result.model, inputs, split, s.history_len, CVRStageConfig(epochs=s.cvr_epochs, seed=s.seed)
-    )
+    cvr = result.cvr_stage(split, CVRStageConfig(epochs=s.cvr_epochs, seed=s.seed))
     secs["train"] = time.monotonic() - t1
 
     t2 = time.monotonic()
@@ -193,7 +204,7 @@ def retrain(
     version = save_version(
         registry,
         result.model,
-        serving,
+        serving_contract(result.model, s.history_len, recipe.pairing, data.content_model),
         data_window={"end": cutoff.isoformat(), "eval_end": end.isoformat()},
         metrics={"holdout": cand_metrics, "cvr": cvr, "valid": result.valid},
         parent_version=cur_version,
