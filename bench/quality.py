@@ -28,28 +28,36 @@ from typing import Any
 
 import numpy as np
 
+from bench.quality_config import (  # noqa: F401  (re-exported: the grid and tests use them)
+    BENCH_RECIPES,
+    HYBRID_RECIPE,
+    bench_epochs,
+    learn_bench_config,
+    learn_recipe,
+    product_fit,
+    sasrec_ce_bench_config,
+)
 from bench.quality_report import LEARN_MODELS, SASRECS, compute_targets, write_report
 from trainers.learn import LearnTrainConfig
-from trainers.recipe import CONTENT_SLIDING, HYBRID_IN_BATCH, PRODUCT_RECIPE, Recipe
+from trainers.recipe import PRODUCT_RECIPE
 from trainers.sasrec import SASRecTrainConfig
 from trainers.splits import Split
 
 log = logging.getLogger("bench.quality")
 
-#: The default run; the LEARN models are ``quality_report.LEARN_MODELS`` (``BENCH_RECIPES``
-#: below names the recipe of each).
-MODELS = (
-    "learn",
+#: The default run: the served model, content-only LEARN, the strong baseline, the
+#: fusion of the last two, popularity. ``--models`` adds the others (``KNOWN_MODELS``).
+MODELS = ("product", "learn", "sasrec_ce", "learn_fused_holdout", "popularity")
+#: Every model the benchmark can train (``quality_report.LEARN_MODELS``: the LEARN ones,
+#: ``bench.quality_config.BENCH_RECIPES`` names their recipes).
+KNOWN_MODELS = (
+    *MODELS,
     "learn_hybrid",
     "sasrec",
-    "sasrec_ce",
     "learn_fused",
-    "learn_fused_holdout",
-    "popularity",
     "learn_id",
+    "learn_content",
 )
-#: ``learn_hybrid``'s recipe: the best content + ID recipe on validation.
-HYBRID_RECIPE = HYBRID_IN_BATCH
 KNOWN_DATASETS = ("ml-100k", "ml-1m-subset", "sample")
 
 
@@ -79,78 +87,6 @@ def _measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, time.monotonic() - t0, _peak_rss_mb()
 
 
-def bench_epochs(dataset: str) -> int:
-    """LEARN's epochs: ml-1m-subset has ~5x the steps per epoch (~25 s each on 2 cores).
-
-    32 epochs let the cosine schedule finish inside the 14-minute budget (767 s measured)
-    and beat 24 on its validation (HR@10 0.281 vs 0.277, NDCG@10 0.155 vs 0.151).
-    """
-    return 32 if dataset == "ml-1m-subset" else 60
-
-
-def learn_bench_config(
-    input_dim: int, dataset: str, seed: int, recipe: Recipe = CONTENT_SLIDING
-) -> LearnTrainConfig:
-    """A named recipe's settings with this benchmark's budget (docs/quality.md).
-
-    The sliding pairing (every history position against the item that follows it) with
-    item tower variant 2 (shared weights, one item at a time) beat the window pairing
-    with variant 1, the library default, on validation HR@10 (0.227 vs 0.169).
-    """
-    cfg = recipe.train_config(input_dim, bench_epochs(dataset), seed)
-    cfg.patience = 10
-    # 14 minutes of training at most: the cost target is 15 minutes on 2 CPU cores.
-    cfg.time_budget_s = 840.0
-    return cfg
-
-
-#: The recipe behind each LEARN model: ``learn`` is the product's (the validation
-#: winner), ``learn_content`` the paper's pure-content towers, ``learn_hybrid`` content +
-#: ID, ``learn_id`` the pure-content recipe over ID inputs (the paper's ablation).
-BENCH_RECIPES: dict[str, Recipe] = {
-    "learn": PRODUCT_RECIPE,
-    "learn_content": CONTENT_SLIDING,
-    "learn_hybrid": HYBRID_RECIPE,
-    "learn_id": CONTENT_SLIDING,
-}
-
-
-def learn_recipe(
-    name: str,
-    content: np.ndarray,
-    split: Split,
-    dataset: str,
-    seed: int,
-    recipe: Recipe | None = None,
-) -> tuple[Any, LearnTrainConfig]:
-    """Tower inputs and training settings of one LEARN model of the benchmark.
-
-    ``recipe`` replaces the model's named recipe (``bench.quality_grid``'s ``recipe.x``
-    overrides), so that inputs, positions and softmax all follow one recipe.
-    """
-    from learn_core.models import ItemIdEmbedding
-
-    if name not in BENCH_RECIPES:
-        raise ValueError(f"unknown LEARN model {name!r}")
-    recipe = recipe or BENCH_RECIPES[name]
-    if name == "learn_id":
-        inputs: Any = ItemIdEmbedding(split.n_items, 64)
-    else:
-        inputs = recipe.item_inputs(content, split.train_counts())
-    return inputs, learn_bench_config(inputs.dim, dataset, seed, recipe)
-
-
-def sasrec_ce_bench_config(seed: int) -> SASRecTrainConfig:
-    """SASRec+CE, tuned on ml-100k validation (docs/quality.md lists the grid).
-
-    lr 2e-3 won the grid (valid NDCG@10 0.1221 against 0.1176 at the issue's 1e-3;
-    max length 50: 0.1071); d=64, dropout 0.2, max length 200 as the issue ran it.
-    """
-    return SASRecTrainConfig(
-        loss="ce", d=64, dropout=0.2, lr=2e-3, max_len=200, eval_every=2, patience=5, seed=seed
-    )
-
-
 def load_bench_dataset(dataset: str, data: str | None) -> Any:
     """A known data set by name, or any directory in MovieLens-1M layout."""
     from learn_core.datasets import load_dataset
@@ -168,7 +104,7 @@ def load_bench_dataset(dataset: str, data: str | None) -> Any:
 
 def check_models(models: tuple[str, ...]) -> None:
     """Refuse an unknown model, or a fusion before its parts, before any training starts."""
-    known = (*MODELS, *(m for m in LEARN_MODELS if m not in MODELS))
+    known = KNOWN_MODELS
     unknown = [m for m in models if m not in known]
     if unknown:
         raise SystemExit(f"--models: unknown {', '.join(unknown)} (known: {', '.join(known)})")
@@ -299,6 +235,25 @@ def run(
                     parts, content, split, seed, scorers["learn"], mapped_sasrec_ce()
                 )
             )
+        elif name == "product":
+            fitted, wall, peak = _measure(
+                lambda: product_fit(split, content, dataset, seed, time_budget_s, quick)
+            )
+            report["settings"][name] = fitted.settings | {
+                "recipe": PRODUCT_RECIPE.as_dict(),
+                "history_len": fitted.history_len,
+            }
+            score = fitted.score_fn()
+            extra = {
+                "recipe": PRODUCT_RECIPE.name,
+                "best_epoch": fitted.best_epoch,
+                "valid": fitted.valid,
+                "epochs": fitted.history,
+            }
+            t_cvr = time.monotonic()
+            extra["cvr_stage"] = fitted.cvr_stage(split, CVRStageConfig(seed=seed)) | {
+                "seconds": time.monotonic() - t_cvr
+            }
         elif name in LEARN_MODELS:
             (res, cfg), wall, peak = _measure(lambda name=name: fit_learn(name, split))
             report["settings"][name] = asdict(cfg) | {"recipe": BENCH_RECIPES[name].as_dict()}

@@ -19,6 +19,7 @@ import numpy as np
 
 SASRECS = ("sasrec", "sasrec_ce")
 LEARN_MODELS = (
+    "product",
     "learn",
     "learn_content",
     "learn_hybrid",
@@ -40,6 +41,11 @@ def compute_targets(m: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
     content_side = [
         n for n in ("learn", "learn_content", "learn_hybrid") if "valid" in m.get(n, {})
     ]
+    if "product" in m and "learn" in m:
+        # the cold-start target: the served model keeps content-only LEARN's cold start
+        targets["product_cold_over_learn_cold_hr@10"] = s["cold"]["product"]["hr@10"] / max(
+            s["cold"]["learn"]["hr@10"], 1e-12
+        )
     if content_side:
         # which content-side LEARN the product should default to: validation NDCG@10, the
         # early-stopping criterion, never a test figure
