@@ -57,6 +57,12 @@ class AnchoredConfig:
     #: content in a second block, met by a learned map of the user's state, so that
     #: content-only items are calibrated against corrected ones (trained by ``id_dropout``).
     cold_path: bool = False
+    #: > 0: a content-similarity block of this many principal components (not whitened,
+    #: unit length) in each item's vector, met by the recency-weighted mean of the same
+    #: block over the user's window (``sim_decay`` per step back) times a learned scale:
+    #: full-resolution "more like what they just bought", beside the ``d``-wide towers.
+    sim_dim: int = 0
+    sim_decay: float = 0.7
 
     def __post_init__(self) -> None:
         if self.anchor not in ("linear", "frozen"):
@@ -67,6 +73,10 @@ class AnchoredConfig:
             raise ValueError(f"whiten_dim must be in [1, {self.content_dim}]")
         if self.anchor == "frozen" and self.whiten_dim < self.d:
             raise ValueError("anchor 'frozen' needs whiten_dim >= d")
+        if not 0 <= self.sim_dim <= self.whiten_dim:
+            raise ValueError(f"sim_dim must be in [0, whiten_dim={self.whiten_dim}]")
+        if not 0.0 < self.sim_decay <= 1.0:
+            raise ValueError(f"sim_decay must be in (0, 1], got {self.sim_decay}")
         if self.anchor == "frozen" and self.item_bias:
             raise ValueError("item_bias needs anchor 'linear' (the bias is learned from content)")
         if self.n_ids < 0:
@@ -77,7 +87,7 @@ class AnchoredConfig:
     @property
     def out_dim(self) -> int:
         """Width of the user and item vectors (the serving code's name for it)."""
-        return self.d * (2 if self.cold_path else 1) + int(self.item_bias)
+        return self.d * (2 if self.cold_path else 1) + int(self.item_bias) + self.sim_dim
 
     @property
     def vec_dim(self) -> int:
@@ -130,6 +140,8 @@ class ItemVectors(nn.Module):
         # saved with the weights, so a new item's content is mapped the same way.
         self.register_buffer("center", torch.zeros(cfg.content_dim))
         self.register_buffer("basis", torch.eye(cfg.content_dim)[:, : cfg.whiten_dim].clone())
+        # sqrt of each kept component's variance: undoes the whitening for ``sim_dim``
+        self.register_buffer("spread", torch.ones(cfg.whiten_dim))
         if cfg.anchor == "linear":
             self.anchor = nn.Linear(cfg.whiten_dim, cfg.vec_dim)
             # Item vectors start at about SASRec's scale (0.05 per dimension).
@@ -154,6 +166,7 @@ class ItemVectors(nn.Module):
         scale = eigval[order].clamp(min=1e-8).rsqrt()
         self.center.copy_(center.float())
         self.basis.copy_((eigvec[:, order] * scale).float())
+        self.spread.copy_(eigval[order].clamp(min=0).sqrt().float())
 
     def whiten(self, content: Tensor) -> Tensor:
         """``[N, content_dim] -> [N, whiten_dim]``; constant in training, so computed once."""
@@ -190,13 +203,21 @@ class ItemVectors(nn.Module):
             corrected = anchor
         d = self.cfg.d
         inputs = corrected[:, :d]
-        if not self.cfg.cold_path:
-            return inputs, corrected
-        known = torch.zeros_like(anchor[:, :1]) if has is None else has[:, None].to(anchor.dtype)
-        parts = [inputs * known, anchor[:, :d] * (1 - known)]
+        if self.cfg.cold_path:
+            known = (
+                torch.zeros_like(anchor[:, :1]) if has is None else has[:, None].to(anchor.dtype)
+            )
+            parts = [inputs * known, anchor[:, :d] * (1 - known)]
+        else:
+            parts = [inputs]
         if self.cfg.item_bias:
             parts.append(corrected[:, d:])
-        return inputs, torch.cat(parts, dim=1)
+        if self.cfg.sim_dim:  # the tower input carries it too: the user side averages it
+            k = self.cfg.sim_dim
+            sim = F.normalize(whitened[:, :k] * self.spread[:k], dim=1)
+            parts.append(sim)
+            inputs = torch.cat([inputs, sim], dim=1)
+        return inputs, torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def vectors(
         self, whitened: Tensor, id_rows: Tensor | None = None, drop: Tensor | None = None
@@ -336,6 +357,8 @@ class AnchoredUserTower(nn.Module):
             with torch.no_grad():  # starts as the ID path's own state
                 self.cold_proj.weight.copy_(torch.eye(cfg.d))
                 self.cold_proj.bias.zero_()
+        if cfg.sim_dim:
+            self.sim_scale = nn.Parameter(torch.tensor(0.0))
         self._items = [items]  # a list: not registered twice in the state dict
 
     @property
@@ -343,15 +366,22 @@ class AnchoredUserTower(nn.Module):
         return self._items[0]
 
     def forward_rows(self, table: Tensor, ids: Tensor) -> Tensor:
-        """``table [U, d]`` tower inputs (``ItemVectors.both``), ``ids [B, L]`` rows of it
-        (-1 pad) -> the user's vector after each position, ``[B, L, out_dim]``."""
+        """``table [U, d (+ sim_dim)]`` tower inputs (``ItemVectors.both``), ``ids [B, L]``
+        rows of it (-1 pad, left-padded) -> the user's vector after each position,
+        ``[B, L, out_dim]``."""
         valid = ids >= 0
-        h = self.seq(table[ids.clamp(min=0)] * valid[..., None], valid)
+        rows = table[ids.clamp(min=0)] * valid[..., None]
+        d = self.cfg.d
+        h = self.seq(rows[..., :d], valid)
         parts = [h]
         if self.cfg.cold_path:  # meets the content block of items without an ID row
             parts.append(self.cold_proj(h))
         if self.cfg.item_bias:  # the constant that meets each item's bias
             parts.append(h.new_ones(*h.shape[:-1], 1))
+        if self.cfg.sim_dim:
+            parts.append(
+                self.sim_scale.exp() * recency_mean(rows[..., d:], valid, self.cfg.sim_decay)
+            )
         return torch.cat(parts, dim=-1) if len(parts) > 1 else h
 
     @property
@@ -381,6 +411,17 @@ class AnchoredUserTower(nn.Module):
         table = self.items.inputs(matrix, id_rows)
         ids = left_align_right(ids, self.cfg.max_len)
         return self.forward_rows(table, ids)[:, -1]
+
+
+def recency_mean(x: Tensor, valid: Tensor, decay: float) -> Tensor:
+    """``x [B, L, k]`` -> at each position, the mean of the valid rows up to it weighted
+    ``decay ** steps back``, ``[B, L, k]`` (zeros before the first valid row)."""
+    length = x.shape[1]
+    pos = torch.arange(length, device=x.device)
+    age = pos[:, None] - pos[None, :]
+    w = torch.where(age >= 0, decay ** age.clamp(min=0).to(x.dtype), torch.zeros((), dtype=x.dtype))
+    w = w[None] * valid[:, None, :].to(x.dtype)  # [B, L(now), L(past)]
+    return (w @ x) / w.sum(-1, keepdim=True).clamp(min=1e-12)
 
 
 def left_align_right(ids: Tensor, width: int) -> Tensor:

@@ -123,12 +123,12 @@ def test_bias_and_cold_path_blocks_meet_the_users_vector() -> None:
     assert users.shape == (1, 17) and users[0, -1] == 1.0
 
 
-@pytest.fixture(scope="module", params=["plain", "bias+cold-path"])
+@pytest.fixture(scope="module", params=["plain", "bias+cold-path+sim"])
 def trained(request):
     torch.set_num_threads(2)
     split, inputs = planted(200, 150, 30, seed=1, dim=32)
     content = inputs.matrix.numpy()
-    extra = {"item_bias": True, "cold_path": True} if request.param != "plain" else {}
+    extra = {"item_bias": True, "cold_path": True, "sim_dim": 8} if request.param != "plain" else {}
     cfg = AnchoredTrainConfig(
         net=AnchoredConfig(d=32, n_blocks=1, max_len=20, dropout=0.1, whiten_dim=32, **extra),
         epochs=6,
