@@ -177,7 +177,11 @@ def run(
         return train_learn(cfg, on, inputs), cfg
 
     def fit_sasrec(name: str, on: Split) -> tuple[Any, SASRecTrainConfig]:
-        scfg = SASRecTrainConfig(seed=seed) if name == "sasrec" else sasrec_ce_bench_config(seed)
+        scfg = (
+            SASRecTrainConfig(seed=seed)
+            if name == "sasrec"
+            else sasrec_ce_bench_config(seed, ds.name)
+        )
         if name == "sasrec_ce":
             scfg.time_budget_s = time_budget_s
         if epochs:

@@ -30,12 +30,21 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.cold_start import apply_overrides, parse_overrides
-from trainers.recipe import Recipe
 
 log = logging.getLogger("bench.quality_grid")
 
-GRID_MODELS = ("learn", "learn_hybrid", "learn_id", "sasrec_ce")
+#: ``ordinary``: bench.quality's split (validation targets all warm); ``selection``: a
+#: further 10% of the warm items held out of training so that about 10% of the validation
+#: targets are cold, as on test (``trainers.splits.hold_out_validation_cold``).
+SPLITS = {
+    "ordinary": "ordinary leave-one-out split, validation targets only",
+    "selection": "cold-holdout selection split (hold_out_validation_cold, seed + 1), "
+    "validation targets only",
+}
+GRID_MODELS = ("product", "learn", "learn_hybrid", "learn_id", "sasrec_ce")
 
 
 def apply_sasrec_overrides(cfg: Any, overrides: dict[str, Any]) -> None:
@@ -46,9 +55,10 @@ def apply_sasrec_overrides(cfg: Any, overrides: dict[str, Any]) -> None:
         setattr(cfg, key, value)
 
 
-def apply_recipe_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
-    """The recipe with the ``recipe.x`` overrides set; an unknown field fails naming it."""
-    known = {f.name for f in fields(Recipe)}
+def apply_recipe_overrides(recipe: Any, overrides: dict[str, Any]) -> Any:
+    """The recipe (``Recipe`` or ``AnchoredRecipe``) with the ``recipe.x`` overrides set;
+    an unknown field fails naming it."""
+    known = {f.name for f in fields(recipe)}
     changes: dict[str, Any] = {}
     for key, value in overrides.items():
         name = key.removeprefix("recipe.")
@@ -59,7 +69,13 @@ def apply_recipe_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
 
 
 def run(
-    dataset: str, data: str | None, model: str, overrides: dict[str, Any], seed: int = 0
+    dataset: str,
+    data: str | None,
+    model: str,
+    overrides: dict[str, Any],
+    seed: int = 0,
+    split_name: str = "ordinary",
+    quick: bool = False,
 ) -> dict[str, Any]:
     import torch
 
@@ -71,24 +87,53 @@ def run(
     )
     from learn_core.embedding.hf import HFEmbedder
     from trainers.content_cache import content_matrix
-    from trainers.learn import train_learn
-    from trainers.sasrec import train_sasrec
-    from trainers.splits import leave_one_out
+    from trainers.evaluation import eval_loop
+    from trainers.learn import learn_score_fn, train_learn
+    from trainers.metrics import ranking_metrics
+    from trainers.recipe import PRODUCT_RECIPE
+    from trainers.sasrec import sasrec_score_fn, train_sasrec
+    from trainers.splits import hold_out_validation_cold, leave_one_out, validation_cold_users
 
     if model not in GRID_MODELS:
         raise ValueError(f"--model must be one of {', '.join(GRID_MODELS)}, got {model!r}")
+    if split_name not in SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split_name!r}")
     load0 = os.getloadavg()[0]
     ds = load_bench_dataset(dataset, data)
     split = leave_one_out(ds, cold_fraction=0.1, seed=seed)
+    cold_users = None
+    if split_name == "selection":  # a further 10% of items only in validation: cold targets
+        ordinary = split
+        split = hold_out_validation_cold(ordinary, 0.1, seed=seed + 1)
+        cold_users = validation_cold_users(split, ordinary)
     torch.manual_seed(seed)
     t0 = time.monotonic()
     out: dict[str, Any]
     if model == "sasrec_ce":
-        scfg = sasrec_ce_bench_config(seed)
+        scfg = sasrec_ce_bench_config(seed, ds.name)
         scfg.time_budget_s = None
         apply_sasrec_overrides(scfg, overrides)
         sres = train_sasrec(scfg, split)
         out = {"best_epoch": sres.best_epoch, "valid": sres.valid, "settings": asdict(scfg)}
+        score = sasrec_score_fn(sres.model, scfg.max_len)
+    elif model == "product":
+        from bench.quality_config import product_fit
+
+        rest = {k: v for k, v in overrides.items() if not k.startswith("recipe.")}
+        if rest:
+            raise ValueError(f"--set {', '.join(rest)}: the product takes recipe.x keys only")
+        recipe = apply_recipe_overrides(PRODUCT_RECIPE, overrides)
+        content = content_matrix(ds.items, HFEmbedder())
+        fitted = product_fit(split, content, ds.name, seed, None, quick, recipe=recipe)
+        out = {
+            "best_epoch": fitted.best_epoch,
+            "valid": fitted.valid,
+            "epochs_run": len(fitted.history),
+            "curve": fitted.history,
+            "recipe": recipe.as_dict(),
+            "settings": fitted.settings,
+        }
+        score = fitted.score_fn()
     else:
         content = content_matrix(ds.items, HFEmbedder())
         recipe = apply_recipe_overrides(
@@ -115,6 +160,15 @@ def run(
             "recipe": recipe.as_dict(),
             "settings": asdict(cfg),
         }
+        score = learn_score_fn(res.model, res.inputs, cfg.history_len)
+    if cold_users is not None:
+        # the selection split's validation, as test counts it: every user, then the
+        # users whose target was held out of training (cold) and the rest
+        ranks = eval_loop(score, split, "valid")
+        has = ~np.isnan(ranks)
+        out["valid"] = ranking_metrics(ranks[has])
+        out["valid_cold"] = ranking_metrics(ranks[has & cold_users])
+        out["valid_warm"] = ranking_metrics(ranks[has & ~cold_users])
     return {
         "dataset": ds.name,
         "seed": seed,
@@ -124,7 +178,7 @@ def run(
         "load1_before": load0,
         "load1_after": os.getloadavg()[0],
         "torch_threads": torch.get_num_threads(),
-        "split": "ordinary leave-one-out split, validation targets only",
+        "split": SPLITS[split_name],
     } | out
 
 
@@ -135,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True, choices=GRID_MODELS)
     ap.add_argument("--set", action="append", default=[], help="override key=value")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="ordinary", choices=list(SPLITS))
+    ap.add_argument("--quick", action="store_true", help="product: 2 epochs (smoke test)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file to append to")
     args = ap.parse_args(argv)
@@ -142,15 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    rep = run(args.dataset, args.data, args.model, parse_overrides(args.set), args.seed)
+    rep = run(args.dataset, args.data, args.model, parse_overrides(args.set), args.seed, args.split)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:
         f.write(json.dumps(rep, default=float) + "\n")
     v = rep["valid"]
+    cold = ""
+    if "valid_cold" in rep:
+        c, w = rep["valid_cold"], rep["valid_warm"]
+        cold = f"; cold hr@10 {c['hr@10']:.4f} ({c['n']} users), warm {w['hr@10']:.4f}"
     print(
         f"{rep['model']} {rep['overrides']}: valid hr@10 {v['hr@10']:.4f} ndcg@10 "
-        f"{v['ndcg@10']:.4f} best epoch {rep['best_epoch']} ({rep['train_seconds']:.0f} s, "
-        f"load {rep['load1_before']:.1f}->{rep['load1_after']:.1f})"
+        f"{v['ndcg@10']:.4f}{cold} best epoch {rep['best_epoch']} ({rep['train_seconds']:.0f} "
+        f"s, load {rep['load1_before']:.1f}->{rep['load1_after']:.1f})"
     )
     return 0
 

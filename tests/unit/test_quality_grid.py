@@ -31,3 +31,26 @@ def test_recipe_overrides_build_one_consistent_recipe() -> None:
     for bad in ("recipe.no_such", "recipe.name"):
         with pytest.raises(ValueError, match=bad):
             apply_recipe_overrides(base, {bad: 1})
+
+
+def test_product_grid_point_on_the_selection_split_reports_cold_and_warm(tmp_path) -> None:
+    """The product's recipe fields are overridable, and the selection split's validation
+    has cold targets (a further 10% of items held out of training), reported apart."""
+    import json
+
+    from bench.quality_grid import main
+
+    out = tmp_path / "grid.jsonl"
+    rc = main(
+        [
+            "--dataset", "sample", "--model", "product", "--split", "selection",
+            "--set", "recipe.history_len=20", "--quick", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    assert rep["recipe"]["history_len"] == 20 and rep["split"].startswith("cold-holdout")
+    assert rep["valid_cold"]["n"] > 0 and rep["valid_warm"]["n"] > 0
+    assert rep["valid_cold"]["n"] + rep["valid_warm"]["n"] == rep["valid"]["n"]
+    with pytest.raises(ValueError, match="recipe.x keys only"):
+        main(["--dataset", "sample", "--model", "product", "--set", "lr=1", "--out", str(out)])
