@@ -44,6 +44,9 @@ class AnchoredTrainConfig:
     #: P(an item's ID correction is zeroed) at each step, on input and output alike.
     id_dropout: float = 0.0
     use_ids: bool = True  # False: the content-only ablation (no ID table)
+    #: every training interaction a target (each history cut in windows of max_len);
+    #: False: each user's newest max_len + 1 items only, as SASRec trains
+    all_chunks: bool = False
     cvr_weight: float = 0.0  # > 0: the CVR head trained jointly (auxiliary BCE)
     batch_size: int = 128
     lr: float = 2e-3
@@ -91,6 +94,30 @@ def id_rows_for(train_counts: np.ndarray, row_items: list[str]) -> tuple[np.ndar
     for r in np.flatnonzero(train_counts > 0):
         rows[r] = vocab.setdefault(row_items[r], len(vocab))
     return rows, list(vocab)
+
+
+def training_sequences(
+    split: Split, max_len: int, all_chunks: bool
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(items, conversion labels) of each training sequence: every position predicts the next.
+
+    SASRec's way (``all_chunks=False``) keeps each user's newest ``max_len + 1`` items, so
+    a long history trains on its end only. ``all_chunks`` cuts the whole history into
+    consecutive chunks of ``max_len + 1`` (sharing one item at each seam), newest first:
+    every training interaction is a target once, with a window no longer than serving's.
+    """
+    out = []
+    for seq, conv in zip(split.train, split.train_conv, strict=True):
+        if len(seq) < 2:
+            continue
+        end = len(seq)
+        while end >= 2:
+            start = max(0, end - max_len - 1)
+            out.append((seq[start:end], conv[start:end]))
+            if not all_chunks:
+                break
+            end = start + 1
+    return out
 
 
 def left_pad(seqs: list[np.ndarray], length: int) -> np.ndarray:
@@ -160,21 +187,13 @@ def train_anchored(
     model, matrix, id_rows = build_model(cfg, content, counts, row_items or split.item_ids)
     max_len = model.cfg.net.max_len
     n_ids = model.cfg.net.n_ids
-    users = [s for s in split.train if len(s) >= 2]
-    if not users:
+    seqs = training_sequences(split, max_len, cfg.all_chunks)
+    if not seqs:
         raise ValueError("no user has two training interactions")
-    inp = torch.from_numpy(left_pad([s[:-1] for s in users], max_len))
-    pos = torch.from_numpy(left_pad([s[1:] for s in users], max_len))
-    conv = torch.from_numpy(
-        left_pad(
-            [
-                c[1:].astype(np.int64)
-                for c, s in zip(split.train_conv, split.train, strict=True)
-                if len(s) >= 2
-            ],
-            max_len,
-        )
-    )
+    inp = torch.from_numpy(left_pad([s[:-1] for s, _ in seqs], max_len))
+    pos = torch.from_numpy(left_pad([s[1:] for s, _ in seqs], max_len))
+    conv = torch.from_numpy(left_pad([c[1:].astype(np.int64) for _, c in seqs], max_len))
+    users = seqs
     with torch.no_grad():
         whitened = model.item_tower.whiten(matrix)
     allowed = torch.from_numpy(counts > 0)  # the softmax: items with training interactions

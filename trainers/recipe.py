@@ -137,10 +137,12 @@ class AnchoredRecipe:
     lr: float = 2e-3
     weight_decay: float = 0.0
     batch_size: int = 128
-    anchor: Literal["linear", "frozen"] = "linear"
+    anchor: Literal["linear", "frozen", "none"] = "linear"
     whiten_dim: int = 256
+    whiten: bool = True
     item_bias: bool = False
     use_ids: bool = True
+    all_chunks: bool = False  # every training interaction a target (windows of history_len)
     id_max_norm: float | None = 1.0
     id_dropout: float = 0.0
     cvr_weight: float = 0.0  # > 0: the CVR head trained jointly (auxiliary BCE)
@@ -165,6 +167,7 @@ class AnchoredRecipe:
             dropout=self.dropout,
             id_max_norm=self.id_max_norm,
             whiten_dim=self.whiten_dim,
+            whiten=self.whiten,
             anchor=self.anchor,
             item_bias=self.item_bias,
         )
@@ -172,6 +175,7 @@ class AnchoredRecipe:
             net=net,
             id_dropout=self.id_dropout,
             use_ids=self.use_ids,
+            all_chunks=self.all_chunks,
             cvr_weight=self.cvr_weight,
             batch_size=self.batch_size,
             lr=self.lr,

@@ -29,6 +29,7 @@ from learn_core.models.cvr import CVRConfig, CVRHead
 
 #: Bumped whenever a change would make old weights or configs load wrongly.
 ANCHORED_SCHEMA = "anchored-v1"
+ANCHORS = ("linear", "frozen", "none")
 #: Initial per-dimension spread of item vectors (SASRec's Xavier-initialised table is ~0.02-0.1).
 INIT_STD = 0.05
 
@@ -47,8 +48,11 @@ class AnchoredConfig:
     id_max_norm: float | None = 1.0
     #: Dimensions of the whitened content the anchor reads (at most ``content_dim``).
     whiten_dim: int = 256
+    #: False: the anchor reads the raw content's first ``whiten_dim`` dimensions (ablation).
+    whiten: bool = True
     #: "linear": a learned map of the whitened content; "frozen": its first ``d``
-    #: dimensions times one learned scale (the content space itself).
+    #: dimensions times one learned scale (the content space itself); "none": no
+    #: content at all (the ID-only ablation; an item without an ID row is a zero vector).
     anchor: str = "linear"
     #: One more dimension per vector: the item's score bias (from content, plus its ID
     #: correction), met by a constant 1 in the user's vector.
@@ -65,8 +69,10 @@ class AnchoredConfig:
     sim_decay: float = 0.7
 
     def __post_init__(self) -> None:
-        if self.anchor not in ("linear", "frozen"):
-            raise ValueError(f"anchor must be 'linear' or 'frozen', got {self.anchor!r}")
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {ANCHORS}, got {self.anchor!r}")
+        if self.anchor == "none" and (self.cold_path or self.sim_dim or self.item_bias):
+            raise ValueError("anchor 'none' (the ID-only ablation) takes no content blocks")
         if self.d % self.n_heads:
             raise ValueError("d must be divisible by n_heads")
         if not 1 <= self.whiten_dim <= self.content_dim:
@@ -147,17 +153,21 @@ class ItemVectors(nn.Module):
             # Item vectors start at about SASRec's scale (0.05 per dimension).
             nn.init.normal_(self.anchor.weight, std=INIT_STD * cfg.whiten_dim**-0.5)
             nn.init.zeros_(self.anchor.bias)
-        else:
+        elif cfg.anchor == "frozen":
             self.log_scale = nn.Parameter(torch.tensor(INIT_STD).log())
         # Zero-initialised: every item starts as its content (AlphaFuse); training moves
-        # the warm ones, within the bound.
+        # the warm ones, within the bound. Without content, IDs start random (SASRec's).
         self.ids = nn.Parameter(torch.zeros(cfg.n_ids, cfg.vec_dim))
+        if cfg.anchor == "none":
+            nn.init.normal_(self.ids, std=INIT_STD)
         #: Which item each ID row belongs to (set by training, saved beside the weights).
         self.vocab = IdVocab()
 
     @torch.no_grad()
     def fit_whitening(self, content: Tensor) -> None:
         """PCA whitening of ``content [N, D]``: centred, rotated, unit variance per dimension."""
+        if not self.cfg.whiten:
+            return  # the identity basis of __init__
         x = content.double()
         center = x.mean(0)
         cov = (x - center).T @ (x - center) / max(len(x) - 1, 1)
@@ -175,6 +185,8 @@ class ItemVectors(nn.Module):
     def content_part(self, whitened: Tensor) -> Tensor:
         if self.cfg.anchor == "linear":
             return self.anchor(whitened)
+        if self.cfg.anchor == "none":
+            return whitened.new_zeros(whitened.shape[0], self.cfg.vec_dim)
         return whitened[..., : self.cfg.d] * self.log_scale.exp()
 
     def corrections(self) -> Tensor:
