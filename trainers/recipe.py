@@ -146,6 +146,8 @@ class AnchoredRecipe:
     id_max_norm: float | None = 1.0
     id_dropout: float = 0.0
     cvr_weight: float = 0.0  # > 0: the CVR head trained jointly (auxiliary BCE)
+    #: evaluations (every 2 epochs) without validation NDCG@10 gain before stopping
+    patience: int = 5
 
     arch = "anchored"
     hybrid = False  # not the towers' concatenated-ID hybrid
@@ -181,6 +183,7 @@ class AnchoredRecipe:
             lr=self.lr,
             weight_decay=self.weight_decay,
             epochs=epochs,
+            patience=self.patience,
             seed=seed,
         )
 

@@ -63,11 +63,14 @@ def test_retrained_manifest_holds_the_contract_and_refuses_another_content_model
     assert report is not None and report.promoted and report.version is not None
     manifest = reg.manifest(report.version)
     # The product's named recipe, recorded with its settings (no overrides set here).
-    assert manifest["serving"] == {
-        "history_len": 6,
-        "pairing": PRODUCT_RECIPE.pairing,
-        "content_model": OURS,
-    }
+    serving = dict(manifest["serving"])
+    rows, digest = serving.pop("id_table_rows"), serving.pop("id_table_sha256")
+    assert serving == {"history_len": 6, "pairing": PRODUCT_RECIPE.pairing, "content_model": OURS}
+    # An ID table (one row per trained item, named by its vocabulary's digest) exactly
+    # when the product's recipe learns one.
+    learns_ids = getattr(PRODUCT_RECIPE, "use_ids", False) is True
+    assert (rows > 0) == learns_ids and (digest is not None) == learns_ids
+    assert rows <= len(items)
     assert manifest["extra"]["recipe"] == recipe_record(PRODUCT_RECIPE)
     assert manifest["content_model"] == OURS
     assert reg.load(report.version).serving.history_len == 6  # type: ignore[union-attr]
