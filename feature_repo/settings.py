@@ -27,7 +27,9 @@ Profile = Literal["embedded", "production"]
 class FeastSettings(BaseSettings):
     """Environment: ``LEARNREC_FEAST_<FIELD>`` (e.g. ``LEARNREC_FEAST_PROFILE=production``)."""
 
-    model_config = SettingsConfigDict(env_prefix="LEARNREC_FEAST_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="LEARNREC_FEAST_", extra="forbid", allow_inf_nan=False
+    )
 
     profile: Profile = "embedded"
     #: Feast project name; also names the default data dir and the Postgres table prefix.

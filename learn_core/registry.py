@@ -64,7 +64,9 @@ RETIRED = "RETIRED"
 class RegistrySettings(BaseSettings):
     """Where models live (env prefix ``LEARNREC_REGISTRY_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="LEARNREC_REGISTRY_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="LEARNREC_REGISTRY_", extra="forbid", allow_inf_nan=False
+    )
 
     root: str | None = Field(
         None,

@@ -42,15 +42,37 @@ def load(cls: type[T], **overrides: object) -> T:
     try:
         return cls(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        prefix = str(cls.model_config.get("env_prefix", ""))
         problems = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
             if not field:  # a cross-field check: its message names the settings itself
                 problems.append(err["msg"].removeprefix("Value error, "))
                 continue
-            problems.append(f"{prefix}{field.upper()}: {err['msg']} (got {err.get('input')!r})")
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{env_name(cls, field)}: {msg} (got {err.get('input')!r})")
         raise ConfigError(f"invalid {cls.__name__}: " + "; ".join(problems)) from None
+
+
+def env_name(cls: type[BaseSettings], field: str) -> str:
+    """The environment variable behind ``field`` (a field name or, as pydantic reports an
+    aliased field, its first alias): the alias that is set, else the prefixed name."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    info = cls.model_fields.get(field)
+    if info is None:  # reported by alias
+        info = next(
+            (
+                f
+                for f in cls.model_fields.values()
+                if field in (getattr(f.validation_alias, "choices", None) or ())
+            ),
+            None,
+        )
+    choices = [
+        str(c) for c in (getattr(getattr(info, "validation_alias", None), "choices", None) or ())
+    ]
+    if choices:
+        return next((c for c in choices if c in os.environ), choices[0]).upper()
+    return f"{prefix}{field}".upper()
 
 
 def env_names(cls: type[BaseSettings]) -> set[str]:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import types
+import typing
 from pathlib import Path
 
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 #: "module:Class" of every component's settings, in data-flow order.
@@ -47,6 +51,40 @@ def _default(field) -> str:  # noqa: ANN001 - pydantic FieldInfo
     return f"`{d}`"
 
 
+def is_numeric(field: FieldInfo) -> bool:
+    """Whether a field holds a number (``int``/``float``, optional or not; ``bool`` is not)."""
+    ann = field.annotation
+    args = (
+        typing.get_args(ann)
+        if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union
+        else (ann,)
+    )
+    return any(a in (int, float) for a in args)
+
+
+def _num(x: float) -> str:
+    if isinstance(x, float) and not x.is_integer():
+        return f"{x:g}"
+    return f"{int(x):,}".replace(",", "_")
+
+
+def value_range(field: FieldInfo) -> str:
+    """A numeric field's bounds as text (``0 < v ≤ 3_600``); "" for other fields."""
+    if not is_numeric(field):
+        return ""
+    lo = hi = ""
+    for m in field.metadata:
+        if isinstance(m, Ge):
+            lo = f"{_num(m.ge)} ≤ "
+        elif isinstance(m, Gt):
+            lo = f"{_num(m.gt)} < "
+        elif isinstance(m, Le):
+            hi = f" ≤ {_num(m.le)}"
+        elif isinstance(m, Lt):
+            hi = f" < {_num(m.lt)}"
+    return f"{lo}v{hi}" if lo or hi else "any"
+
+
 def _comments(cls: type) -> dict[str, str]:
     """Field descriptions written as ``#:`` comments above the field (Sphinx style)."""
     import inspect
@@ -71,11 +109,11 @@ def _comments(cls: type) -> dict[str, str]:
 
 
 def table() -> str:
-    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows = ["| variable | default | range | meaning |", "|---|---|---|---|"]
     for cls in _classes():
         prefix = str(cls.model_config.get("env_prefix", ""))
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else cls.__name__
-        rows.append(f"| **{cls.__name__}** | | {doc} |")
+        rows.append(f"| **{cls.__name__}** | | | {doc} |")
         notes = _comments(cls)
         for name, field in cls.model_fields.items():
             env = f"{prefix}{name}".upper()
@@ -83,7 +121,7 @@ def table() -> str:
             if alias is not None and hasattr(alias, "choices"):
                 env = " / ".join(str(c) for c in alias.choices)
             desc = (field.description or notes.get(name, "")).replace("|", "\\|")
-            rows.append(f"| `{env}` | {_default(field)} | {desc} |")
+            rows.append(f"| `{env}` | {_default(field)} | {value_range(field)} | {desc} |")
     return "\n".join(rows)
 
 

@@ -15,7 +15,9 @@ class RankingSettings(BaseSettings):
     rows and one CVR forward over them); larger requests are refused, not truncated.
     """
 
-    model_config = SettingsConfigDict(env_prefix="LEARNREC_RANKING_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="LEARNREC_RANKING_", extra="forbid", allow_inf_nan=False
+    )
 
     max_candidates: int = Field(1000, ge=1, le=100_000, description="items per rank request")
     max_k: int = Field(1000, ge=1, le=100_000, description="largest top-K for retrieval")

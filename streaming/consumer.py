@@ -36,19 +36,25 @@ log = logging.getLogger(__name__)
 class ConsumerSettings(BaseSettings):
     """Micro-batch loop settings; subclasses set the env prefix and the group."""
 
-    model_config = SettingsConfigDict(env_prefix="LEARNREC_CONSUMER_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="LEARNREC_CONSUMER_", extra="forbid", allow_inf_nan=False
+    )
 
     group_id: str = Field("learn-consumer", min_length=1, description="Kafka consumer group")
     max_batch: int = Field(500, ge=1, le=100_000, description="records per micro-batch")
     poll_timeout_ms: int = Field(100, ge=1, le=60_000, description="longest wait for a batch")
-    retry_backoff_s: float = Field(0.5, gt=0, description="first back-off after a failed write")
-    retry_max_backoff_s: float = Field(10.0, gt=0, description="back-off cap (doubles per failure)")
-    log_every_s: float = Field(10.0, gt=0, description="period of the progress log line")
+    retry_backoff_s: float = Field(
+        0.5, gt=0, le=3600, description="first back-off after a failed write"
+    )
+    retry_max_backoff_s: float = Field(
+        10.0, gt=0, le=3600, description="back-off cap (doubles per failure)"
+    )
+    log_every_s: float = Field(10.0, gt=0, le=86_400, description="period of the progress log line")
     auto_offset_reset: str = Field(
         "earliest", pattern="^(earliest|latest)$", description="where a new group starts"
     )
     commit_retry_s: float = Field(
-        60.0, gt=0, description="how long a failing offset commit is retried"
+        60.0, gt=0, le=86_400, description="how long a failing offset commit is retried"
     )
     pipeline: bool = Field(
         False,

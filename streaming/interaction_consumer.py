@@ -56,7 +56,9 @@ log = logging.getLogger(__name__)
 class InteractionConsumerSettings(ConsumerSettings):
     """Interaction consumer (env prefix ``LEARNREC_INTERACTION_CONSUMER_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="LEARNREC_INTERACTION_CONSUMER_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="LEARNREC_INTERACTION_CONSUMER_", extra="forbid", allow_inf_nan=False
+    )
 
     group_id: str = Field("learn-interaction-consumer", min_length=1)
     max_batch: int = Field(
@@ -69,12 +71,17 @@ class InteractionConsumerSettings(ConsumerSettings):
         description="H: items kept per user; the model's own window (its serving contract) "
         "is embedded, and a smaller H than that is refused at start-up",
     )
-    content_cache_entries: int = Field(200_000, ge=1, description="LRU of content vectors")
-    reload_check_s: float = Field(5.0, ge=0, description="how often to ask the registry")
+    content_cache_entries: int = Field(
+        200_000, ge=1, le=100_000_000, description="LRU of content vectors"
+    )
+    reload_check_s: float = Field(5.0, ge=0, le=3600, description="how often to ask the registry")
     torch_threads: int = Field(1, ge=1, le=64, description="intra-op threads of the forward")
-    lag_every_s: float = Field(5.0, gt=0, description="period of the consumer-lag gauge")
+    lag_every_s: float = Field(5.0, gt=0, le=3600, description="period of the consumer-lag gauge")
     held_recheck_s: float = Field(
-        1.0, gt=0, description="when idle, how often held users are re-checked for content"
+        1.0,
+        gt=0,
+        le=3600,
+        description="when idle, how often held users are re-checked for content",
     )
     pipeline: bool = Field(
         True,

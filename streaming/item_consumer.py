@@ -37,11 +37,15 @@ log = logging.getLogger(__name__)
 class ItemConsumerSettings(ConsumerSettings):
     """Item consumer (env prefix ``LEARNREC_ITEM_CONSUMER_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="LEARNREC_ITEM_CONSUMER_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="LEARNREC_ITEM_CONSUMER_", extra="forbid", allow_inf_nan=False
+    )
 
     group_id: str = Field("learn-item-consumer", min_length=1, description="Kafka consumer group")
     max_batch: int = Field(256, ge=1, le=100_000, description="records per micro-batch")
-    cache_entries: int = Field(200_000, ge=0, description="in-process embedding cache size")
+    cache_entries: int = Field(
+        200_000, ge=0, le=100_000_000, description="in-process embedding cache size"
+    )
     disk_cache: bool = Field(True, description="persist the embedding cache in the cache dir")
 
 

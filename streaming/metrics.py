@@ -24,7 +24,9 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 class MetricsSettings(BaseSettings):
     """Environment: ``LEARNREC_METRICS_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="LEARNREC_METRICS_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="LEARNREC_METRICS_", extra="forbid", allow_inf_nan=False
+    )
 
     enabled: bool = False
     port: int = Field(9108, ge=0, le=65535, description="0 = any free port")

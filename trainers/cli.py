@@ -24,16 +24,20 @@ class TrainSettings(ProductRecipeSettings):
     The recipe is the product's named one unless ``LEARNREC_TRAIN_RECIPE`` says otherwise.
     """
 
-    model_config = SettingsConfigDict(env_prefix="LEARNREC_TRAIN_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="LEARNREC_TRAIN_", extra="forbid", allow_inf_nan=False
+    )
 
     dataset: str = Field("sample", description="sample | ml-100k | ml-1m-subset")
     data: Path | None = Field(
         None, description="data directory (MovieLens); default: shipped sample"
     )
-    epochs: int = Field(20, ge=1)
-    cvr_epochs: int = Field(3, ge=0, description="separate CVR stage on frozen towers (0 = skip)")
-    seed: int = 0
-    threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    epochs: int = Field(20, ge=1, le=1000)
+    cvr_epochs: int = Field(
+        3, ge=0, le=1000, description="separate CVR stage on frozen towers (0 = skip)"
+    )
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed")
+    threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads")
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ import base64
 import uuid
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from learn_core.settings import cache_dir
@@ -25,7 +25,9 @@ LOCALHOST = "127.0.0.1"
 class BrokerSettings(BaseSettings):
     """How the local broker is fetched and run; defaults suit a 2-core laptop."""
 
-    model_config = SettingsConfigDict(env_prefix="LEARNREC_BROKER_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="LEARNREC_BROKER_", extra="forbid", allow_inf_nan=False
+    )
 
     #: Kafka release fetched from Maven Central; keep in step with pom.xml's kafka.version.
     version: str = "4.3.1"
@@ -39,12 +41,14 @@ class BrokerSettings(BaseSettings):
     heap_max: str = "512m"
     heap_min: str = "128m"
     extra_jvm_opts: str = ""
-    start_timeout_s: float = 90.0
-    stop_timeout_s: float = 30.0
+    #: How long `learnrec kafka up` waits for the broker to answer.
+    start_timeout_s: float = Field(90.0, gt=0, le=3600)
+    #: How long `learnrec kafka down` waits before it kills the broker.
+    stop_timeout_s: float = Field(30.0, gt=0, le=3600)
     auto_create_topics: bool = False
     #: Partitions of the consumer-offsets topic, created on first group use; Kafka's 50
     #: take seconds to create on a small machine, and one broker gains nothing from them.
-    offsets_partitions: int = 4
+    offsets_partitions: int = Field(4, ge=1, le=1024)
     log_level: str = "INFO"
 
     def up_data_dir(self) -> Path:

@@ -34,7 +34,9 @@ POOLING = "masked-mean-l2"
 class EmbedderSettings(BaseSettings):
     """Content-model settings (env prefix ``LEARNREC_EMBEDDER_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="LEARNREC_EMBEDDER_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="LEARNREC_EMBEDDER_", extra="forbid", allow_inf_nan=False
+    )
 
     model: str = Field(
         DEFAULT_MODEL,
@@ -49,7 +51,7 @@ class EmbedderSettings(BaseSettings):
     batch_size: int = Field(64, ge=1, le=4096, description="texts per forward pass")
     max_length: int = Field(256, ge=8, le=32768, description="tokens kept per item text")
     trust_remote_code: bool = Field(False, description="needed by some LLMs (e.g. Baichuan)")
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads (CPU)")
+    threads: int | None = Field(None, ge=1, le=1024, description="torch intra-op threads (CPU)")
 
 
 class HFEmbedder:

@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 class RetrainSettings(ProductRecipeSettings):
     """Retraining job (env prefix ``LEARNREC_RETRAIN_``): the product's named recipe by default."""
 
-    model_config = SettingsConfigDict(env_prefix="LEARNREC_RETRAIN_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="LEARNREC_RETRAIN_", extra="forbid", allow_inf_nan=False
+    )
 
     holdout_fraction: float = Field(
         0.1, gt=0, lt=0.9, description="newest share of interactions held out for evaluation"
@@ -54,21 +56,29 @@ class RetrainSettings(ProductRecipeSettings):
     tolerance: float = Field(0.005, ge=0, le=1, description="HR@10 the candidate may lose")
     epochs: int = Field(6, ge=1, le=1000)
     patience: int = Field(2, ge=1, le=100)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=1, le=65_536)
     history_len: int = Field(50, ge=1, le=64, description="H; same as the interaction consumer")
     target_len: int | None = Field(
         None, ge=1, le=64, description="T: items after each position (unset: the recipe's)"
     )
-    windows_per_user: int = Field(8, ge=1)
-    cvr_epochs: int = Field(3, ge=1)
-    min_interactions: int = Field(50, ge=1, description="fewer: the job does nothing")
+    windows_per_user: int = Field(8, ge=1, le=10_000)
+    cvr_epochs: int = Field(3, ge=1, le=1000)
+    min_interactions: int = Field(
+        50, ge=1, le=1_000_000_000, description="fewer: the job does nothing"
+    )
     catchup_delay_s: float = Field(
-        6.0, ge=0, description="second catch-up after the switch (> consumers' reload period)"
+        6.0,
+        ge=0,
+        le=3600,
+        description="second catch-up after the switch (> consumers' reload period)",
     )
     retire_grace_s: float = Field(
-        600.0, ge=0, description="a replaced version's online rows are purged after this"
+        600.0,
+        ge=0,
+        le=2_592_000,
+        description="a replaced version's online rows are purged after this (at most 30 days)",
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed")
     torch_threads: int = Field(2, ge=1, le=64)
 
 

@@ -25,13 +25,19 @@ JOBS = ("retrain", "backfill")
 class SchedulerSettings(BaseSettings):
     """Scheduler (env prefix ``LEARNREC_SCHEDULER_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="LEARNREC_SCHEDULER_", extra="forbid")
-
-    retrain_every_min: float = Field(360.0, gt=0, description="period of the retrain job")
-    backfill_every_min: float | None = Field(
-        None, gt=0, description="optional re-backfill of the current version"
+    model_config = SettingsConfigDict(
+        env_prefix="LEARNREC_SCHEDULER_", extra="forbid", allow_inf_nan=False
     )
-    misfire_grace_s: int = Field(3600, ge=1, description="late runs within this still run")
+
+    retrain_every_min: float = Field(
+        360.0, gt=0, le=43_200, description="period of the retrain job (at most 30 days)"
+    )
+    backfill_every_min: float | None = Field(
+        None, gt=0, le=43_200, description="optional re-backfill of the current version"
+    )
+    misfire_grace_s: int = Field(
+        3600, ge=1, le=604_800, description="late runs within this still run"
+    )
     jobstore_path: Path | None = Field(None, description="default cache_dir()/jobs/jobs.sqlite")
 
     def store_path(self) -> Path:
