@@ -32,9 +32,15 @@ def admin_client(bootstrap: str, *, timeout_ms: int = 30_000) -> Iterator[KafkaA
     """A short-lived admin client, closed on exit."""
     from kafka import KafkaAdminClient
 
-    client = KafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, client_id="learnrec-admin"
-    )
+    from streaming.kafka_io import BOOTSTRAP_TIMEOUT_MS, reaching
+
+    with reaching(bootstrap):
+        client = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            request_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+            client_id="learnrec-admin",
+        )
     try:
         yield client
     finally:
@@ -135,9 +141,15 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """Log-end offset of each partition of ``topic`` (the offset the next record will get)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="learnrec-offsets"
-    )
+    from streaming.kafka_io import BOOTSTRAP_TIMEOUT_MS, reaching
+
+    with reaching(bootstrap):
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            client_id="learnrec-offsets",
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+        )
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
+from typing import BinaryIO
 
-from learn_core.settings import load
+from learn_core.settings import InputError, load
 from streaming.settings import KafkaSettings
 
 
@@ -57,7 +58,7 @@ def _produce(args: argparse.Namespace) -> int:
 
     k = load(KafkaSettings)
     limits = limits_from_env()
-    stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    stream = sys.stdin.buffer if args.file == "-" else _open_input(args.file)
     bad = 0
     with stream, EventProducer(_bootstrap(k), k) as producer:
         for n, line in enumerate(stream, 1):
@@ -72,6 +73,14 @@ def _produce(args: argparse.Namespace) -> int:
         sent = producer.sent
     print(f"sent {sent} events, rejected {bad}")
     return 1 if bad else 0
+
+
+def _open_input(path: str) -> BinaryIO:
+    """The events file, opened before any broker is reached; a bad path is one line."""
+    try:
+        return open(path, "rb")  # noqa: SIM115 - closed by the caller's ``with``
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -4,13 +4,54 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from learn_core.settings import ConfigError, load
+from learn_core.settings import ConfigError, ServiceUnavailableError, load
 from streaming.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+#: How long a new client waits for a first answer from the bootstrap servers
+#: (kafka-python's ``bootstrap_timeout_ms``; its default, 30 s, kept a command with a
+#: wrong address waiting half a minute). A broker that runs answers in milliseconds.
+BOOTSTRAP_TIMEOUT_MS = 5_000
+
+#: kafka-python's loggers that report each failed first connection (one WARNING and two
+#: ERROR lines per retry); ``reaching`` says it once instead.
+_BOOTSTRAP_LOGGERS = ("kafka.net.manager", "kafka.net.connection")
+
+
+def _not_bootstrap(record: logging.LogRecord) -> bool:
+    text = record.getMessage().lower()
+    return "bootstrap" not in text and not text.startswith("connection failed")
+
+
+@contextmanager
+def reaching(bootstrap: str) -> Iterator[None]:
+    """Around a client's construction: no broker answering is one line naming the setting.
+
+    While it runs, kafka-python's per-retry lines about the bootstrap connection are
+    dropped (debug logging keeps them): either it succeeds or the error says it all.
+    """
+    from kafka.errors import KafkaTimeoutError
+
+    quiet = not logging.getLogger().isEnabledFor(logging.DEBUG)
+    loggers = [logging.getLogger(n) for n in _BOOTSTRAP_LOGGERS] if quiet else []
+    for lg in loggers:
+        lg.addFilter(_not_bootstrap)
+    try:
+        yield
+    except KafkaTimeoutError as exc:
+        raise ServiceUnavailableError(
+            f"no Kafka broker answered at {bootstrap} within "
+            f"{BOOTSTRAP_TIMEOUT_MS / 1000:.0f}s ({exc}); check KAFKA_BOOTSTRAP_SERVERS "
+            "(unset: the broker of `learnrec kafka up`)"
+        ) from None
+    finally:
+        for lg in loggers:
+            lg.removeFilter(_not_bootstrap)
 
 
 #: How a command finds its broker when no bootstrap is configured. Unset in a production
@@ -51,9 +92,11 @@ def make_producer(bootstrap: str, **overrides: Any) -> Any:
         max_in_flight_requests_per_connection=1,  # keeps per-key order through retries
         batch_size=256 * 1024,
         compression_type=None,
+        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
     )
     cfg.update(overrides)
-    return KafkaProducer(**cfg)
+    with reaching(bootstrap):
+        return KafkaProducer(**cfg)
 
 
 def make_consumer(
@@ -71,9 +114,11 @@ def make_consumer(
         fetch_max_wait_ms=50,
         session_timeout_ms=30_000,
         max_poll_interval_ms=600_000,
+        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
     )
     cfg.update(overrides)
-    return KafkaConsumer(*topics, **cfg)
+    with reaching(bootstrap):
+        return KafkaConsumer(*topics, **cfg)
 
 
 def prepare_kafka(settings: KafkaSettings | None = None) -> tuple[KafkaSettings, str]:

@@ -49,3 +49,22 @@ def test_rank_without_a_model_is_a_message(tmp_path: Path) -> None:
     assert out.returncode == 1, out.stderr[-3000:]
     assert "error: no model has been promoted yet" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_produce_of_a_missing_file_is_one_line() -> None:
+    # A closed port: the file is opened before any broker is needed.
+    out = run_learnrec("produce", "/nonexistent.jsonl", KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == "error: cannot read /nonexistent.jsonl: No such file or directory\n"
+
+
+def test_the_readme_placeholder_bootstrap_is_one_line(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    out = run_learnrec("produce", str(events), KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:XXXXX")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == (
+        "configuration error: invalid KafkaSettings: KAFKA_BOOTSTRAP_SERVERS: entry "
+        "'127.0.0.1:XXXXX': port 'XXXXX' is not a number from 1 to 65535 "
+        "(got '127.0.0.1:XXXXX')\n"
+    )
