@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,9 +22,14 @@ BOOTSTRAP_TIMEOUT_MS = 5_000
 #: kafka-python's loggers that report each failed first connection (one WARNING and two
 #: ERROR lines per retry); ``reaching`` says it once instead.
 _BOOTSTRAP_LOGGERS = ("kafka.net.manager", "kafka.net.connection")
+#: Clients being built right now (several threads may build at once).
+_building = 0
+_building_lock = threading.Lock()
 
 
 def _not_bootstrap(record: logging.LogRecord) -> bool:
+    if not _building:
+        return True
     text = record.getMessage().lower()
     return "bootstrap" not in text and not text.startswith("connection failed")
 
@@ -37,10 +43,13 @@ def reaching(bootstrap: str) -> Iterator[None]:
     """
     from kafka.errors import KafkaTimeoutError
 
+    global _building
     quiet = not logging.getLogger().isEnabledFor(logging.DEBUG)
-    loggers = [logging.getLogger(n) for n in _BOOTSTRAP_LOGGERS] if quiet else []
-    for lg in loggers:
-        lg.addFilter(_not_bootstrap)
+    if quiet:
+        with _building_lock:
+            _building += 1
+            for name in _BOOTSTRAP_LOGGERS:  # a filter is added once, however often
+                logging.getLogger(name).addFilter(_not_bootstrap)
     try:
         yield
     except KafkaTimeoutError as exc:
@@ -50,8 +59,9 @@ def reaching(bootstrap: str) -> Iterator[None]:
             "(unset: the broker of `learnrec kafka up`)"
         ) from None
     finally:
-        for lg in loggers:
-            lg.removeFilter(_not_bootstrap)
+        if quiet:
+            with _building_lock:
+                _building -= 1
 
 
 #: How a command finds its broker when no bootstrap is configured. Unset in a production
