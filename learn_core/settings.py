@@ -45,10 +45,10 @@ def load(cls: type[T], **overrides: object) -> T:
         problems = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
-            if not field:  # a cross-field check: its message names the settings itself
-                problems.append(err["msg"].removeprefix("Value error, "))
-                continue
             msg = err["msg"].removeprefix("Value error, ")
+            if not field:  # a cross-field check: its message names the settings itself
+                problems.append(msg)
+                continue
             problems.append(f"{env_name(cls, field)}: {msg} (got {err.get('input')!r})")
         raise ConfigError(f"invalid {cls.__name__}: " + "; ".join(problems)) from None
 
