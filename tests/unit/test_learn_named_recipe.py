@@ -7,6 +7,8 @@ import pytest
 
 from learn_core.models import FrozenContent, HybridItemInputs
 from trainers.recipe import (
+    ANCHORED,
+    CONTENT_CATALOGUE_CVR,
     CONTENT_SLIDING,
     HYBRID_CATALOGUE,
     PRODUCT_RECIPE,
@@ -68,8 +70,19 @@ def test_item_inputs_are_content_or_content_plus_warm_ids() -> None:
     assert np.all(ids[[1, 3]] == 0) and np.all(np.abs(ids[[0, 2]]).sum(1) > 0)
 
 
-def test_product_recipe_trains_the_cvr_head_jointly() -> None:
-    """The third pass's validation winner: content-catalogue plus the joint CVR loss."""
-    cfg = PRODUCT_RECIPE.train_config(input_dim=8, epochs=1)
+def test_content_recipe_trains_the_cvr_head_jointly() -> None:
+    """The towers' validation winner (the benchmark's ``learn``): content-catalogue plus
+    the joint CVR loss."""
+    cfg = CONTENT_CATALOGUE_CVR.train_config(input_dim=8, epochs=1)
     assert (cfg.task.negatives, cfg.task.temperature) == ("catalogue", 0.1)
-    assert cfg.task.cvr_weight == PRODUCT_RECIPE.cvr_weight > 0
+    assert cfg.task.cvr_weight == CONTENT_CATALOGUE_CVR.cvr_weight > 0
+
+
+def test_product_recipe_is_the_anchored_hybrid_chosen_on_validation() -> None:
+    """docs/quality.md's rule chose ``anchored``: every interaction a target, the ID
+    correction unbounded, SASRec+CE's patience."""
+    assert PRODUCT_RECIPE is ANCHORED and PRODUCT_RECIPE.servable
+    cfg = ANCHORED.train_config(epochs=3, seed=4)
+    assert cfg.all_chunks and cfg.use_ids and cfg.net.id_max_norm is None
+    assert (cfg.epochs, cfg.seed, cfg.patience) == (3, 4, 10)
+    assert cfg.net.max_len == ANCHORED.history_len

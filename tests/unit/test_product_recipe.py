@@ -17,8 +17,11 @@ import pytest
 from learn_core.settings import ConfigError, load
 from trainers.cli import TrainSettings
 from trainers.jobs.retrain import RetrainSettings
-from trainers.recipe import PRODUCT_RECIPE, RECIPES
+from trainers.recipe import CONTENT_CATALOGUE_CVR, PRODUCT_RECIPE, RECIPES
 from trainers.train import TrainConfig, recipe_record, train
+
+#: A LEARN-tower recipe, whose pairing and item tower the settings may override.
+TOWERS = CONTENT_CATALOGUE_CVR
 
 
 @pytest.fixture(autouse=True)
@@ -37,18 +40,20 @@ def test_default_is_the_product_recipe(cls: type) -> None:
 
 
 def test_env_overrides_single_values_and_are_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
-    other = 3 if PRODUCT_RECIPE.item_variant != 3 else 2
+    """Single-value overrides of a LEARN-tower recipe (the anchored hybrid has none)."""
+    monkeypatch.setenv("LEARNREC_TRAIN_RECIPE", TOWERS.name)
+    other = 3 if TOWERS.item_variant != 3 else 2
     monkeypatch.setenv("LEARNREC_TRAIN_ITEM_VARIANT", str(other))
     r = load(TrainSettings).effective_recipe()
-    assert r.item_variant == other and r.pairing == PRODUCT_RECIPE.pairing
+    assert r.item_variant == other and r.pairing == TOWERS.pairing
     rec = recipe_record(r)
-    assert rec["name"] == PRODUCT_RECIPE.name and rec["item_variant"] == other
+    assert rec["name"] == TOWERS.name and rec["item_variant"] == other
     assert rec["overrides"] == {"item_variant": other}
     # The old library default, window pairing + variant 1, unless the recipe's softmax
     # needs the sliding pairing: then the start-up names the variable.
     monkeypatch.setenv("LEARNREC_TRAIN_PAIRING", "window")
     monkeypatch.setenv("LEARNREC_TRAIN_ITEM_VARIANT", "1")
-    if PRODUCT_RECIPE.negatives == "catalogue":
+    if TOWERS.negatives == "catalogue":
         with pytest.raises(ConfigError, match="LEARNREC_TRAIN_PAIRING must be sliding"):
             load(TrainSettings)
     else:
@@ -123,16 +128,16 @@ def test_train_uses_the_recipe_and_the_manifest_records_it(
 
     monkeypatch.setattr(datasets, "load_dataset", small)
     # one value overridden, so that the record's "overrides" is not trivially empty
-    other = 3 if PRODUCT_RECIPE.item_variant != 3 else 2
-    recipe = replace(PRODUCT_RECIPE, item_variant=other)
+    other = 3 if TOWERS.item_variant != 3 else 2
+    recipe = replace(TOWERS, item_variant=other)
     res = train(
         TrainConfig(epochs=1, cvr_epochs=0, recipe=recipe, registry=tmp_path / "reg"),
         embedder=_Planted(),
     )
-    assert res.serving.pairing == PRODUCT_RECIPE.pairing
+    assert res.serving.pairing == TOWERS.pairing
     manifest = json.loads(next((tmp_path / "reg").rglob("manifest.json")).read_text())
     saved = manifest["extra"]["recipe"]
     assert saved == recipe_record(recipe) == res.recipe
-    assert saved["name"] == PRODUCT_RECIPE.name and saved["overrides"] == {"item_variant": other}
-    assert manifest["serving"]["pairing"] == PRODUCT_RECIPE.pairing
+    assert saved["name"] == TOWERS.name and saved["overrides"] == {"item_variant": other}
+    assert manifest["serving"]["pairing"] == TOWERS.pairing
     assert manifest["config"]["tower"]["item_variant"] == other  # the towers it trained
