@@ -159,7 +159,15 @@ def build_model(
     else:
         rows, vocab = np.full(len(train_counts), -1, dtype=np.int64), []
     net = AnchoredConfig(
-        **(asdict(cfg.net) | {"content_dim": content.shape[1], "n_ids": len(vocab)})
+        **(
+            asdict(cfg.net)
+            | {
+                "content_dim": content.shape[1],
+                # a content model narrower than the whitening keeps all its dimensions
+                "whiten_dim": min(cfg.net.whiten_dim, content.shape[1]),
+                "n_ids": len(vocab),
+            }
+        )
     )
     model = AnchoredModel(AnchoredModelConfig(net, CVRConfig(in_dim=net.out_dim)))
     model.item_tower.vocab = IdVocab(vocab)

@@ -31,6 +31,8 @@ from learn_core.models.sequence import SequenceTower, left_align_right, recency_
 #: Bumped whenever a change would make old weights or configs load wrongly.
 ANCHORED_SCHEMA = "anchored-v1"
 ANCHORS = ("linear", "frozen", "none")
+#: Whitened directions whose variance is below this share of the largest are dropped.
+RANK_TOL = 1e-6
 #: Initial per-dimension spread of item vectors (SASRec's Xavier-initialised table is ~0.02-0.1).
 INIT_STD = 0.05
 
@@ -174,7 +176,12 @@ class ItemVectors(nn.Module):
         cov = (x - center).T @ (x - center) / max(len(x) - 1, 1)
         eigval, eigvec = torch.linalg.eigh(cov)
         order = eigval.argsort(descending=True)[: self.cfg.whiten_dim]
-        scale = eigval[order].clamp(min=1e-8).rsqrt()
+        top = eigval[order]
+        # Directions the catalogue does not span (fewer items than dimensions, or a
+        # degenerate content model) carry no signal: scaling them up to unit variance
+        # would blow a new item's rounding noise up into its vector, so they are zeroed.
+        spanned = top > RANK_TOL * top[0].clamp(min=1e-30)
+        scale = torch.where(spanned, top.clamp(min=1e-30).rsqrt(), torch.zeros_like(top))
         self.center.copy_(center.float())
         self.basis.copy_((eigvec[:, order] * scale).float())
         self.spread.copy_(eigval[order].clamp(min=0).sqrt().float())

@@ -74,6 +74,28 @@ def test_padding_and_layout_do_not_change_a_users_vector() -> None:
     )
 
 
+def test_whitening_drops_directions_the_catalogue_does_not_span() -> None:
+    """Five items in 12 dimensions span at most 4 directions: a new item's vector stays
+    on the catalogue's scale instead of its rounding noise being scaled up by ~1e4."""
+    torch.manual_seed(0)
+    cfg = AnchoredConfig(content_dim=12, d=8, max_len=6, whiten_dim=10, n_ids=0)
+    model = AnchoredModel(AnchoredModelConfig(cfg, CVRConfig(in_dim=cfg.out_dim)))
+    known = torch.randn(5, 12)
+    model.item_tower.fit_whitening(known)
+    assert int((model.item_tower.basis.abs().sum(0) > 0).sum()) == 4
+    new = model.item_tower.whiten(torch.randn(3, 12))
+    assert torch.isfinite(new).all() and new.abs().max() < 100
+
+
+def test_a_content_model_narrower_than_the_whitening_trains() -> None:
+    """whiten_dim (256 by default) is capped at the content model's width."""
+    split, inputs = planted(20, 30, 8, seed=0, dim=16)
+    cfg = AnchoredTrainConfig(epochs=1, batch_size=16, seed=0)
+    cfg.net.d, cfg.net.max_len = 8, 6
+    res = train_anchored(cfg, split, inputs.matrix.numpy())
+    assert res.model.item_tower.cfg.whiten_dim == 16
+
+
 def test_id_rows_are_per_item_and_only_for_trained_items() -> None:
     rows, vocab = id_rows_for(np.array([2, 0, 1, 3]), ["a", "b", "c", "a"])
     assert rows.tolist() == [0, -1, 1, 0] and vocab == ["a", "c"]
