@@ -63,6 +63,19 @@ NUL_CHARACTER = "nul_character"
 DUPLICATE_CONFLICT = "duplicate_event_id_conflict"
 
 
+def _not_json_detail(raw: bytes, exc: ValueError) -> str:
+    """Which of the two it is: bytes that are not UTF-8, or UTF-8 text that is not JSON.
+
+    orjson reports invalid UTF-8 as "str is not valid UTF-8: surrogates not allowed",
+    which names the wrong cause; the bytes are checked here, on the error path only.
+    """
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"not valid UTF-8: byte 0x{raw[bad.start]:02x} at offset {bad.start}"
+    return f"not valid JSON: {exc}"[:300]
+
+
 def decode(
     raw: bytes | None,
     *,
@@ -84,7 +97,7 @@ def decode(
     except JsonTooDeep as exc:
         return Rejection(TOO_DEEP, str(exc))
     except ValueError as exc:  # orjson.JSONDecodeError included
-        return Rejection(NOT_JSON, f"not valid UTF-8 JSON: {exc}"[:300])
+        return Rejection(NOT_JSON, _not_json_detail(raw, exc))
     if not isinstance(obj, dict):
         return Rejection(SCHEMA, f"expected a JSON object, got {type(obj).__name__}")
     kind = obj.get("type")

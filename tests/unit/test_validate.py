@@ -96,6 +96,23 @@ def test_not_json(raw: bytes | None) -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        (b"not json", "not valid JSON: "),  # ASCII: a JSON problem, not an encoding one
+        (b'{"type": ', "not valid JSON: "),
+        (b"\xef\xbb\xbf{}", "not valid JSON: "),  # a BOM: valid UTF-8, refused by strict JSON
+        (b"\xff\xfe garbage", "not valid UTF-8: byte 0xff at offset 0"),
+        (b'{"title": "caf\xe9"}', "not valid UTF-8: byte 0xe9 at offset 14"),  # Latin-1
+    ],
+)
+def test_not_json_detail_names_the_cause(raw: bytes, detail: str) -> None:
+    out = decode(raw, limits=LIM, now=NOW)
+    assert isinstance(out, Rejection) and out.reason == NOT_JSON
+    assert out.detail.startswith(detail), out.detail
+    assert "UTF-8 JSON" not in out.detail  # the old wording, which named both causes
+
+
+@pytest.mark.parametrize(
     "obj",
     [
         [1, 2],
