@@ -68,3 +68,21 @@ def test_the_readme_placeholder_bootstrap_is_one_line(tmp_path: Path) -> None:
         "'127.0.0.1:XXXXX': port 'XXXXX' is not a number from 1 to 65535 "
         "(got '127.0.0.1:XXXXX')\n"
     )
+
+
+def test_evaluate_without_a_model_stops_before_any_embedding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from trainers import cli
+
+    def no_embedding(*_: object) -> None:
+        raise AssertionError("evaluate loaded the data set and embedded it before the check")
+
+    monkeypatch.setattr(cli, "_prepare", no_embedding)
+    args = argparse.Namespace(
+        dataset=None, data=None, epochs=None, registry=tmp_path / "registry", version=None
+    )
+    assert cli._evaluate(args) == 2
+    assert "no current model" in capsys.readouterr().out
