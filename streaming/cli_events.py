@@ -114,11 +114,15 @@ def _dlq(args: argparse.Namespace) -> int:
 
     k = load(KafkaSettings)
     consumer = make_consumer(_bootstrap(k), [k.dlq_topic], group_id=None, consumer_timeout_ms=2000)
+    seen = 0
     try:
-        for n, rec in enumerate(consumer):
-            if n >= args.max:
+        for rec in consumer:
+            seen += 1
+            if seen > args.max:
                 break
             print(describe(rec.headers, rec.value))
     finally:
         consumer.close()
+    if not seen:  # silence read as "the command did not work"
+        print(f"no dead letters in {k.dlq_topic}")
     return 0

@@ -86,3 +86,44 @@ def test_evaluate_without_a_model_stops_before_any_embedding(
     )
     assert cli._evaluate(args) == 2
     assert "no current model" in capsys.readouterr().out
+
+
+class _Records:
+    """A consumer's iteration and close(), with no broker."""
+
+    def __init__(self, values: list[bytes]) -> None:
+        from types import SimpleNamespace
+
+        self.records = [SimpleNamespace(headers=[], value=v) for v in values]
+        self.closed = False
+
+    def __iter__(self) -> object:
+        return iter(self.records)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(("values", "limit"), [([], 20), ([b"x"], 20), ([b"x", b"y"], 1)])
+def test_dlq_says_when_the_topic_is_empty(
+    values: list[bytes],
+    limit: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import argparse
+
+    import streaming.kafka_io
+    from streaming import cli_events
+
+    records = _Records(values)
+    monkeypatch.setenv("LEARNREC_KAFKA_DLQ_TOPIC", "test.dlq")
+    monkeypatch.setattr(cli_events, "_bootstrap", lambda _k: "127.0.0.1:1")
+    monkeypatch.setattr(streaming.kafka_io, "make_consumer", lambda *_a, **_k: records)
+    assert cli_events._dlq(argparse.Namespace(max=limit)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert records.closed
+    if values:
+        assert len(out) == min(limit, len(values)) and "no dead letters" not in out[0]
+    else:
+        assert out == ["no dead letters in test.dlq"]
