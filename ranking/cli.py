@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ranking.core import SORT_SCORE, SORTS
+
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the ranking reader over HTTP (FastAPI + uvicorn)")
@@ -13,9 +15,22 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=None, help="port (default LEARNREC_RANKING_PORT)")
     p.set_defaults(func=_serve)
 
-    r = sub.add_parser("rank", help="rank candidates (or retrieve the top-K) for one user")
+    r = sub.add_parser(
+        "rank",
+        help="rank candidates (or retrieve the top-K) for one user",
+        description="Scores each candidate for the user and prints JSON: the candidates by "
+        "score (cvr), best first, then those without a score (status unknown or stale) in "
+        "the order given; --sort request keeps the order given. With no candidates, the "
+        "top-K items by score.",
+    )
     r.add_argument("user_id")
     r.add_argument("item_ids", nargs="*", help="candidates; none: retrieve the top-K instead")
+    r.add_argument(
+        "--sort",
+        choices=SORTS,
+        default=SORT_SCORE,
+        help="order of the candidates: score (best first; default) or request (as given)",
+    )
     r.add_argument("-k", type=int, default=10, help="top-K when no candidates are given")
     r.add_argument("--full", action="store_true", help="include the vectors in the output")
     r.set_defaults(func=_rank)
@@ -46,7 +61,7 @@ def _rank(args: argparse.Namespace) -> int:
     reader = open_reader()
     try:
         if args.item_ids:
-            out = reader.rank(args.user_id, args.item_ids).to_dict()
+            out = reader.rank(args.user_id, args.item_ids).ordered(args.sort).to_dict()
             if not args.full:
                 out.pop("user_embedding")
                 for it in out["items"]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -20,6 +20,12 @@ from learn_core.serving import VersionError  # noqa: F401
 #: Per-item status in a response. ``stale``: the store holds a row of another model
 #: version (e.g. mid-backfill); it is reported, never scored with this version's model.
 OK, UNKNOWN, STALE = "ok", "unknown", "stale"
+
+#: Orders of a rank answer's candidates: by score, best first (the default of ``/rank`` and
+#: ``learnrec rank``), or as the request listed them (``RankingReader.rank``'s own order).
+Sort = Literal["score", "request"]
+SORTS: tuple[str, ...] = get_args(Sort)
+SORT_SCORE, SORT_REQUEST = SORTS
 
 
 class RequestError(ValueError):
@@ -85,6 +91,34 @@ class RankResult:
     mid_emb: np.ndarray
     cvr: np.ndarray
     item_json: list[Any] | None = field(default=None, repr=False, compare=False)
+
+    def ordered(self, sort: str = SORT_SCORE) -> RankResult:
+        """The same answer with its candidates in ``sort`` order (one of ``SORTS``).
+
+        ``score``: by ``cvr``, highest first, ties in request order; candidates without a
+        score (``unknown``, ``stale``) follow, in request order. ``request``: unchanged.
+        """
+        if sort == SORT_REQUEST:
+            return self
+        if sort != SORT_SCORE:
+            raise RequestError(f"sort must be one of {', '.join(SORTS)}, got {str(sort)[:40]!r}")
+        ok = np.fromiter((s == OK for s in self.status), bool, len(self.status))
+        key = np.where(ok, -np.asarray(self.cvr, np.float64), 0.0)
+        order = np.lexsort((key, ~ok))  # stable: equal keys keep request order
+        if (order == np.arange(len(order))).all():
+            return self
+        rows = order.tolist()
+        return RankResult(
+            self.model_version,
+            self.user_id,
+            self.user_embedding,
+            [self.item_ids[r] for r in rows],
+            [self.status[r] for r in rows],
+            self.item_embeddings[order],
+            self.mid_emb[order],
+            self.cvr[order],
+            None if self.item_json is None else [self.item_json[r] for r in rows],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         items = []

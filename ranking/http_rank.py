@@ -9,6 +9,8 @@ size cap (413), pydantic's own validation of the raw JSON (``RankBody``: 400 nam
 field, NaN, unknown fields and malformed JSON included, the input quoted short),
 ``Accept`` negotiation (JSON or ``ranking.wire``'s compact form, else 406), and the same
 error statuses as the FastAPI routes (``error_answer``). Everything else goes to FastAPI.
+Candidates come back by score, best first, unless the body's ``sort`` or the query's
+(``/rank?sort=request``) asks for the request's order (``RankResult.ordered``).
 """
 
 from __future__ import annotations
@@ -18,12 +20,20 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from learn_core.settings import ServiceUnavailableError
-from ranking.core import RequestError, UnknownUserError, VersionError
+from ranking.core import (
+    SORT_SCORE,
+    SORTS,
+    RequestError,
+    Sort,
+    UnknownUserError,
+    VersionError,
+)
 from ranking.wire import JSON_TYPE, MEDIA_TYPE, encode_rank, wants_binary
 
 if TYPE_CHECKING:
@@ -48,6 +58,9 @@ class RankBody(BaseModel):
 
     user_id: str = Field(min_length=1)
     item_ids: list[str]
+    #: the answer's order: ``score`` (best first; the default) or ``request``; also a query
+    #: parameter (``/rank?sort=request``)
+    sort: Sort | None = None
 
 
 def _short(value: Any) -> str:
@@ -174,6 +187,10 @@ class RankRoute:
         except ValidationError as exc:
             errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
             return _error(400, {"detail": validation_detail(errors)})
+        sort = _sort(scope.get("query_string", b""), body.sort)
+        if isinstance(sort, tuple):
+            return sort
+        body.sort = sort
         try:
             if self.reader.items.misses_at_most(body.item_ids, INLINE_READS):
                 # A short store read (the user's row and a few candidates the near-cache
@@ -190,10 +207,28 @@ class RankRoute:
             return _error(*known)
 
     def _rank(self, body: RankBody, binary: bool) -> tuple[int, bytes, bytes]:
-        result = self.reader.rank(body.user_id, body.item_ids)
+        result = self.reader.rank(body.user_id, body.item_ids).ordered(body.sort or SORT_SCORE)
         if binary:
             return 200, MEDIA_TYPE.encode(), encode_rank(result)
         return 200, JSON_TYPE.encode(), result.to_json()
+
+
+def _sort(query: bytes, in_body: str | None) -> str | tuple[int, bytes, bytes]:
+    """The answer's order from the body's ``sort`` or the query's, else a 400."""
+    if not query:
+        return in_body or SORT_SCORE
+    given = parse_qs(query.decode("latin-1")).get("sort")
+    if not given:
+        return in_body or SORT_SCORE
+    bad = None
+    if len(given) > 1 or given[0] not in SORTS:
+        bad = f"sort must be one of {', '.join(SORTS)}, once"
+    elif in_body is not None and in_body != given[0]:
+        bad = f"sort is {in_body!r} in the body and {given[0]!r} in the query"
+    if bad is not None:
+        detail = [{"loc": "query.sort", "msg": bad, "input": _short(given)}]
+        return _error(400, {"detail": detail})
+    return given[0]
 
 
 def _error(status: int, payload: dict[str, Any]) -> tuple[int, bytes, bytes]:

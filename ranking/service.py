@@ -1,7 +1,8 @@
 """HTTP service over ``RankingReader`` (FastAPI + uvicorn).
 
-``POST /rank`` {user_id, item_ids} and ``GET /retrieve?user_id=&k=`` return what the
-Python client returns, as JSON; ``/rank`` answers the compact float32 form of
+``POST /rank`` {user_id, item_ids, sort?} and ``GET /retrieve?user_id=&k=`` return what
+the Python client returns, as JSON, ``/rank``'s candidates by score unless ``sort`` is
+``request``; ``/rank`` answers the compact float32 form of
 ``ranking.wire`` to a client that sends ``Accept: application/x-learnrec-rank``.
 Errors map to status codes with the reader's message: 400 bad request (size caps,
 malformed ids, malformed or unknown body fields), 404 unknown user, 406 an ``Accept``

@@ -44,13 +44,18 @@ def test_rank_body_equals_to_dict() -> None:
         resp = client.post("/rank", json={"user_id": "u1", "item_ids": ids})
         assert resp.status_code == 200
         assert resp.headers["content-type"] == "application/json"
-        want = reader.rank("u1", ids).to_dict()
+        want = reader.rank("u1", ids).ordered().to_dict()  # by score, the default
         # Exact: each number is the shortest decimal that reads back to the same float32.
         assert f32_tree(json.loads(resp.content)) == f32_tree(want)
         assert resp.json()["items"][3]["status"] == STALE
         assert resp.json()["items"][3]["embedding"] is None
-        got = np.asarray(resp.json()["items"][0]["embedding"], np.float32)
-        assert np.array_equal(got, reader.rank("u1", ids).item_embeddings[0])
+        first = resp.json()["items"][0]
+        got = np.asarray(first["embedding"], np.float32)
+        in_request_order = reader.rank("u1", ids)
+        row = in_request_order.item_ids.index(first["item_id"])
+        assert np.array_equal(got, in_request_order.item_embeddings[row])
+        as_asked = client.post("/rank", json={"user_id": "u1", "item_ids": ids, "sort": "request"})
+        assert f32_tree(json.loads(as_asked.content)) == f32_tree(in_request_order.to_dict())
 
 
 def test_to_json_is_to_dict_in_shortest_float32_digits() -> None:
