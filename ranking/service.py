@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -193,8 +195,40 @@ def serve(reader: RankingReader, host: str, port: int, workers: int | None = Non
     if workers is None:
         workers = reader.s.workers
     kw: dict[str, Any] = dict(host=host, port=port, log_level="info", access_log=False)
-    if workers > 1:
+    if workers > 1:  # the supervisor stops its workers on SIGTERM and returns
         reader.close()  # each worker opens its own store connections and model cache
         uvicorn.run("ranking.service:app_from_settings", factory=True, workers=workers, **kw)
-    else:
-        uvicorn.run(create_app(reader), **kw)
+        return
+    server = uvicorn.Server(uvicorn.Config(create_app(reader), **kw))
+    with _term_stops(server):
+        try:
+            server.run()
+        except KeyboardInterrupt:  # Ctrl-C, re-raised once the server has shut down
+            pass
+    if not server.started:  # the port was taken, or the app failed to start: uvicorn said why
+        from uvicorn.config import STARTUP_FAILURE
+
+        raise SystemExit(STARTUP_FAILURE)  # as ``uvicorn.run`` exits
+
+
+@contextlib.contextmanager
+def _term_stops(server: Any) -> Iterator[None]:
+    """SIGTERM asks ``server`` to stop; after its clean shutdown the command exits 0.
+
+    uvicorn handles SIGTERM itself while it runs, then re-raises it once it has shut down,
+    to the handler that was there before it; Python's default handler then killed the
+    process (status -15) after a clean stop. Here that handler is one that asks the
+    server to stop: a no-op once it has, and a stop before it has started listening.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: object) -> None:
+        server.should_exit = True
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
