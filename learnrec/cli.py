@@ -132,6 +132,12 @@ def quiet_clients() -> None:
     # what a user reads as a problem. ``--verbose`` does not bring them back either.
     logging.getLogger("kafka.consumer.subscription_state").setLevel(logging.ERROR)
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
+    # Lines about a passing state (a client's first metadata refresh, a group coordinator
+    # still loading, a socket closed under its reader at shutdown) move to DEBUG; the rest
+    # of those loggers still speak (streaming/kafka_logs.py).
+    from streaming.kafka_logs import quiet_benign_kafka_logs
+
+    quiet_benign_kafka_logs()
 
 
 def main(argv: list[str] | None = None) -> int:

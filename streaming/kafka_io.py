@@ -43,7 +43,10 @@ def reaching(bootstrap: str) -> Iterator[None]:
     """
     from kafka.errors import KafkaTimeoutError
 
+    from streaming.kafka_logs import quiet_benign_kafka_logs
+
     global _building
+    quiet_benign_kafka_logs()  # this client's passing states at DEBUG, for its whole life
     quiet = not logging.getLogger().isEnabledFor(logging.DEBUG)
     if quiet:
         with _building_lock:
