@@ -19,7 +19,7 @@ SETTINGS = [
     "streaming.settings:LimitsSettings",
     "learn_core.embedding.hf:EmbedderSettings",
     "streaming.item_consumer:ItemConsumerSettings",
-    "streaming.interaction_consumer:InteractionConsumerSettings",
+    "streaming.interaction_settings:InteractionConsumerSettings",
     "streaming.metrics:MetricsSettings",
     "feature_repo.settings:FeastSettings",
     "learn_core.registry:RegistrySettings",

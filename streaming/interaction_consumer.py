@@ -5,7 +5,8 @@ Per micro-batch (``InteractionHandler``):
 1. merge the batch into the stored windows of its users (``learn_core.history``, pure);
 2. look the windows' items up in the content store through an in-process LRU;
 3. run the current user tower once over every user whose window changed and is fully
-   resolved (held users whose late item has arrived included);
+   resolved (held users whose late item has arrived included), and over held users who
+   waited ``held_max_s``, without their missing items (``streaming.held_items``);
 4. write the user embeddings online (model version, history length, event time), then
    append the interaction log and the user embeddings offline;
 5. store the new windows and the held set in one transaction.
@@ -35,66 +36,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from learn_core.events import INTERACTION, Interaction, event_fingerprint
 from learn_core.history import group_by_user, plan_batch
 from learn_core.inference import embed_windows
 from learn_core.serving import LoadedTower, ModelSource, RegistryTowers, as_tower
 from learn_core.settings import ConfigError, load
-from streaming.consumer import Accepted, ConsumerSettings, LoopStats, MicroBatchLoop
-from streaming.event_claims import DEFAULT_RETENTION_DAYS
+from streaming.consumer import Accepted, LoopStats, MicroBatchLoop
+from streaming.held_items import HoldTimer
+from streaming.interaction_settings import InteractionConsumerSettings
 from streaming.metrics import MetricsSettings, StreamMetrics
-from streaming.user_rows import interaction_rows, user_rows
+from streaming.user_rows import interaction_rows, partial_rows, user_rows
 from streaming.user_sinks import ContentLookup, HistoryStore, UserFeatureSink
 from streaming.validate import DUPLICATE_CONFLICT, Rejection
 
 log = logging.getLogger(__name__)
-
-
-class InteractionConsumerSettings(ConsumerSettings):
-    """Interaction consumer (env prefix ``LEARNREC_INTERACTION_CONSUMER_``)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="LEARNREC_INTERACTION_CONSUMER_", extra="forbid", allow_inf_nan=False
-    )
-
-    group_id: str = Field("learn-interaction-consumer", min_length=1)
-    max_batch: int = Field(
-        10_000, ge=1, le=100_000, description="records per micro-batch (caps a backlog's batch)"
-    )
-    history_len: int = Field(
-        50,
-        ge=1,
-        le=1024,
-        description="H: items kept per user; the model's own window (its serving contract) "
-        "is embedded, and a smaller H than that is refused at start-up",
-    )
-    content_cache_entries: int = Field(
-        200_000, ge=1, le=100_000_000, description="LRU of content vectors"
-    )
-    reload_check_s: float = Field(5.0, ge=0, le=3600, description="how often to ask the registry")
-    torch_threads: int = Field(1, ge=1, le=64, description="intra-op threads of the forward")
-    lag_every_s: float = Field(5.0, gt=0, le=3600, description="period of the consumer-lag gauge")
-    held_recheck_s: float = Field(
-        1.0,
-        gt=0,
-        le=3600,
-        description="when idle, how often held users are re-checked for content",
-    )
-    pipeline: bool = Field(
-        True,
-        description="poll the next batch while the handler writes this one (commit after write)",
-    )
-    event_id_retention_days: float = Field(
-        DEFAULT_RETENTION_DAYS,
-        gt=0,
-        le=3650,
-        description="how long an event_id's first content is kept at least: a reuse "
-        "with other content within this span is dead-lettered; claims are dropped after "
-        "it (SQLite: up to twice it)",
-    )
+MISSING_ITEM = (
+    "item %r has no content after %gs: its users are embedded without it until it "
+    "arrives (LEARNREC_INTERACTION_CONSUMER_HELD_MAX_S)"
+)
 
 
 # ---------------------------------------------------------------------------- handler
@@ -107,6 +67,10 @@ class HandlerStats:
     held_interactions: int = 0
     held_users: int = 0
     released_users: int = 0
+    #: user embeddings written without a missing item (after ``held_max_s``)
+    embedded_without: int = 0
+    #: distinct items skipped so (each reported once at WARNING)
+    missing_items: int = 0
     model_switches: int = 0
     #: produce-to-readable seconds of recent events whose embedding was written
     freshness_s: list[float] = field(default_factory=list)
@@ -141,6 +105,7 @@ class InteractionHandler:
         self._offline = ThreadPoolExecutor(2, thread_name_prefix="offline-append")
         self._checked = -float("inf")
         self.last_call = -float("inf")
+        self.holds = HoldTimer(settings.held_max_s, settings.held_max_users)
 
     def reload_model(self, force: bool = False) -> None:
         """Switch to the registry's current version (called at batch boundaries)."""
@@ -210,6 +175,11 @@ class InteractionHandler:
             items.update(hist.item_ids)
         content = self.content.get_many(items)
         plan = plan_batch(old, batch, held_before, content.__contains__, h)
+        windows = {**held_before, **plan.histories}  # every held user's stored window
+        holds = self.holds.decide(plan.held, windows)
+        for user in holds.evict:  # off the re-check list; the stored window is kept
+            plan.histories[user] = windows[user]
+            del plan.held[user]
 
         # The offline appends (arrow, parquet, fsync: mostly outside the GIL) run on a
         # worker thread while this thread runs the tower and the online write; all
@@ -222,9 +192,14 @@ class InteractionHandler:
         ]
         try:
             w = self.model.window(h)  # the model's own window, which the backfill uses too
-            windows = [plan.histories[u].item_ids for u in plan.ready]
-            vecs = embed_windows(self.model.tower, windows, content, w)
-            users = user_rows(plan, vecs, self.model.version, now, w)
+            items_of = [plan.histories[u].item_ids for u in plan.ready]
+            items_of += [list(p.items) for p in holds.partial.values()]
+            vecs = embed_windows(self.model.tower, items_of, content, w)
+            n, version = len(plan.ready), self.model.version
+            users = user_rows(plan, vecs[:n], version, now, w)
+            if holds.partial:
+                part = partial_rows(holds.partial, vecs[n:], version, now, w)
+                users = pd.concat([users, part], ignore_index=True)
             t0 = time.monotonic()
             pending.append(self._offline.submit(self.sink.append_users, users))
             self.sink.write_users_online(users)
@@ -235,6 +210,7 @@ class InteractionHandler:
         for f in pending:
             f.result()  # raise an append failure: the loop retries the batch
         self.history.apply(plan.histories, plan.held)
+        new_missing = self.holds.commit(holds)
         write_s = time.monotonic() - t0
 
         ready = set(plan.ready)
@@ -245,7 +221,11 @@ class InteractionHandler:
         ]
         st = self.stats
         st.events += len(inter)
-        st.users_written += len(plan.ready)
+        st.users_written += len(plan.ready) + len(holds.partial)
+        st.embedded_without += len(holds.partial)
+        st.missing_items += len(new_missing)
+        for item in new_missing:  # once per item, not per event or user
+            log.warning(MISSING_ITEM, item, self.s.held_max_s)
         released = sum(1 for u in held_before if u in ready)
         st.released_users += released
         st.held_users = len(plan.held)
@@ -253,7 +233,9 @@ class InteractionHandler:
         if len(st.freshness_s) < self.keep_freshness:
             st.freshness_s.extend(fresh)
         self.metrics.record_write(write_s, fresh)
-        self.metrics.record_held(plan.held_interactions, released)
+        self.metrics.record_held(
+            plan.held_interactions, released, len(holds.partial), len(new_missing)
+        )
         return refused
 
 

@@ -72,6 +72,14 @@ class StreamMetrics:
         self.released = Counter(
             "learnrec_held_released", "Held users released by a late item", **kw
         ).labels(**labels)
+        self.without = Counter(
+            "learnrec_held_embedded_without",
+            "Held users embedded without their missing items after held_max_s",
+            **kw,
+        ).labels(**labels)
+        self.missing = Counter(
+            "learnrec_held_missing_items", "Items skipped after held_max_s (once each)", **kw
+        ).labels(**labels)
         self.port = self._serve(settings)
 
     def _serve(self, s: MetricsSettings) -> int:
@@ -100,11 +108,19 @@ class StreamMetrics:
         for f in freshness_s:
             self.fresh.observe(f)
 
-    def record_held(self, held_interactions: int, released_users: int) -> None:
+    def record_held(
+        self,
+        held_interactions: int,
+        released_users: int,
+        embedded_without: int = 0,
+        missing_items: int = 0,
+    ) -> None:
         if not self.enabled:
             return
         self.held.set(held_interactions)
         self.released.inc(released_users)
+        self.without.inc(embedded_without)
+        self.missing.inc(missing_items)
 
     def record_lag(self, lag: int) -> None:
         if self.enabled:

@@ -7,11 +7,14 @@ resolution): converting a list of ``datetime`` objects costs more than the rest 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
 from learn_core.events import Interaction
 from learn_core.history import BatchPlan, to_us
+from streaming.held_items import Partial
 
 
 def interaction_rows(events: list[Interaction], created: pd.Timestamp) -> pd.DataFrame:
@@ -55,6 +58,30 @@ def user_rows(
                 [min(len(plan.histories[u]), cap) for u in ready], dtype=np.int64
             ),
             "event_timestamp": pd.to_datetime(latest, unit="ms", utc=True),
+            "created": created,
+        }
+    )
+
+
+def partial_rows(
+    partial: Mapping[str, Partial],
+    vecs: np.ndarray,
+    version: str,
+    created: pd.Timestamp,
+    window: int | None = None,
+) -> pd.DataFrame:
+    """The rows of users embedded without their missing items (``streaming.held_items``):
+    ``history_len`` counts the items read, the event time is ``Partial.event_us``."""
+    users = list(partial)
+    cap = window if window is not None else np.iinfo(np.int64).max
+    us = np.asarray([partial[u].event_us for u in users], dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "user_id": users,
+            "embedding": list(vecs),
+            "model_version": version,
+            "history_len": np.asarray([min(len(partial[u].items), cap) for u in users], np.int64),
+            "event_timestamp": pd.to_datetime(us, unit="us", utc=True),
             "created": created,
         }
     )
