@@ -165,6 +165,7 @@ def test_stream_to_feast_holds_late_items_and_matches_batch(
         group=group,
         until=lambda h: h.stats.events >= n,
         pipeline=pipeline,
+        held_max_s=3600,  # the hold itself; its bound: test_missing_item.py
     )
     assert h1.stats.events == n
     held = set(history.held(None))
