@@ -10,7 +10,9 @@ from the offline interaction log (``windows_from_log``).
 Late items: an embedding is only computed from a window whose items all have content
 embeddings. A window with a missing item is *held*: the user keeps their previous
 embedding until the item arrives (or the interaction leaves the window), so every
-written embedding is exactly the batch function of the log at its event time.
+written embedding is exactly the batch function of the log at its event time. The
+consumer bounds the hold (``streaming.held_items``): after ``held_max_s`` it embeds the
+window with the missing items' events skipped, and again with them when they arrive.
 
 No Kafka, Feast or torch here.
 """
