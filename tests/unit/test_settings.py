@@ -66,4 +66,8 @@ def test_sliding_pairing_with_item_variant_1_fails_naming_both_settings(monkeypa
     ):
         load(RetrainSettings)
     monkeypatch.setenv("LEARNREC_RETRAIN_ITEM_VARIANT", "2")
+    # The product's recipe, the anchored hybrid, has no tower to override: refused by name.
+    with pytest.raises(ConfigError, match="LEARNREC_RETRAIN_PAIRING.*'anchored'"):
+        load(RetrainSettings)
+    monkeypatch.setenv("LEARNREC_RETRAIN_RECIPE", "content-catalogue-cvr")  # LEARN's towers
     assert load(RetrainSettings).effective_recipe().item_variant == 2
