@@ -103,7 +103,12 @@ def markdown(report: dict[str, Any]) -> str:
         c = report["models"]["learn"]["cvr_stage"]
         lines += [
             "",
-            f"CVR head (separate stage, frozen LEARN towers): validation AUC {c['valid_auc']:.3f}",
+            "CVR head (separate stage, frozen LEARN towers): "
+            + (
+                c.get("skipped", "not fitted")
+                if c.get("valid_auc") is None
+                else f"validation AUC {c['valid_auc']:.3f}"
+            ),
         ]
     lines += [
         "",

@@ -273,7 +273,7 @@ def train_anchored(
 
 def anchored_cvr_stage(
     result: AnchoredResult, split: Split, cfg: CVRStageConfig
-) -> dict[str, float]:
+) -> dict[str, float | str | None]:
     """The CVR head on the frozen towers: (user vector before an interaction, that item's
     vector) pairs labelled by ``is_conversion``, as LEARN's separate CVR stage.
 

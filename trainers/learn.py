@@ -290,7 +290,7 @@ def train_cvr_stage(
     split: Split,
     history_len: int,
     cfg: CVRStageConfig,
-) -> dict[str, float]:
+) -> dict[str, float | str | None]:
     """The separate CVR stage: towers frozen, the head learns conversion from inference-time embeddings.
 
     Pairs are (user state before an interaction, that item), labelled by ``is_conversion``.
@@ -319,12 +319,22 @@ def train_cvr_stage(
 
 def fit_cvr_head(
     head: torch.nn.Module, u: torch.Tensor, it: torch.Tensor, y: torch.Tensor, cfg: CVRStageConfig
-) -> dict[str, float]:
+) -> dict[str, float | str | None]:
     """Fit the CVR head on frozen (user vector, item vector, conversion label) pairs.
 
     A random 10% of the pairs is held out for the validation AUC. Shared by every model
-    whose towers serve the head's inputs.
+    whose towers serve the head's inputs. Labels of one class only (purchase-only data such
+    as amazon-pantry, where every interaction converts) carry no conversion signal: the
+    head is left as initialised and the result says why instead of giving a ``nan`` AUC.
     """
+    n_pos = int((y > 0.5).sum())
+    if n_pos in (0, len(y)):
+        reason = (
+            f"CVR head not fitted: all {len(y)} labels are {int(n_pos > 0)} "
+            "(no conversion signal; mid-emb is the untrained head's)"
+        )
+        log.warning("%s", reason)
+        return {"train_logloss": None, "valid_auc": None, "skipped": reason}
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     held = torch.from_numpy(rng.random(len(y)) < 0.1)

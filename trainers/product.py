@@ -35,7 +35,7 @@ class Fitted:
     #: The training config as JSON (benchmark reports, manifests).
     settings: dict[str, Any] = field(default_factory=dict)
     _score: Callable[[], ScoreFn] | None = field(default=None, repr=False)
-    _cvr: Callable[[Split, CVRStageConfig], dict[str, float]] | None = field(
+    _cvr: Callable[[Split, CVRStageConfig], dict[str, float | str | None]] | None = field(
         default=None, repr=False
     )
 
@@ -44,7 +44,7 @@ class Fitted:
         assert self._score is not None
         return self._score()
 
-    def cvr_stage(self, split: Split, cfg: CVRStageConfig) -> dict[str, float]:
+    def cvr_stage(self, split: Split, cfg: CVRStageConfig) -> dict[str, float | str | None]:
         """Fit the CVR head on the frozen towers; its training log-loss and validation AUC."""
         assert self._cvr is not None
         return self._cvr(split, cfg)

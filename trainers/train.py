@@ -152,7 +152,7 @@ class TrainResult:
     promoted: bool
     serving: ServingConfig
     test: dict[str, Any]
-    cvr: dict[str, float] = field(default_factory=dict)
+    cvr: dict[str, float | str | None] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
 
 
@@ -200,7 +200,7 @@ def train(cfg: TrainConfig, embedder: ContentEmbedder | None = None) -> TrainRes
     serving = serving_contract(
         fitted.model, fitted.history_len, cfg.recipe.pairing, content_identity(embedder)
     )
-    cvr: dict[str, float] = {}
+    cvr: dict[str, float | str | None] = {}
     if cfg.cvr_epochs:
         cvr = fitted.cvr_stage(split, CVRStageConfig(epochs=cfg.cvr_epochs, seed=cfg.seed))
     test = summarise(eval_loop(fitted.score_fn(), split), split)

@@ -7,6 +7,7 @@ the test isolates the towers, the loss and the loop.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from learn_core.models import LearnConfig, TowerConfig
@@ -15,6 +16,7 @@ from trainers.evaluation import eval_loop
 from trainers.learn import (
     CVRStageConfig,
     LearnTrainConfig,
+    fit_cvr_head,
     learn_score_fn,
     train_cvr_stage,
     train_learn,
@@ -60,3 +62,19 @@ def test_training_is_deterministic() -> None:
     a = eval_loop(learn_score_fn(train_learn(cfg, split, inputs).model, inputs, 10), split)
     b = eval_loop(learn_score_fn(train_learn(cfg, split, inputs).model, inputs, 10), split)
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("label", [0.0, 1.0])
+def test_cvr_head_on_one_class_labels_says_why_instead_of_nan(label: float, caplog) -> None:
+    """Purchase-only data (amazon-pantry: every rating is 5) has no non-conversions: the head
+    is not fitted, and the result names the reason instead of a ``nan`` AUC in the JSON."""
+    from learn_core.models.cvr import CVRConfig, CVRHead
+
+    head = CVRHead(CVRConfig(in_dim=4, hidden=8, mid_dim=4))
+    before = [p.detach().clone() for p in head.parameters()]
+    u, it = torch.randn(50, 4), torch.randn(50, 4)
+    out = fit_cvr_head(head, u, it, torch.full((50,), label), CVRStageConfig(epochs=1))
+    assert out["valid_auc"] is None and out["train_logloss"] is None
+    assert f"all 50 labels are {int(label)}" in str(out["skipped"])
+    assert all(torch.equal(a, b) for a, b in zip(before, head.parameters(), strict=True))
+    assert "CVR head not fitted" in caplog.text
