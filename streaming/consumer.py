@@ -28,6 +28,7 @@ from streaming.batch import (  # noqa: F401  (re-exported: the loop's public nam
     split_records,
 )
 from streaming.dead_letter import DeadLetter, make_dead_letter
+from streaming.high_water import Spans, record_spans
 from streaming.validate import Limits
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,8 @@ class MicroBatchLoop:
             return 0
         t0 = time.monotonic()
         good, bad = split_records(records, self.limits, self.expect)
-        if not self._with_retry(lambda: self._write(good, bad), stop):
+        spans = record_spans(records)
+        if not self._with_retry(lambda: self._write(good, bad, spans), stop):
             return 0  # stopping mid-retry: nothing committed, the batch is re-delivered
         self._commit()
         self._count(len(records), len(good) - self._refused, len(bad) + self._refused, t0)
@@ -204,7 +206,8 @@ class MicroBatchLoop:
             return 0
         t0 = time.monotonic()
         good, bad = split_records(records, self.limits, self.expect)
-        job = self._worker.submit(self._with_retry, lambda: self._write(good, bad), stop)
+        spans = record_spans(records)
+        job = self._worker.submit(self._with_retry, lambda: self._write(good, bad, spans), stop)
         self._inflight = (job, offsets)
         try:
             self._next = self._gather(job)
@@ -237,11 +240,16 @@ class MicroBatchLoop:
             self.on_batch(n_good, n_bad, time.monotonic() - t0)
         self._maybe_log()
 
-    def _write(self, good: list[Accepted], bad: list[DeadLetter]) -> None:
+    def _write(self, good: list[Accepted], bad: list[DeadLetter], spans: Spans) -> None:
         futures = [
             self.dlq.send(self.dlq_topic, key=d.key, value=d.value, headers=d.headers) for d in bad
         ]
-        refused = (self.handler(good) or []) if good else []
+        # A handler that stamps what it wrote (``streaming.high_water``) learns the offsets
+        # the loop will commit, dead letters included, and is called even when none is good.
+        begin = getattr(self.handler, "begin_batch", None)
+        if begin is not None:
+            begin(spans)
+        refused = (self.handler(good) or []) if good or begin is not None else []
         for a, why in refused:
             d = make_dead_letter(a.key, a.value, a.source, why)
             futures.append(

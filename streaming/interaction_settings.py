@@ -53,6 +53,14 @@ class InteractionConsumerSettings(ConsumerSettings):
         description="users embedded without a missing item that stay on the re-check "
         "list; beyond it those skipped longest ago wait for their next event",
     )
+    store_check_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="how often the online store's high-water marks are compared with what "
+        "was committed, on quiet partitions too (every batch checks its own): a store that "
+        "went back is rebuilt from the offline log",
+    )
     pipeline: bool = Field(
         True,
         description="poll the next batch while the handler writes this one (commit after write)",

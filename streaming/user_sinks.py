@@ -15,29 +15,28 @@ consumers of a group, so a reused id with other content is refused everywhere
 (``learn_core.events``). Claims expire after a retention (7 days by default), so this
 grows with the event rate, not forever.
 
-Ports: ``HistoryStore`` (memory, SQLite, Redis), ``UserFeatureSink`` (memory, Feast).
+Ports: ``UserFeatureSink`` (memory, Feast); the history stores are in ``streaming.history_store``.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
 
 from feature_repo.schema import INTERACTION_LOG, ITEM_CONTENT, USER_TOWER
-from learn_core.history import UserHistory
-from streaming.event_claims import (
-    DEFAULT_RETENTION_S,
-    MemoryEventClaims,
-    RedisEventClaims,
-    SqliteEventClaims,
+from feature_repo.store_status import MemoryStoreStatus, StoreStatus, open_store_status
+from streaming.history_store import (  # noqa: F401 - re-exported: the stores' old home
+    HistoryStore,
+    MemoryHistoryStore,
+    RedisHistoryStore,
+    SqliteHistoryStore,
+    open_history_store,
 )
 
 if TYPE_CHECKING:
@@ -47,180 +46,6 @@ log = logging.getLogger(__name__)
 
 USER_VIEW = USER_TOWER.name
 CONTENT_VIEW = ITEM_CONTENT.name
-
-
-# ----------------------------------------------------------------------------- history
-
-
-class HistoryStore(Protocol):
-    """Durable per-user windows plus the set of held users (by owning partition)."""
-
-    def get_many(self, users: Iterable[str]) -> dict[str, UserHistory]:
-        """Stored windows of ``users``; unknown users are absent."""
-        ...
-
-    def held(self, partitions: set[int] | None) -> dict[str, UserHistory]:
-        """Held users whose latest event came from ``partitions`` (``None``: all)."""
-        ...
-
-    def apply(self, histories: Mapping[str, UserHistory], held: Iterable[str]) -> None:
-        """Atomically store ``histories``; mark ``held`` users, clear the rest of them."""
-        ...
-
-    def claim_events(
-        self, fingerprints: Mapping[str, str], keep_s: float = DEFAULT_RETENTION_S
-    ) -> dict[str, str]:
-        """Durably store each event id's fingerprint unless the id has one younger than
-        ``keep_s``; return the stored fingerprint of every given id (first write wins,
-        atomically per id; older claims are dropped)."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class MemoryHistoryStore:
-    """In-process implementation for unit tests (not durable)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, UserHistory] = {}
-        self.held_users: set[str] = set()
-        self.events = MemoryEventClaims()
-
-    def get_many(self, users: Iterable[str]) -> dict[str, UserHistory]:
-        return {u: self.rows[u] for u in users if u in self.rows}
-
-    def held(self, partitions: set[int] | None) -> dict[str, UserHistory]:
-        return {
-            u: self.rows[u]
-            for u in self.held_users
-            if partitions is None or self.rows[u].partition in partitions
-        }
-
-    def apply(self, histories: Mapping[str, UserHistory], held: Iterable[str]) -> None:
-        held = set(held)
-        self.rows.update(histories)
-        self.held_users -= set(histories) - held
-        self.held_users |= held
-
-    def claim_events(
-        self, fingerprints: Mapping[str, str], keep_s: float = DEFAULT_RETENTION_S
-    ) -> dict[str, str]:
-        return self.events.claim(fingerprints, keep_s)
-
-    def close(self) -> None:
-        pass
-
-
-class SqliteHistoryStore:
-    """Embedded profile: a ``user_history`` table in a SQLite file beside the online store.
-
-    WAL journal with ``synchronous=FULL``: a batch's transaction is on disk before the
-    consumer commits its offsets, so neither a process crash nor an OS crash loses state
-    that Kafka will not re-deliver (one fsync per batch, not per user).
-    """
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS user_history (user_id TEXT PRIMARY KEY, "
-            "partition INTEGER NOT NULL, held INTEGER NOT NULL, body TEXT NOT NULL)"
-        )
-        self._conn.execute(
-            "CREATE INDEX IF NOT EXISTS user_history_held ON user_history(held, partition)"
-        )
-        self._conn.commit()
-        self.events = SqliteEventClaims(self._conn)
-
-    def get_many(self, users: Iterable[str]) -> dict[str, UserHistory]:
-        users = list(users)
-        out: dict[str, UserHistory] = {}
-        for i in range(0, len(users), 500):
-            chunk = users[i : i + 500]
-            q = ",".join("?" * len(chunk))
-            for u, body in self._conn.execute(
-                f"SELECT user_id, body FROM user_history WHERE user_id IN ({q})", chunk
-            ):
-                out[u] = UserHistory.from_json(body)
-        return out
-
-    def held(self, partitions: set[int] | None) -> dict[str, UserHistory]:
-        rows = self._conn.execute(
-            "SELECT user_id, partition, body FROM user_history WHERE held = 1"
-        ).fetchall()
-        return {
-            u: UserHistory.from_json(b) for u, p, b in rows if partitions is None or p in partitions
-        }
-
-    def apply(self, histories: Mapping[str, UserHistory], held: Iterable[str]) -> None:
-        held = set(held)
-        with self._conn:
-            self._conn.executemany(
-                "INSERT INTO user_history(user_id, partition, held, body) VALUES (?,?,?,?) "
-                "ON CONFLICT(user_id) DO UPDATE SET partition=excluded.partition, "
-                "held=excluded.held, body=excluded.body",
-                [(u, h.partition, int(u in held), h.to_json()) for u, h in histories.items()],
-            )
-            rest = [(u,) for u in held if u not in histories]
-            self._conn.executemany("UPDATE user_history SET held = 1 WHERE user_id = ?", rest)
-
-    def claim_events(
-        self, fingerprints: Mapping[str, str], keep_s: float = DEFAULT_RETENTION_S
-    ) -> dict[str, str]:
-        return self.events.claim(fingerprints, keep_s)
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-class RedisHistoryStore:
-    """Production profile: ``<prefix>h:<user>`` strings and a ``<prefix>held`` hash (user -> partition)."""
-
-    def __init__(self, url: str, prefix: str) -> None:
-        import redis
-
-        self.r = redis.Redis.from_url(url)
-        self.prefix = prefix
-        self.events = RedisEventClaims(self.r, prefix)
-
-    def _key(self, user: str) -> str:
-        return f"{self.prefix}h:{user}"
-
-    def get_many(self, users: Iterable[str]) -> dict[str, UserHistory]:
-        users = list(users)
-        if not users:
-            return {}
-        vals = self.r.mget([self._key(u) for u in users])
-        return {u: UserHistory.from_json(v) for u, v in zip(users, vals, strict=True) if v}
-
-    def held(self, partitions: set[int] | None) -> dict[str, UserHistory]:
-        held = {k.decode(): int(v) for k, v in self.r.hgetall(f"{self.prefix}held").items()}
-        users = [u for u, p in held.items() if partitions is None or p in partitions]
-        return self.get_many(users)
-
-    def apply(self, histories: Mapping[str, UserHistory], held: Iterable[str]) -> None:
-        held = set(held)
-        pipe = self.r.pipeline(transaction=True)
-        if histories:
-            pipe.mset({self._key(u): h.to_json() for u, h in histories.items()})
-        release = [u for u in histories if u not in held]
-        if release:
-            pipe.hdel(f"{self.prefix}held", *release)
-        mark = {u: histories[u].partition for u in held if u in histories}
-        if mark:
-            pipe.hset(f"{self.prefix}held", mapping=mark)
-        pipe.execute()
-
-    def claim_events(
-        self, fingerprints: Mapping[str, str], keep_s: float = DEFAULT_RETENTION_S
-    ) -> dict[str, str]:
-        return self.events.claim(fingerprints, keep_s)
-
-    def close(self) -> None:
-        self.r.close()
 
 
 # ----------------------------------------------------------------------------- content
@@ -309,6 +134,14 @@ class UserFeatureSink(Protocol):
         """Durably append user embeddings to the offline log (idempotent by key)."""
         ...
 
+    def read_interactions(self) -> pd.DataFrame:
+        """The offline interaction log (the truth a store that went back is rebuilt from)."""
+        ...
+
+    def store_status(self) -> StoreStatus:
+        """The shared ``degraded`` marks of this store (``feature_repo.store_status``)."""
+        ...
+
 
 class MemoryUserSink:
     """In-process sink for unit tests: dicts of content, online rows and offline logs."""
@@ -325,6 +158,7 @@ class MemoryUserSink:
         self.offline_users: list[pd.DataFrame] = []
         self.offline_interactions: list[pd.DataFrame] = []
         self.fail_writes = False
+        self.status = MemoryStoreStatus()
 
     def read_content(
         self, item_ids: list[str], content_model: str | None = None
@@ -348,12 +182,20 @@ class MemoryUserSink:
     def append_users(self, rows: pd.DataFrame) -> None:
         self.offline_users.append(rows)
 
+    def read_interactions(self) -> pd.DataFrame:
+        frames = [f for f in self.offline_interactions if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def store_status(self) -> StoreStatus:
+        return self.status
+
 
 class FeastUserSink:
     """Feast adapter: content via the fast online reader, user rows online and offline."""
 
     def __init__(self, handle: FeatureStoreHandle) -> None:
         self.handle = handle
+        self._status: StoreStatus | None = None
 
     def read_content(
         self, item_ids: list[str], content_model: str | None = None
@@ -376,10 +218,10 @@ class FeastUserSink:
         if len(rows):
             self.handle.append_offline(USER_VIEW, rows)
 
+    def read_interactions(self) -> pd.DataFrame:
+        return self.handle.read_offline(INTERACTION_LOG.name)
 
-def open_history_store(handle: FeatureStoreHandle) -> HistoryStore:
-    """The history store in the same backend as ``handle``'s online store."""
-    s = handle.settings
-    if s.profile == "production":
-        return RedisHistoryStore(s.redis_url, f"learnrec:{s.project}:")
-    return SqliteHistoryStore(s.resolved_data_dir() / "user_history.sqlite")
+    def store_status(self) -> StoreStatus:
+        if self._status is None:
+            self._status = open_store_status(self.handle.settings)
+        return self._status
