@@ -6,6 +6,8 @@ Layout under the root (a path, ``file://...`` or ``s3://bucket/prefix``)::
     versions/<version>/manifest.json       config, content model, data window, metrics,
                                            lineage, the weights' SHA-256
     CURRENT                                the live version id (replaced atomically)
+    PENDING                                the version a switch is about to serve (or
+                                           empty): consumers write it too meanwhile
     RETIRED                                JSON {version: when it stopped serving}, for
                                            the purge of its online rows after a grace
 
@@ -59,6 +61,7 @@ WEIGHTS = "model.safetensors"
 ID_VOCAB = "ids.json"
 CURRENT = "CURRENT"
 RETIRED = "RETIRED"
+PENDING = "PENDING"
 
 
 class RegistrySettings(BaseSettings):
@@ -353,6 +356,23 @@ class ModelRegistry:
         if before is not None and before != version:
             retired[before] = datetime.now(UTC).isoformat()
         self.store.write_pointer(RETIRED, json.dumps(retired, sort_keys=True) + "\n")
+
+    def mark_pending(self, version: str) -> None:
+        """Name the version the next switch serves: writers that follow it write its rows
+        beside the current version's until the switch (dual write, docs/deploy.md)."""
+        self.manifest(version)
+        self.store.write_pointer(PENDING, version + "\n")
+
+    def pending_version(self) -> str | None:
+        """The version marked by ``mark_pending``; None when no switch is under way.
+
+        Read it *before* ``current_version``: ``promote`` then ``clear_pending`` make a
+        reader that finds no pending version find the new current one."""
+        v = (self.store.read_pointer(PENDING) or "").strip()
+        return v or None
+
+    def clear_pending(self) -> None:
+        self.store.write_pointer(PENDING, "")
 
     def retired(self) -> dict[str, datetime]:
         """Versions that stopped serving and whose online rows are not purged yet -> when."""

@@ -54,6 +54,13 @@ class ModelSource(Protocol):
     def load(self, version: str) -> Any: ...
 
 
+def pending_of(source: Any) -> str | None:
+    """The version a switch under way will serve (``ModelRegistry.mark_pending``), which
+    writers write beside the current one; None for a source without switches."""
+    pending = getattr(source, "pending_version", None)
+    return pending() if callable(pending) else None
+
+
 # ------------------------------------------------------------------- user towers only
 
 
@@ -134,9 +141,13 @@ class FixedTowers:
     def __init__(self, *towers: LoadedTower) -> None:
         self.towers = {t.version: t for t in towers}
         self.version = towers[0].version
+        self.pending: str | None = None
 
     def current_version(self) -> str | None:
         return self.version
+
+    def pending_version(self) -> str | None:
+        return self.pending
 
     def load(self, version: str) -> LoadedTower:
         return self.towers[version]
@@ -156,6 +167,9 @@ class RegistryTowers:
     def current_version(self) -> str | None:
         v = self.registry.current_version()
         return v if v is not None else self.bootstrap.current_version()
+
+    def pending_version(self) -> str | None:
+        return pending_of(self.registry)
 
     def load(self, version: str) -> LoadedTower:
         if version.startswith("bootstrap-"):
@@ -228,17 +242,28 @@ class ModelCache:
     ``expect_content``: the identity of the content model whose vectors this process
     feeds the towers (``learn_core.embedding.identity``); a version trained on another
     one is refused (``ContentMismatch``) instead of served.
+
+    ``follow_pending`` (writers): each check also reads the pending version, first, and
+    ``writing()`` gives it with the current one, so rows written while a switch is under
+    way exist under both versions (docs/deploy.md, "Switch during streaming").
     """
 
     def __init__(
-        self, source: ModelSource, check_s: float = 0.2, expect_content: str | None = None
+        self,
+        source: ModelSource,
+        check_s: float = 0.2,
+        expect_content: str | None = None,
+        follow_pending: bool = False,
     ) -> None:
         self.source = source
         self.check_s = check_s
         self.expect_content = expect_content
+        self.follow_pending = follow_pending
         self._lock = threading.Lock()
         self._loaded: dict[str, ServingModel] = {}
         self._current: ServingModel | None = None
+        self._writes: list[ServingModel] = []
+        self._refused: set[str] = set()
         self._checked = -float("inf")
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -257,13 +282,30 @@ class ModelCache:
     def _refresh(self) -> ServingModel:
         """Re-read the pointer and load a new version (caller holds ``_lock``)."""
         self._checked = time.monotonic()
+        # Pending before current: a switch writes CURRENT, then clears PENDING.
+        pending = pending_of(self.source) if self.follow_pending else None
         version = self.source.current_version()
         if version is None:
             raise VersionError("no model has been promoted yet: run `learnrec run-job retrain`")
         if self._current is None or self._current.version != version:
             self._current = self.get(version)  # one reference assignment: atomic
             log.info("serving model %s", version)
+        writes = [self._current]
+        if pending is not None and pending != version:
+            try:
+                writes.insert(0, self.get(pending))  # the pending version's rows land first
+            except Exception as exc:  # a broken candidate never stops the current writes
+                if pending not in self._refused:
+                    self._refused.add(pending)
+                    log.error("pending model %s not written: %s", pending, exc)
+        self._writes = writes
         return self._current
+
+    def writing(self) -> list[ServingModel]:
+        """The versions a writer writes now: the pending one (while a switch is under
+        way), then the current one. Needs ``follow_pending``; raises as ``current``."""
+        self.current()
+        return self._writes
 
     def start(self) -> None:
         """Follow the pointer from a background thread (idempotent). With ``check_s`` 0
@@ -312,8 +354,8 @@ class ModelCache:
                     version, getattr(loaded, "manifest", None), self.expect_content, where
                 )
             self._loaded[version] = as_serving(version, loaded)
-            # Keep the current and the previous version only: a switch needs both briefly.
-            while len(self._loaded) > 2:
+            # Keep the current, a pending and the previous version: a switch needs them.
+            while len(self._loaded) > 3:
                 self._loaded.pop(next(iter(self._loaded)))
         return self._loaded[version]
 

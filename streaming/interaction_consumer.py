@@ -16,10 +16,12 @@ anywhere re-delivers the batch; since windows are a set function of the events a
 writes are keyed by (user, event time) / event id, the replay writes the same values.
 
 Model: the registry's current user tower, re-checked every ``reload_check_s`` at a
-batch boundary. With no model in the registry the consumer runs a deterministic
-untrained *bootstrap* tower (seed 0, version ``bootstrap-<weights digest>``), so the
-pipeline is testable from an empty registry and every vector still names its maker;
-readers that want trained embeddings refuse ``bootstrap-*`` versions.
+batch boundary; while a retrain switches versions, the pending one too, whose rows are
+written first (``streaming.tower_versions``: dual write). With no model in the registry
+the consumer runs a deterministic untrained *bootstrap* tower (seed 0, version
+``bootstrap-<weights digest>``), so the pipeline is testable from an empty registry and
+every vector still names its maker; readers that want trained embeddings refuse
+``bootstrap-*`` versions.
 """
 
 from __future__ import annotations
@@ -38,16 +40,15 @@ from typing import Any
 import pandas as pd
 
 from learn_core.events import INTERACTION, Interaction, event_fingerprint
-from learn_core.history import group_by_user, plan_batch
+from learn_core.history import BatchPlan, group_by_user, plan_batch
 from learn_core.inference import embed_windows
 from learn_core.serving import LoadedTower, ModelSource, RegistryTowers, as_tower
 from learn_core.settings import ConfigError, load
 from streaming.consumer import Accepted, LoopStats, MicroBatchLoop
-from streaming.held_items import HoldTimer
-from streaming.high_water import Spans, Watch
+from streaming.held_items import HoldDecision, HoldTimer
 from streaming.interaction_settings import InteractionConsumerSettings
 from streaming.metrics import MetricsSettings, StreamMetrics
-from streaming.store_repair import StoreRepair
+from streaming.tower_versions import ServedTowers, window_problem
 from streaming.user_rows import interaction_rows, partial_rows, user_rows
 from streaming.user_sinks import ContentLookup, HistoryStore, UserFeatureSink
 from streaming.validate import DUPLICATE_CONFLICT, Rejection
@@ -101,49 +102,28 @@ class InteractionHandler:
         self.owned_partitions = owned_partitions
         self.keep_freshness = keep_freshness
         self.stats = HandlerStats()
-        self.model: LoadedTower | None = None
+        self.served = ServedTowers(towers, settings.history_len, settings.reload_check_s)
         # Two workers: the interaction-log and user-embedding appends (each an fsync, or
         # a PostgreSQL round trip) run side by side instead of one after the other.
         self._offline = ThreadPoolExecutor(2, thread_name_prefix="offline-append")
-        self._checked = -float("inf")
         self.last_call = -float("inf")
         self.holds = HoldTimer(settings.held_max_s, settings.held_max_users)
-        # The store is a cache of the logs: its high-water marks are checked with every
-        # batch and every ``store_check_s`` (``streaming.high_water``, ``store_repair``).
-        self.repair = StoreRepair(settings.store_check_s)
-        self._spans: Spans = {}
 
-    def begin_batch(self, spans: Spans) -> None:
-        """The offsets of the batch the loop hands over next (dead letters included)."""
-        self._spans = spans
+    @property
+    def model(self) -> LoadedTower | None:
+        """The current user tower (the serving version's)."""
+        return self.served.current
 
     def reload_model(self, force: bool = False) -> None:
-        """Switch to the registry's current version (called at batch boundaries)."""
-        now = time.monotonic()
-        if not force and self.model is not None and now - self._checked < self.s.reload_check_s:
-            return
-        self._checked = now
-        version = self.towers.current_version()
-        if version is None:
-            raise RuntimeError("tower source has no model and no bootstrap")
-        if self.model is None or version != self.model.version:
-            loaded = as_tower(version, self.towers.load(version))
-            loaded.tower.eval()
-            if (problem := window_problem(loaded, self.s.history_len)) is not None:
-                # A running consumer keeps going (nothing accepted is dropped), on the
-                # windows it has; start-up refuses this (``build_interaction_loop``).
-                log.error(
-                    "%s; embedding the last %d items meanwhile",
-                    problem,
-                    loaded.window(self.s.history_len),
-                )
+        """Follow the registry's current and pending versions (at batch boundaries)."""
+        before = self.served.current
+        if self.served.refresh(force):
+            assert self.served.current is not None
             # The tower reads only vectors of the content model it was trained on; others
             # count as missing (the user is held), never as input of the wrong meaning.
-            self.content.expect(loaded.content_model)
-            if self.model is not None:
+            self.content.expect(self.served.current.content_model)
+            if before is not None:
                 self.stats.model_switches += 1
-                log.info("user tower %s -> %s", self.model.version, loaded.version)
-            self.model = loaded
 
     def first_write_wins(
         self, accepted: list[Accepted]
@@ -171,20 +151,14 @@ class InteractionHandler:
 
     def __call__(self, accepted: list[Accepted]) -> list[tuple[Accepted, Rejection]]:
         self.last_call = time.monotonic()
-        spans, self._spans = self._spans, {}
         self.reload_model()
         assert self.model is not None
-        if self.repair.watch.due():
-            self.repair.check(self, self.owned_partitions())
         h = self.s.history_len
         inter, refused = self.first_write_wins(accepted)
         batch = group_by_user((ev, src.partition) for ev, src in inter)
         old = self.history.get_many(batch)
         held_before = self.history.held(self.owned_partitions())
         if not inter and not held_before:
-            if spans:  # only dead letters or refusals: the marks still follow the commits
-                replaced = self.history.apply({}, [], Watch.stamps(spans))
-                self.repair.after_batch(self, replaced, spans)
             return refused
         items = {e.item_id for rows in batch.values() for e, _ in rows}
         for hist in (*old.values(), *held_before.values()):
@@ -206,28 +180,34 @@ class InteractionHandler:
                 self.sink.append_interactions, interaction_rows([ev for ev, _ in inter], now)
             )
         ]
+        towers = self.served.writing()  # a pending version first, then the current one
         try:
-            w = self.model.window(h)  # the model's own window, which the backfill uses too
-            items_of = [plan.histories[u].item_ids for u in plan.ready]
-            items_of += [list(p.items) for p in holds.partial.values()]
-            vecs = embed_windows(self.model.tower, items_of, content, w)
-            n, version = len(plan.ready), self.model.version
-            users = user_rows(plan, vecs[:n], version, now, w)
-            if holds.partial:
-                part = partial_rows(holds.partial, vecs[n:], version, now, w)
-                users = pd.concat([users, part], ignore_index=True)
+            frames = [self._user_frame(t, plan, holds, content, now) for t in towers]
             t0 = time.monotonic()
-            pending.append(self._offline.submit(self.sink.append_users, users))
-            self.sink.write_users_online(users)
+            # Offline, the serving version's rows only: a pending version's have the same
+            # key (user, event time) and would collapse into them.
+            pending.append(self._offline.submit(self.sink.append_users, frames[-1]))
+            both = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+            self.sink.write_users_online(both)
             readable = time.time()
         finally:
             for f in pending:
                 f.exception()  # wait for both appends before anything else happens
         for f in pending:
             f.result()  # raise an append failure: the loop retries the batch
-        replaced = self.history.apply(plan.histories, plan.held, Watch.stamps(spans))
+        # Asked again after the interaction log is durable: a retrain's catch-up that
+        # missed these events reads the log later, so by then the versions it switches to
+        # are known here (cached at most reload_check_s < its wait, docs/deploy.md).
+        self.reload_model()
+        done = {t.version for t in towers}
+        late = [t for t in self.served.writing() if t.version not in done]
+        late = [t for t in late if t.content_model == towers[-1].content_model]
+        if late:
+            self.sink.write_users_online(
+                pd.concat([self._user_frame(t, plan, holds, content, now) for t in late])
+            )
+        self.history.apply(plan.histories, plan.held)
         new_missing = self.holds.commit(holds)
-        self.repair.after_batch(self, replaced, spans)
         write_s = time.monotonic() - t0
 
         ready = set(plan.ready)
@@ -255,18 +235,25 @@ class InteractionHandler:
         )
         return refused
 
-
-def window_problem(model: LoadedTower, keep: int) -> str | None:
-    """Why ``model`` cannot be served its own window when the consumer keeps ``keep``
-    items per user (None: it can). Its user rows would then differ from the backfill's,
-    which embeds the model's window."""
-    if model.history_len is None or model.history_len <= keep:
-        return None
-    return (
-        f"LEARNREC_INTERACTION_CONSUMER_HISTORY_LEN={keep} keeps fewer items per user than "
-        f"model {model.version} reads (history_len {model.history_len} in its serving "
-        f"contract): set it to at least {model.history_len}"
-    )
+    def _user_frame(
+        self,
+        tower: LoadedTower,
+        plan: BatchPlan,
+        holds: HoldDecision,
+        content: dict[str, Any],
+        now: pd.Timestamp,
+    ) -> pd.DataFrame:
+        """The batch's user rows under ``tower``'s version: ready users, then partial ones."""
+        w = tower.window(self.s.history_len)  # the model's own window, as its backfill's
+        items_of = [plan.histories[u].item_ids for u in plan.ready]
+        items_of += [list(p.items) for p in holds.partial.values()]
+        vecs = embed_windows(tower.tower, items_of, content, w)
+        n = len(plan.ready)
+        users = user_rows(plan, vecs[:n], tower.version, now, w)
+        if holds.partial:
+            part = partial_rows(holds.partial, vecs[n:], tower.version, now, w)
+            users = pd.concat([users, part], ignore_index=True)
+        return users
 
 
 # ------------------------------------------------------------------------------ wiring
@@ -328,15 +315,10 @@ def build_interaction_loop(
     )
 
     await_partitions(consumer, k.interactions_topic)
-    # The group's committed offsets of this consumer's partitions: the store's marks must
-    # be at least as high, or it went back while nobody ran (checked before any batch).
-    committed = {tp.partition: consumer.committed(tp) or 0 for tp in consumer.assignment()}
 
     dim = probe.user_tower.cfg.content_dim
     content = ContentLookup(sink.read_content, s.content_cache_entries, dim)
     handler = InteractionHandler(towers, history, content, sink, s, metrics)
-    parts = consumer.partitions_for_topic(k.interactions_topic) or ()
-    handler.repair.configure(k.interactions_topic, len(parts))
     last_lag = [0.0]
 
     def on_batch(n_good: int, n_bad: int, seconds: float) -> None:
@@ -363,8 +345,6 @@ def build_interaction_loop(
         return {tp.partition for tp in loop.assignment if tp.topic == k.interactions_topic}
 
     handler.owned_partitions = owned
-    handler.reload_model(force=True)
-    handler.repair.start(handler, committed)
     # Every object alive now (torch, Feast, pandas, the model) lives as long as the
     # process; a batch keeps enough objects alive to start several full collections,
     # each of which would rescan all of them (measured: ~20% of the consumer's time).

@@ -151,7 +151,7 @@ def build_item_loop(
     )
     await_partitions(consumer, k.items_topic)
     if models is not None:
-        cache = ModelCache(models, expect_content=content_identity(embedder))
+        cache = ModelCache(models, expect_content=content_identity(embedder), follow_pending=True)
         sink = ItemTowerSink(sink, sink.handle, cache)  # type: ignore[attr-defined]
     handler = ItemHandler(embedder, sink)
     loop = MicroBatchLoop(

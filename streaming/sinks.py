@@ -5,7 +5,9 @@ any ``ItemContentSink``: after the content rows are durable it runs the *current
 model's item tower over them (one batched forward, ``learn_core.inference``) and writes
 the ``item_tower_embedding`` rows, stamped with that model's version, offline then
 online. A just-created item is so retrievable seconds after its event, before the next
-backfill (cold start).
+backfill (cold start). While a switch is under way it writes the pending version's rows
+too, first (``ModelCache.writing``): an item written before the switch is never
+``unknown`` after it.
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ class ItemTowerSink:
         if rows.empty:
             return
         try:
-            model = self.models.current()
+            # Asked after the content rows are durable: a backfill's catch-up that misses
+            # them reads the log after this check, when the pending version is known.
+            models = self.models.writing()
         except VersionError:
             log.debug(
                 "no promoted model: %d items get tower vectors at the first backfill", len(rows)
@@ -102,10 +106,11 @@ class ItemTowerSink:
                 log.error("item-tower vectors not written: %s", exc)
             return
         content = np.stack([np.asarray(v, np.float32) for v in rows["embedding"]])
-        tower = item_tower_rows(model, list(rows["item_id"]), content, datetime.now(UTC))
-        self.handle.append_offline(ITEM_TOWER.name, tower)
-        self.handle.write_online(ITEM_TOWER.name, tower)
-        self.written += len(tower)
+        for model in models:  # each its own stamp: the offline log's key is (item, time)
+            tower = item_tower_rows(model, list(rows["item_id"]), content, datetime.now(UTC))
+            self.handle.append_offline(ITEM_TOWER.name, tower)
+            self.handle.write_online(ITEM_TOWER.name, tower)
+        self.written += len(rows)
 
     def read_item_content(self, ids: list[str]) -> dict[str, tuple]:
         return self.inner.read_item_content(ids)  # type: ignore[attr-defined]

@@ -10,9 +10,11 @@ Blue/green: the online rows go under the candidate's version-qualified keys
 consumers keep writing; nothing the serving version reads changes until the pointer
 switch. The candidate is caught up before the switch by replaying the offline logs'
 tail: rows appended (``created``) after a watermark taken before each read
-(``catch_up``). After the switch, one more replay covers what consumers wrote under the
-old version before they reloaded. ``purge_retired`` removes a replaced version's rows
-once its grace period is over.
+(``catch_up``). ``switch`` then marks it pending, so that the consumers write it too
+(dual write), waits until every consumer has re-read the pointers, replays the tail one
+last time and switches: no row written before the switch is missing or older under the
+new version after it. ``purge_retired`` removes a replaced version's rows once its grace
+period is over.
 
 Stamps: item rows carry the backfill time; a user's *online* row carries the event time
 of the newest event in its window, the stamp the interaction consumer gives the same
@@ -215,6 +217,7 @@ def catch_up(
     since: datetime,
     history_len: int = 50,
     seen: Seen | None = None,
+    against: str | None = None,
 ) -> tuple[int, datetime]:
     """Replay the logs' tail since ``since`` under ``model.version``; (rows written, next mark).
 
@@ -223,7 +226,9 @@ def catch_up(
     held for a late item). A user's row is written only when the store has none of this
     version or an older one: once the consumers run this version they may already have
     written a newer window. ``seen`` (the backfill's passes): rows already embedded are
-    skipped, and the rows of this pass are added.
+    skipped, and the rows of this pass are added. ``against`` (the serving version, while
+    consumers write both): users written here whose row ends up older than theirs under
+    ``against`` are rewritten (``_repair``).
     """
     mark = datetime.now(UTC) - SLACK
     when = datetime.now(UTC)
@@ -245,29 +250,115 @@ def catch_up(
         if new_items:
             users |= set(log_df.loc[log_df["item_id"].isin(new_items), "user_id"])
         if users:
-            rows, _, stamps = user_tower_rows(
-                model, log_df, content, history_len, when, users=users
-            )
-            if len(rows):
-                ids = list(rows["user_id"])
-                have = handle.read_embeddings(USER_TOWER.name, ids, model_version=model.version)
-                stored = [
-                    _as_utc(t) if f else None
-                    for t, f in zip(have.event_timestamp, have.found, strict=True)
-                ]
-                keep = [r for r, t in enumerate(stored) if t is None or t < stamps.iloc[r]]
-                if keep:
-                    _write(
-                        handle,
-                        USER_TOWER.name,
-                        rows.iloc[keep],
-                        online_ts=stamps.iloc[keep].reset_index(drop=True),
-                    )
-                    fixed += len(keep)
+            written = _newer_users(handle, model, log_df, content, users, history_len, when)
+            fixed += len(written)
+            if against is not None:
+                fixed += _repair(handle, model, against, written, content, history_len)
     seen.add(content_log, log_df)
     if fixed:
         log.info("catch-up %s: %d rows from the logs' tail since %s", model.version, fixed, since)
     return fixed, mark
+
+
+def _stamps(
+    handle: FeatureStoreHandle, version: str, users: list[str]
+) -> list[pd.Timestamp | None]:
+    have = handle.read_embeddings(USER_TOWER.name, users, model_version=version)
+    return [
+        _as_utc(t) if f else None for t, f in zip(have.event_timestamp, have.found, strict=True)
+    ]
+
+
+def _newer_users(
+    handle: FeatureStoreHandle,
+    model: ServingModel,
+    log_df: pd.DataFrame,
+    content: dict[str, np.ndarray],
+    users: set[str],
+    history_len: int,
+    when: datetime,
+) -> list[str]:
+    """Write ``users``' rows from the log where the store has none of ``model``'s version or
+    an older one; return the users written."""
+    rows, _, stamps = user_tower_rows(model, log_df, content, history_len, when, users=users)
+    if not len(rows):
+        return []
+    stored = _stamps(handle, model.version, list(rows["user_id"]))
+    keep = [r for r, t in enumerate(stored) if t is None or t < stamps.iloc[r]]
+    if keep:
+        _write(
+            handle,
+            USER_TOWER.name,
+            rows.iloc[keep],
+            online_ts=stamps.iloc[keep].reset_index(drop=True),
+        )
+    return [str(u) for u in rows["user_id"].iloc[keep]]
+
+
+def _repair(
+    handle: FeatureStoreHandle,
+    model: ServingModel,
+    against: str,
+    users: list[str],
+    content: dict[str, np.ndarray],
+    history_len: int,
+) -> int:
+    """Rewrite the ``users`` whose row of ``model`` is older than their row of ``against``.
+
+    Why: while consumers write both versions, a consumer's newer row can land between a
+    catch-up's check and its write; SQLite then keeps the catch-up's older row. Consumers
+    give both versions the same stamp, so a row older than the serving version's lost such
+    a race. Re-read from the log, up to ``TAIL_PASSES`` times.
+    """
+    fixed = 0
+    for _ in range(TAIL_PASSES):
+        if not users:
+            break
+        mine, theirs = _stamps(handle, model.version, users), _stamps(handle, against, users)
+        behind = {
+            u
+            for u, m, t in zip(users, mine, theirs, strict=True)
+            if t is not None and (m is None or m < t)
+        }
+        if not behind:
+            break
+        log_df = handle.read_offline(INTERACTION_LOG.name)
+        when = datetime.now(UTC)
+        users = _newer_users(handle, model, log_df, content, behind, history_len, when)
+        fixed += len(users)
+    return fixed
+
+
+def switch(
+    handle: FeatureStoreHandle,
+    registry: ModelRegistry,
+    model: ServingModel,
+    *,
+    since: datetime,
+    wait_s: float,
+    history_len: int = 50,
+) -> int:
+    """Serve ``model.version`` (backfilled, its tail replayed up to ``since``) with no gap.
+
+    A consumer learns of a new pointer only at its next check, so rows it wrote after the
+    last replay but before it saw the switch existed only under the old version: for a
+    few seconds after the switch those items read ``unknown`` and those users older.
+    Here the version is marked pending first, and consumers write it too (pending first,
+    then current). After ``wait_s`` (longer than every consumer's check period) each of
+    them does; a last replay since ``since`` covers what they wrote before, checked
+    against the serving version's rows; then the pointer switches and the mark goes.
+    Returns the rows that replay wrote.
+    """
+    current = registry.current_version()
+    registry.mark_pending(model.version)
+    try:
+        time.sleep(wait_s)
+        against = current if current != model.version else None
+        fixed, _ = catch_up(handle, model, since=since, history_len=history_len, against=against)
+        registry.promote(model.version)  # atomic pointer switch
+    finally:
+        registry.clear_pending()  # after CURRENT: readers read PENDING first
+    return fixed
 
 
 def purge_retired(
@@ -280,7 +371,9 @@ def purge_retired(
 
     The grace period lets replicas that have not re-read the pointer yet, and requests
     in flight, finish on the old version. A version's rows are found through the offline
-    logs, where every online write of the tower views is also appended.
+    logs: the tower logs (every item-tower write and the serving version's user rows),
+    and, for the user rows consumers wrote while it was pending (whose offline key is the
+    serving version's row), every user of the interaction log.
     """
     now = now or datetime.now(UTC)
     current = registry.current_version()
@@ -289,12 +382,16 @@ def purge_retired(
         for v, t in registry.retired().items()
         if v != current and (now - t).total_seconds() >= grace_s
     ]
+    users: set[str] = set()
+    if due and not (inter := handle.read_offline(INTERACTION_LOG.name)).empty:
+        users = set(inter["user_id"])
     for v in due:
         n = 0
         for view, key in ((ITEM_TOWER.name, "item_id"), (USER_TOWER.name, "user_id")):
             df = handle.read_offline(view)
-            ids = sorted(set(df.loc[df["model_version"] == v, key])) if not df.empty else []
-            n += handle.online.purge_version(view, v, ids)
+            ids = set(df.loc[df["model_version"] == v, key]) if not df.empty else set()
+            ids |= users if view == USER_TOWER.name else set()
+            n += handle.online.purge_version(view, v, sorted(ids))
         log.info("purged the online rows of retired version %s (%d keys)", v, n)
     if due:
         registry.forget_retired(due)

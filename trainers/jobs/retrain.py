@@ -13,9 +13,11 @@
 4. **Promote** when ``candidate >= current - tolerance`` (or there is no current model):
    save with its serving contract (``trainers.train.save_version``), backfill every item
    and user under the new version beside the serving version's rows and replay the
-   logs' tail, switch the pointer, then catch up rows that writers on the old version
-   wrote meanwhile; purge the online rows of versions replaced more than
-   ``retire_grace_s`` ago. Otherwise keep the current model and log why.
+   logs' tail, mark it pending so that the consumers write it too, wait
+   ``catchup_delay_s``, replay the tail once more and switch the pointer
+   (``trainers.jobs.backfill.switch``: no gap); purge the online rows of versions
+   replaced more than ``retire_grace_s`` ago. Otherwise keep the current model and log
+   why.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class RetrainSettings(ProductRecipeSettings):
         6.0,
         ge=0,
         le=3600,
-        description="second catch-up after the switch (> consumers' reload period)",
+        description="wait between marking a version pending and its last catch-up and "
+        "switch: must exceed every consumer's pointer check period",
     )
     retire_grace_s: float = Field(
         600.0,
@@ -115,7 +118,7 @@ def retrain(
     """
     import torch
 
-    from trainers.jobs.backfill import backfill, catch_up, purge_retired
+    from trainers.jobs.backfill import backfill, purge_retired, switch
     from trainers.learn import CVRStageConfig
     from trainers.product import fit
 
@@ -123,6 +126,8 @@ def retrain(
     torch.set_num_threads(s.torch_threads)
     secs: dict[str, float] = {}
     t0 = time.monotonic()
+    if registry.pending_version() is not None:  # left by a run that died mid-switch
+        registry.clear_pending()
     purge_retired(handle, registry, s.retire_grace_s)  # versions replaced by earlier runs
     log_df = handle.read_offline(INTERACTION_LOG.name)
     if len(log_df) < s.min_interactions:
@@ -227,13 +232,17 @@ def retrain(
     bf = backfill(handle, serving, history_len=s.history_len, progress=progress)
     report.backfill = asdict(bf)
     secs["backfill"] = time.monotonic() - t3
-    registry.promote(version)  # atomic pointer switch, after the backfill and its tail
-    log.info("promoted %s (was %s)", version, cur_version)
-    # Consumers write the old version until they reload: replay what they wrote since.
-    time.sleep(s.catchup_delay_s)
-    fixed, _ = catch_up(
-        handle, serving, since=pd.Timestamp(bf.watermark), history_len=s.history_len
+    t4 = time.monotonic()
+    fixed = switch(
+        handle,
+        registry,
+        serving,
+        since=pd.Timestamp(bf.watermark),
+        wait_s=s.catchup_delay_s,
+        history_len=s.history_len,
     )
+    secs["switch"] = time.monotonic() - t4
+    log.info("promoted %s (was %s)", version, cur_version)
     report.backfill["caught_up"] += fixed
     report.backfill["purged"] = purge_retired(handle, registry, s.retire_grace_s)
     secs["total"] = time.monotonic() - t0
