@@ -36,6 +36,15 @@ class UnknownUserError(LookupError):
     """No embedding of the serving version for this user (HTTP 404)."""
 
 
+class DegradedError(RuntimeError):
+    """The user's online state is known to be behind the logs and is being rebuilt
+    (HTTP 503, ``degraded``): ``marks`` say which partitions and why."""
+
+    def __init__(self, message: str, marks: Sequence[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.marks = list(marks)
+
+
 def check_ids(
     user_id: str, item_ids: Sequence[str], *, max_candidates: int, max_id_chars: int
 ) -> list[str]:

@@ -29,6 +29,7 @@ from learn_core.settings import ServiceUnavailableError
 from ranking.core import (
     SORT_SCORE,
     SORTS,
+    DegradedError,
     RequestError,
     Sort,
     UnknownUserError,
@@ -108,6 +109,8 @@ def error_answer(exc: BaseException) -> tuple[int, dict[str, Any]] | None:
         return 404, {"detail": str(exc.args[0])}
     if isinstance(exc, VersionError):
         return 503, {"detail": str(exc)}
+    if isinstance(exc, DegradedError):
+        return 503, {"detail": str(exc), "status": "degraded", "degraded": exc.marks}
     if isinstance(exc, ServiceUnavailableError):
         return 503, {"detail": str(exc), "store": "unreachable"}
     if isinstance(exc, store_errors()):

@@ -5,6 +5,8 @@ the user and item rows are read from the online store through the fast path
 (``OnlineEmbeddings.read_vectors``: one round trip) under ``v``'s own keys (blue/green:
 each version's rows sit beside the others', ``feature_repo.online.versions``) and
 checked to carry ``model_version == v``; the mid-emb and CVR come from ``v``'s CVR head.
+A user whose partition a consumer marked ``degraded`` (the store went back and is being
+rebuilt from the logs, ``feature_repo.store_status``) is answered 503, not with the row.
 A candidate's backfill writes beside ``v``'s rows, so it never takes an item away from
 ``v``'s responses; an id without a row of ``v`` is ``unknown``, a row of another version
 (which the keys rule out) ``stale``, neither is scored, and a response cannot mix versions.
@@ -14,17 +16,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from feature_repo.schema import ITEM_TOWER, USER_TOWER
+from feature_repo.store_status import Degraded, MemoryStoreStatus, StoreStatus, open_store_status
 from learn_core.serving import ModelCache, ModelSource, ServingModel
 from ranking.core import (
     OK,
     STALE,
     UNKNOWN,
+    DegradedError,
     RankResult,
     Retrieved,
     UnknownUserError,
@@ -53,9 +57,14 @@ class RankingReader:
         models: ModelSource | ModelCache,
         settings: RankingSettings | None = None,
         retrieval: Retrieval | None = None,
+        status: StoreStatus | None = None,
     ) -> None:
         self.handle = handle
         self.s = settings or RankingSettings()
+        if status is None:  # the marks beside the online store (a test's memory store: none)
+            feast = getattr(handle, "settings", None)
+            status = MemoryStoreStatus() if feast is None else open_store_status(feast)
+        self.status = StatusView(status, self.s.status_check_s)
         # The BLAS and torch pools are the process's: the service sizes them at start-up
         # (``ranking.service``), a reader embedded elsewhere leaves them to its host.
         self.models = (
@@ -70,6 +79,16 @@ class RankingReader:
 
     def model(self) -> ServingModel:
         return self.models.current()
+
+    def check_user(self, user_id: str) -> None:
+        """Refuse (503) a user whose online state is known to be behind the logs."""
+        marks = [d for d in self.status.marks() if d.affects(user_id)]
+        if marks:
+            raise DegradedError(
+                f"user {user_id!r}: {marks[0].reason}; it is being rebuilt from the offline "
+                "log, retry shortly",
+                [d.to_dict() for d in marks],
+            )
 
     def user_embedding(self, user_id: str, model: ServingModel) -> np.ndarray:
         (got,) = self.handle.online.read_vectors([(USER_TOWER.name, [user_id])], model.version)
@@ -87,6 +106,7 @@ class RankingReader:
             max_candidates=self.s.max_candidates,
             max_id_chars=self.s.max_id_chars,
         )
+        self.check_user(user_id)
         model = self.model()
         user, item_vecs, ok, status, item_json = self._read(user_id, ids, model)
         n, mid_dim = len(ids), model.cvr_head.cfg.mid_dim
@@ -149,6 +169,7 @@ class RankingReader:
         """Top-``k`` items for ``user_id`` by inner product of the serving version's vectors."""
         check_id("user_id", user_id, self.s.max_id_chars)
         check_k(k, self.s.max_k)
+        self.check_user(user_id)
         model = self.model()
         user = self.user_embedding(user_id, model)
         ids, scores = self.retrieval.search(model.version, model.dim, user, k, set(exclude))
@@ -163,6 +184,35 @@ class RankingReader:
     def close(self) -> None:
         self.models.close()
         self.retrieval.close()
+        self.status.close()
+
+
+class StatusView:
+    """The store's ``degraded`` marks, re-read at most every ``ttl_s`` (0: every call).
+
+    Why cached: the marks are one more round trip per request, and they change only when a
+    consumer finds the store went back (rare); ``fresh`` reads them now (``/healthz``).
+    """
+
+    def __init__(
+        self, status: StoreStatus, ttl_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.status, self.ttl_s, self.clock = status, ttl_s, clock
+        self._marks: list[Degraded] = []
+        self._read_at = float("-inf")
+
+    def marks(self) -> list[Degraded]:
+        now = self.clock()
+        if self.ttl_s <= 0 or now - self._read_at >= self.ttl_s:
+            self._marks, self._read_at = self.status.degraded(), now
+        return self._marks
+
+    def fresh(self) -> list[Degraded]:
+        self._read_at = float("-inf")
+        return self.marks()
+
+    def close(self) -> None:
+        self.status.close()
 
 
 def _user_row(user_id: str, got: VersionedVectors, model: ServingModel) -> np.ndarray:

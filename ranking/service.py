@@ -7,7 +7,7 @@ the Python client returns, as JSON, ``/rank``'s candidates by score unless ``sor
 Errors map to status codes with the reader's message: 400 bad request (size caps,
 malformed ids, malformed or unknown body fields), 404 unknown user, 406 an ``Accept``
 that allows neither ``/rank`` encoding, 413 body over ``LEARNREC_RANKING_MAX_BODY_BYTES``,
-503 no servable model or store down.
+503 no servable model, store down, or the user's state ``degraded`` (being rebuilt).
 
 The server stack was chosen by measurement (``bench.http_ranking``, docs/ranking.md,
 "Over HTTP"): ``/rank`` as a plain ASGI route in front of FastAPI
@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from feature_repo.store_status import summary
 from learn_core.runtime import limit_threads, settle_heap
 from learn_core.settings import ServiceUnavailableError
-from ranking.core import RequestError, UnknownUserError, VersionError
+from ranking.core import DegradedError, RequestError, UnknownUserError, VersionError
 from ranking.http_rank import (  # noqa: F401 - RankBody, validation_detail: the service's API
     RankBody,
     RankRoute,
@@ -144,7 +145,8 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Rank
         status, payload = error_answer(exc) or (500, {"detail": "internal error"})
         return JSONResponse(payload, status_code=status)
 
-    for exc_type in (RequestError, UnknownUserError, VersionError, ServiceUnavailableError):
+    errors = (RequestError, UnknownUserError, VersionError, ServiceUnavailableError, DegradedError)
+    for exc_type in errors:
         app.add_exception_handler(exc_type, _reader_error)
     for exc_type in store_errors():
         app.add_exception_handler(exc_type, _reader_error)
@@ -156,17 +158,31 @@ def create_app(reader: RankingReader, max_body_bytes: int | None = None) -> Rank
         return as_json(reader.retrieve(user_id, k).to_dict())
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        """200 only when the store answers and a model serves; the index is built here."""
+    def healthz() -> Any:
+        """200 only when the store answers, holds no state known to be behind the logs
+        (``degraded``: a consumer is rebuilding it) and a model serves; the index is built
+        here."""
         check = getattr(reader.handle, "check", None)
         if check is not None:
             check()  # ServiceUnavailableError -> 503 naming the setting and address
+        marks = reader.status.fresh()
+        if marks:
+            return JSONResponse(
+                {
+                    "status": "degraded",
+                    "detail": summary(marks),
+                    "degraded": [d.to_dict() for d in marks],
+                    "store": "ok",
+                },
+                status_code=503,
+            )
         try:
             version: str | None = reader.model().version
             warm_index()
         except VersionError as exc:
             raise HTTPException(503, str(exc)) from exc
         return {
+            "status": "ok",
             "model_version": version,
             "store": "ok",
             "retrieval": reader.retrieval.backend,

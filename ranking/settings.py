@@ -41,6 +41,13 @@ class RankingSettings(BaseSettings):
         description="how long /rank reuses a candidate's vector before reading it again "
         "(0: read every candidate on every request)",
     )
+    status_check_s: float = Field(
+        0.1,
+        ge=0,
+        le=60,
+        description="how long /rank and /retrieve reuse the store's degraded marks before "
+        "reading them again (0: on every request); /healthz reads them every time",
+    )
     item_cache_entries: int = Field(
         200_000, ge=1, le=100_000_000, description="item vectors the /rank near-cache holds"
     )
