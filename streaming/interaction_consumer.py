@@ -46,8 +46,10 @@ from learn_core.serving import LoadedTower, ModelSource, RegistryTowers, as_towe
 from learn_core.settings import ConfigError, load
 from streaming.consumer import Accepted, LoopStats, MicroBatchLoop
 from streaming.held_items import HoldDecision, HoldTimer
+from streaming.high_water import Spans, Watch
 from streaming.interaction_settings import InteractionConsumerSettings
 from streaming.metrics import MetricsSettings, StreamMetrics
+from streaming.store_repair import StoreRepair
 from streaming.tower_versions import ServedTowers, window_problem
 from streaming.user_rows import interaction_rows, partial_rows, user_rows
 from streaming.user_sinks import ContentLookup, HistoryStore, UserFeatureSink
@@ -108,6 +110,14 @@ class InteractionHandler:
         self._offline = ThreadPoolExecutor(2, thread_name_prefix="offline-append")
         self.last_call = -float("inf")
         self.holds = HoldTimer(settings.held_max_s, settings.held_max_users)
+        # The store is a cache of the logs: its high-water marks are checked with every
+        # batch and every ``store_check_s`` (``streaming.high_water``, ``store_repair``).
+        self.repair = StoreRepair(settings.store_check_s)
+        self._spans: Spans = {}
+
+    def begin_batch(self, spans: Spans) -> None:
+        """The offsets of the batch the loop hands over next (dead letters included)."""
+        self._spans = spans
 
     @property
     def model(self) -> LoadedTower | None:
@@ -151,14 +161,20 @@ class InteractionHandler:
 
     def __call__(self, accepted: list[Accepted]) -> list[tuple[Accepted, Rejection]]:
         self.last_call = time.monotonic()
+        spans, self._spans = self._spans, {}
         self.reload_model()
         assert self.model is not None
+        if self.repair.watch.due():
+            self.repair.check(self, self.owned_partitions())
         h = self.s.history_len
         inter, refused = self.first_write_wins(accepted)
         batch = group_by_user((ev, src.partition) for ev, src in inter)
         old = self.history.get_many(batch)
         held_before = self.history.held(self.owned_partitions())
         if not inter and not held_before:
+            if spans:  # only dead letters or refusals: the marks still follow the commits
+                replaced = self.history.apply({}, [], Watch.stamps(spans))
+                self.repair.after_batch(self, replaced, spans)
             return refused
         items = {e.item_id for rows in batch.values() for e, _ in rows}
         for hist in (*old.values(), *held_before.values()):
@@ -206,8 +222,9 @@ class InteractionHandler:
             self.sink.write_users_online(
                 pd.concat([self._user_frame(t, plan, holds, content, now) for t in late])
             )
-        self.history.apply(plan.histories, plan.held)
+        replaced = self.history.apply(plan.histories, plan.held, Watch.stamps(spans))
         new_missing = self.holds.commit(holds)
+        self.repair.after_batch(self, replaced, spans)
         write_s = time.monotonic() - t0
 
         ready = set(plan.ready)
@@ -315,10 +332,15 @@ def build_interaction_loop(
     )
 
     await_partitions(consumer, k.interactions_topic)
+    # The group's committed offsets of this consumer's partitions: the store's marks must
+    # be at least as high, or it went back while nobody ran (checked before any batch).
+    committed = {tp.partition: consumer.committed(tp) or 0 for tp in consumer.assignment()}
 
     dim = probe.user_tower.cfg.content_dim
     content = ContentLookup(sink.read_content, s.content_cache_entries, dim)
     handler = InteractionHandler(towers, history, content, sink, s, metrics)
+    parts = consumer.partitions_for_topic(k.interactions_topic) or ()
+    handler.repair.configure(k.interactions_topic, len(parts))
     last_lag = [0.0]
 
     def on_batch(n_good: int, n_bad: int, seconds: float) -> None:
@@ -345,6 +367,8 @@ def build_interaction_loop(
         return {tp.partition for tp in loop.assignment if tp.topic == k.interactions_topic}
 
     handler.owned_partitions = owned
+    handler.reload_model(force=True)
+    handler.repair.start(handler, committed)
     # Every object alive now (torch, Feast, pandas, the model) lives as long as the
     # process; a batch keeps enough objects alive to start several full collections,
     # each of which would rescan all of them (measured: ~20% of the consumer's time).
