@@ -30,9 +30,8 @@ import pandas as pd
 
 from feature_repo.store_status import Degraded, partition_of
 from learn_core.history import UserHistory, plan_batch, windows_from_log
-from learn_core.inference import embed_windows
+from streaming.held_items import HoldDecision
 from streaming.high_water import Regression, Spans, Watch
-from streaming.user_rows import user_rows
 
 if TYPE_CHECKING:
     from streaming.interaction_consumer import InteractionHandler
@@ -143,20 +142,17 @@ def write_windows(
     content (the others are held, as the stream holds them), write their rows online and
     offline, then the windows and ``marks`` in one transaction."""
     handler.reload_model()
-    model = handler.model
-    assert model is not None
     h = handler.s.history_len
     batch = {u: [(e, w.partition) for e in w.entries] for u, w in windows.items()}
     items = {i for w in windows.values() for i in w.item_ids}
     content = handler.content.get_many(items)
     plan = plan_batch({}, batch, {}, content.__contains__, h)
     if plan.ready:
-        w = model.window(h)
-        vecs = embed_windows(
-            model.tower, [plan.histories[u].item_ids for u in plan.ready], content, w
-        )
         now = pd.Timestamp(datetime.now(UTC))
-        users = user_rows(plan, vecs, model.version, now, w)
-        handler.sink.append_users(users)
-        handler.sink.write_users_online(users)
+        # As a batch writes: a pending version's rows too (blue/green dual write), offline
+        # the serving version's only.
+        towers = handler.served.writing()
+        frames = [handler._user_frame(t, plan, HoldDecision(), content, now) for t in towers]
+        handler.sink.append_users(frames[-1])
+        handler.sink.write_users_online(pd.concat(frames, ignore_index=True))
     handler.history.apply(plan.histories, plan.held, marks)
