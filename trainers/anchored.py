@@ -29,6 +29,7 @@ from learn_core.models.anchored import (
     catalogue_logits,
 )
 from learn_core.models.cvr import CVRConfig
+from trainers.distributed import SINGLE, DistContext
 from trainers.evaluation import eval_loop
 from trainers.learn import CVRStageConfig, fit_cvr_head
 from trainers.loop import Progress
@@ -176,16 +177,66 @@ def build_model(
     return model, matrix, torch.from_numpy(rows)
 
 
+class _StepLoss(torch.nn.Module):
+    """One step's loss as a module, so that ``DistributedDataParallel`` can wrap it.
+
+    Returns the sum of the softmax CE (plus the weighted CVR BCE) over the rows' targets,
+    times ``scale``: 1 / targets for one process, the batch mean.
+    """
+
+    def __init__(
+        self,
+        model: AnchoredModel,
+        whitened: torch.Tensor,
+        id_rows: torch.Tensor,
+        allowed: torch.Tensor,
+        conv: torch.Tensor,
+        cvr_weight: float,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.whitened, self.id_rows, self.allowed = whitened, id_rows, allowed
+        self.conv, self.cvr_weight = conv, cvr_weight
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        p: torch.Tensor,
+        rows: torch.Tensor,
+        drop: torch.Tensor | None,
+        scale: float,
+    ) -> torch.Tensor:
+        model = self.model
+        # every item's tower input and vector, this step
+        table, items = model.item_tower.both(self.whitened, self.id_rows, drop)
+        width = int((x >= 0).sum(1).max())  # left-padded: drop the all-padding columns
+        x, p = x[:, -width:], p[:, -width:]
+        h = model.user_tower.forward_rows(table, x)
+        valid = p >= 0
+        hv = h[valid]
+        logits = catalogue_logits(hv, items).masked_fill(~self.allowed[None, :], float("-inf"))
+        loss = F.cross_entropy(logits, p[valid], reduction="sum")
+        if self.cvr_weight > 0:
+            _, logit = model.cvr_head(hv, items[p[valid]])
+            loss = loss + self.cvr_weight * F.binary_cross_entropy_with_logits(
+                logit, self.conv[rows][:, -width:][valid].float(), reduction="sum"
+            )
+        return loss * scale
+
+
 def train_anchored(
     cfg: AnchoredTrainConfig,
     split: Split,
     content: np.ndarray,
     row_items: list[str] | None = None,
+    dist: DistContext = SINGLE,
 ) -> AnchoredResult:
     """Train on ``split`` with early stopping on validation NDCG@10.
 
     ``content`` has one row per split item; ``row_items`` names the item of each row
-    (default ``split.item_ids``), which keys the ID vocabulary.
+    (default ``split.item_ids``), which keys the ID vocabulary. ``dist``: this process's
+    rank under ``torchrun`` (``trainers.distributed``); each rank trains on its share of
+    every batch, rank 0 alone evaluates and returns the best state.
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -205,11 +256,12 @@ def train_anchored(
     with torch.no_grad():
         whitened = model.item_tower.whiten(matrix)
     allowed = torch.from_numpy(counts > 0)  # the softmax: items with training interactions
+    step = dist.wrap(_StepLoss(model, whitened, id_rows, allowed, conv, cfg.cvr_weight))
     opt = torch.optim.Adam(
         model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay
     )
     steps = -(-len(users) // cfg.batch_size)
-    progress = Progress(steps * cfg.epochs, "anchored")
+    progress = Progress(steps * cfg.epochs, "anchored") if dist.main else None
     best, best_state, best_epoch, since, best_val = -1.0, None, -1, 0, {}
     history: list[dict[str, float]] = []
     t0 = time.monotonic()
@@ -220,49 +272,51 @@ def train_anchored(
             drop = None
             if cfg.id_dropout > 0 and n_ids:
                 drop = torch.from_numpy(rng.random(n_ids) < cfg.id_dropout)
-            # every item's tower input and vector, this step
-            table, items = model.item_tower.both(whitened, id_rows, drop)
-            x, p = inp[idx], pos[idx]
-            width = int((x >= 0).sum(1).max())  # left-padded: drop the all-padding columns
-            x, p = x[:, -width:], p[:, -width:]
-            h = model.user_tower.forward_rows(table, x)
-            valid = p >= 0
-            hv = h[valid]
-            logits = catalogue_logits(hv, items).masked_fill(~allowed[None, :], float("-inf"))
-            loss = F.cross_entropy(logits, p[valid])
-            if cfg.cvr_weight > 0:
-                _, logit = model.cvr_head(hv, items[p[valid]])
-                loss = loss + cfg.cvr_weight * F.binary_cross_entropy_with_logits(
-                    logit, conv[idx][:, -width:][valid].float()
-                )
+            # The loss is a sum over this rank's targets scaled by world / targets in the
+            # whole batch: DDP's gradient average is then one process's batch mean.
+            targets = int((pos[idx] >= 0).sum())
+            rows, live = dist.shard(idx)
+            scale = dist.world / targets if live else 0.0
+            loss = step(inp[rows], pos[rows], rows, drop, scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach())
+            share = float(loss.detach()) / dist.world  # this rank's part of the batch mean
+            total += share
             n += 1
-            progress.step(loss=float(loss.detach()))
+            if progress is not None:
+                progress.step(loss=share * dist.world)
+        total = dist.sum(total)
         if (epoch + 1) % cfg.eval_every and epoch + 1 != cfg.epochs:
             continue
-        ranks = eval_loop(anchored_score_fn(model, matrix, id_rows), split, "valid")
-        val = ranking_metrics(ranks[~np.isnan(ranks)])
-        history.append(
-            {"epoch": epoch, "loss": total / max(n, 1), "valid_hr@10": val["hr@10"],
-             "valid_ndcg@10": val["ndcg@10"]}
-        )  # fmt: skip
-        log.info(
-            "anchored epoch %d loss %.4f valid hr@10 %.4f ndcg@10 %.4f (%.0fs)",
-            epoch, total / max(n, 1), val["hr@10"], val["ndcg@10"], time.monotonic() - t0,
-        )  # fmt: skip
-        if val["ndcg@10"] > best:
-            best, best_epoch, since, best_val = val["ndcg@10"], epoch, 0, val
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            since += 1
-            if since >= cfg.patience:
-                break
-        if cfg.time_budget_s is not None and time.monotonic() - t0 > cfg.time_budget_s:
-            log.info("anchored: time budget %.0fs reached after epoch %d", cfg.time_budget_s, epoch)
+        stop = False
+        if dist.main:  # rank 0 alone evaluates; the others wait for its decision
+            ranks = eval_loop(anchored_score_fn(model, matrix, id_rows), split, "valid")
+            val = ranking_metrics(ranks[~np.isnan(ranks)])
+            history.append(
+                {"epoch": epoch, "loss": total / max(n, 1), "valid_hr@10": val["hr@10"],
+                 "valid_ndcg@10": val["ndcg@10"]}
+            )  # fmt: skip
+            log.info(
+                "anchored epoch %d loss %.4f valid hr@10 %.4f ndcg@10 %.4f (%.0fs)",
+                epoch, total / max(n, 1), val["hr@10"], val["ndcg@10"], time.monotonic() - t0,
+            )  # fmt: skip
+            if val["ndcg@10"] > best:
+                best, best_epoch, since, best_val = val["ndcg@10"], epoch, 0, val
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                since += 1
+                stop = since >= cfg.patience
+            over = cfg.time_budget_s is not None and time.monotonic() - t0 > cfg.time_budget_s
+            if over and not stop:
+                log.info(
+                    "anchored: time budget %.0fs reached after epoch %d", cfg.time_budget_s, epoch
+                )
+            stop = stop or over
+        if dist.agree(stop):
             break
+    if not dist.main:  # only rank 0 kept the best state; the others' model is not used
+        return AnchoredResult(model, matrix, id_rows, -1, {}, history, time.monotonic() - t0)
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()

@@ -38,6 +38,13 @@ class TrainSettings(ProductRecipeSettings):
     )
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed")
     threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads")
+    nproc: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="training processes: 1 trains in this process; N > 1 launches torchrun "
+        "--nproc_per_node N (DDP; gloo on CPU, NCCL on GPU; content-anchored recipes)",
+    )
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +56,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=int)
     t.add_argument("--registry", type=Path, help="registry root (default LEARNREC_REGISTRY_ROOT)")
     t.add_argument("--promote", action="store_true", help="make the new version current")
+    t.add_argument(
+        "--nproc", type=int, help="train on N processes under torchrun (DDP; rank 0 saves)"
+    )
     t.set_defaults(func=_train)
     e = sub.add_parser("evaluate", help="leave-one-out test metrics of a registered model")
     e.add_argument("--dataset", help="sample | ml-100k | ml-1m-subset")
@@ -61,7 +71,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def _settings(args: argparse.Namespace) -> TrainSettings:
     over = {
         k: getattr(args, k)
-        for k in ("dataset", "data", "epochs")
+        for k in ("dataset", "data", "epochs", "nproc")
         if getattr(args, k, None) is not None
     }
     return load(TrainSettings, **over)
@@ -83,23 +93,50 @@ def _prepare(s: TrainSettings) -> tuple[Any, Any, Any, Any]:
     return ds, split, embedder, content_matrix(ds.items, embedder)
 
 
+def _rank_flags(args: argparse.Namespace) -> list[str]:
+    """The flags each ``torchrun`` rank gets: these, less ``--nproc`` (env vars pass on)."""
+    out = [f"--{k}={getattr(args, k)}" for k in ("dataset", "data", "epochs", "registry")
+           if getattr(args, k, None) is not None]  # fmt: skip
+    return out + (["--promote"] if args.promote else [])
+
+
 def _train(args: argparse.Namespace) -> int:
+    from trainers import distributed
     from trainers.train import TrainConfig, train
 
     s = _settings(args)
-    res = train(
-        TrainConfig(
-            dataset=s.dataset,
-            data=s.data,
-            epochs=s.epochs,
-            cvr_epochs=s.cvr_epochs,
-            seed=s.seed,
-            threads=s.threads,
-            recipe=s.effective_recipe(),
-            registry=args.registry,
-            promote=args.promote,
+    recipe = s.effective_recipe()
+    if s.nproc > 1 and not distributed.under_torchrun():
+        if recipe.arch != "anchored":
+            print(f"--nproc {s.nproc}: recipe {recipe.name!r} trains in one process only; "
+                  "data-parallel training trains the content-anchored recipes", file=sys.stderr)  # fmt: skip
+            return 2
+        try:
+            distributed.run_torchrun(s.nproc, ["train", *_rank_flags(args)])
+        except distributed.DistributedTrainingFailed as exc:
+            print(f"train failed: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    dist = distributed.from_env()
+    try:
+        res = train(
+            TrainConfig(
+                dataset=s.dataset,
+                data=s.data,
+                epochs=s.epochs,
+                cvr_epochs=s.cvr_epochs,
+                seed=s.seed,
+                threads=s.threads,
+                recipe=recipe,
+                registry=args.registry,
+                promote=args.promote,
+            ),
+            dist=dist,
         )
-    )
+    finally:
+        distributed.close(dist)
+    if res is None:  # a rank other than 0: rank 0 reports
+        return 0
     print(
         json.dumps(
             {

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from trainers.distributed import SINGLE, DistContext
 from trainers.evaluation import ScoreFn
 from trainers.learn import CVRStageConfig
 from trainers.recipe import AnchoredRecipe, AnyRecipe
@@ -59,15 +60,23 @@ def fit(
     seed: int = 0,
     row_items: list[str] | None = None,
     configure: Callable[[Any], Any] | None = None,
+    dist: DistContext = SINGLE,
 ) -> Fitted:
     """Train ``recipe`` on ``split`` (``content``: one row per split item).
 
     ``row_items`` names each row's item (the hybrid keys its ID table by it; default
     ``split.item_ids``). ``configure(cfg) -> cfg`` adjusts the recipe's training config
     (budget, window) before training: ``LearnTrainConfig`` or ``AnchoredTrainConfig``.
+    ``dist``: this rank under ``torchrun`` (content-anchored recipes only; on ranks
+    other than 0 the result is not evaluated and not meant to be saved).
     """
     if isinstance(recipe, AnchoredRecipe):
-        return _fit_anchored(recipe, split, content, epochs, seed, row_items, configure)
+        return _fit_anchored(recipe, split, content, epochs, seed, row_items, configure, dist)
+    if dist.active:
+        raise ValueError(
+            f"recipe {recipe.name!r} trains LEARN's towers, which train in one process only; "
+            "data-parallel training (torchrun) trains the content-anchored recipes"
+        )
     return _fit_towers(recipe, split, content, epochs, seed, configure)
 
 
@@ -79,13 +88,14 @@ def _fit_anchored(
     seed: int,
     row_items: list[str] | None,
     configure: Callable[[Any], Any] | None,
+    dist: DistContext,
 ) -> Fitted:
     from trainers.anchored import anchored_cvr_stage, anchored_score_fn, train_anchored
 
     cfg = recipe.train_config(epochs, seed)
     if configure is not None:
         cfg = configure(cfg)
-    res = train_anchored(cfg, split, content, row_items)
+    res = train_anchored(cfg, split, content, row_items, dist)
     return Fitted(
         recipe,
         res.model,

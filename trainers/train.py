@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from learn_core.contract import ServingConfig
+from trainers.distributed import SINGLE, DistContext
 from trainers.recipe import PRODUCT_RECIPE, RECIPES, AnyRecipe, RecipeSettings
 
 if TYPE_CHECKING:
@@ -172,8 +173,14 @@ def serving_contract(
     )
 
 
-def train(cfg: TrainConfig, embedder: ContentEmbedder | None = None) -> TrainResult:
-    """Train the recipe (towers or hybrid, then the CVR head) on a data set, evaluate, register it."""
+def train(
+    cfg: TrainConfig, embedder: ContentEmbedder | None = None, dist: DistContext = SINGLE
+) -> TrainResult | None:
+    """Train the recipe (towers or hybrid, then the CVR head) on a data set, evaluate, register it.
+
+    Under ``torchrun`` (``dist``) every rank trains on its share of each batch; rank 0
+    alone runs the CVR stage, evaluates and saves, and the other ranks return ``None``.
+    """
     import torch
 
     from learn_core.datasets import load_dataset
@@ -195,8 +202,14 @@ def train(cfg: TrainConfig, embedder: ContentEmbedder | None = None) -> TrainRes
         from learn_core.embedding.hf import HFEmbedder
 
         embedder = HFEmbedder()
-    content = content_matrix(ds.items, embedder)
-    fitted = fit(cfg.recipe, split, content, epochs=cfg.epochs, seed=cfg.seed)
+    if dist.main:  # rank 0 fills the content cache; the others then read it
+        content = content_matrix(ds.items, embedder)
+    dist.barrier()
+    if not dist.main:
+        content = content_matrix(ds.items, embedder)
+    fitted = fit(cfg.recipe, split, content, epochs=cfg.epochs, seed=cfg.seed, dist=dist)
+    if not dist.main:
+        return None
     serving = serving_contract(
         fitted.model, fitted.history_len, cfg.recipe.pairing, content_identity(embedder)
     )

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from feature_repo.schema import INTERACTION_LOG
@@ -36,6 +36,7 @@ from learn_core.contract import ServingConfig
 from learn_core.serving import as_serving
 from trainers.jobs.holdout import eval_set, evaluate_model, evaluate_popularity, should_promote
 from trainers.jobs.training_data import holdout_start, point_in_time_frame, training_split
+from trainers.recipe import RECIPES
 from trainers.train import ProductRecipeSettings, recipe_record, save_version, serving_contract
 
 if TYPE_CHECKING:
@@ -83,6 +84,23 @@ class RetrainSettings(ProductRecipeSettings):
     )
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed")
     torch_threads: int = Field(2, ge=1, le=64)
+    nproc: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="training processes: 1 trains in the job's process; N > 1 runs the "
+        "training step under torchrun --nproc_per_node N (DDP; content-anchored recipes); "
+        "gate, backfill and switch are the same",
+    )
+
+    @model_validator(mode="after")
+    def _nproc_trains_anchored(self) -> RetrainSettings:
+        if self.nproc > 1 and RECIPES[self.recipe].arch != "anchored":
+            raise ValueError(
+                f"LEARNREC_RETRAIN_NPROC={self.nproc}: recipe {self.recipe!r} trains LEARN's "
+                "towers, in one process only; torchrun trains the content-anchored recipes"
+            )
+        return self
 
 
 @dataclass
@@ -169,16 +187,26 @@ def retrain(
             patience=s.patience,
         )
 
-    result = fit(
-        recipe,
-        split,
-        data.matrix,
-        epochs=s.epochs,
-        seed=s.seed,
-        row_items=data.token_items,
-        configure=configure,
-    )
-    cvr = result.cvr_stage(split, CVRStageConfig(epochs=s.cvr_epochs, seed=s.seed))
+    cvr_cfg = CVRStageConfig(epochs=s.cvr_epochs, seed=s.seed)
+    if s.nproc > 1:  # the same loop on N ranks; a failed rank raises before anything is saved
+        from trainers.torchrun_fit import fit_under_torchrun
+
+        cfg = configure(recipe.train_config(s.epochs, s.seed))  # type: ignore[union-attr]
+        result, cvr = fit_under_torchrun(
+            s.nproc, recipe, split, data.matrix, data.token_items, cfg, cvr_cfg,  # type: ignore[arg-type]
+            content_model=data.content_model,
+        )  # fmt: skip
+    else:
+        result = fit(
+            recipe,
+            split,
+            data.matrix,
+            epochs=s.epochs,
+            seed=s.seed,
+            row_items=data.token_items,
+            configure=configure,
+        )
+        cvr = result.cvr_stage(split, cvr_cfg)
     secs["train"] = time.monotonic() - t1
 
     t2 = time.monotonic()
