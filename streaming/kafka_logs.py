@@ -5,8 +5,8 @@ reads them takes them for a fault, and none asks anything of them. This module m
 exactly those lines to DEBUG (kept by a logging set-up that asks kafka-python for DEBUG)
 and leaves every other line of the library as it is. Faults still reach the user: a
 broker that does not answer at start-up is one line from ``kafka_io.reaching``, naming
-``KAFKA_BOOTSTRAP_SERVERS``, and a connection lost at run time is still logged by
-kafka-python's connection manager.
+``KAFKA_BOOTSTRAP_SERVERS``, and a connection lost at run time is summarised by
+``streaming.kafka_outage`` (lost, still unreachable every 30 s, reachable again).
 """
 
 from __future__ import annotations
@@ -59,5 +59,8 @@ LOGGERS = ("kafka.cluster", "kafka.coordinator", "kafka.net.transport")
 
 def quiet_benign_kafka_logs() -> None:
     """Install the filter on kafka-python's loggers; idempotent (one filter object)."""
+    from streaming.kafka_outage import summarise_broker_outages
+
     for name in LOGGERS:
         logging.getLogger(name).addFilter(_FILTER)
+    summarise_broker_outages()  # a broker lost at run time: a few lines, not dozens a second

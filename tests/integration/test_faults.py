@@ -20,6 +20,7 @@ run: ``LEARNREC_FAULT_EVENTS=100000 LEARNREC_FAULT_DATA=ml-1m-subset:/path/to/ml
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -275,12 +276,14 @@ def test_broker_restart_mid_stream_loses_nothing(
     local_kafka,
     tmp_path: Path,
     feast_profile: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     handle = _store(feast_profile, tmp_path / "feast")
     try:
         ds, n, k, run = _first_half_running(kafka_bootstrap, topic_factory, handle)
         try:
             _wait(lambda: _events_in_log(handle) > 0, 60, "the first batches")
+            caplog.clear()
             local_kafka.restart(hard=True)
             _produce_second_half(ds, k, n)
             _wait(
@@ -292,6 +295,17 @@ def test_broker_restart_mid_stream_loses_nothing(
         finally:
             run.close()
         _check(handle, ds, n)
+        # What an operator reads: the outage in a few lines, not kafka-python's per-retry flood.
+        said = [r.getMessage() for r in caplog.records if r.name == "streaming.kafka_outage"]
+        noisy = [
+            f"{r.levelname} {r.name}: {r.getMessage()} {r.exc_info and repr(r.exc_info[1])}"
+            for r in caplog.records
+            if r.name.startswith("kafka.") and r.levelno >= logging.WARNING
+        ]
+        assert any(m.startswith("lost the connection to the Kafka broker") for m in said), said
+        assert any(m.startswith("Kafka broker reachable again after") for m in said), said
+        assert len(said) <= 4, said  # lost, back, and a "still unreachable" per 30 s at most
+        assert len(noisy) <= 3, noisy  # was ~3 ERROR lines per reconnection attempt
     finally:
         teardown(handle)
 
