@@ -25,6 +25,25 @@ TAGS = {"learnrec_definitions": DEFINITIONS_VERSION}
 #: Directory under the data dir holding the parquet logs (one sub-directory per log).
 OFFLINE_DIR = "offline"
 RANKING_SERVICE = "ranking"
+#: A ranking team's feature services over its own views and LEARN's (docs/ranking.md, "A
+#: ranker on LEARN's features"): ``A`` its statistics, ``B`` plus LEARN's user and item
+#: vectors (C is B's vectors through the CVR head: mid-emb is computed at the join, as the
+#: ranking reader computes it), ``A_id`` plus an ID model's vectors.
+RANKER_SERVICES: dict[str, tuple[str, ...]] = {
+    "ranker_a": (schema.USER_STATS.name, schema.ITEM_STATS.name),
+    "ranker_b": (
+        schema.USER_STATS.name,
+        schema.ITEM_STATS.name,
+        schema.USER_TOWER.name,
+        schema.ITEM_TOWER.name,
+    ),
+    "ranker_a_id": (
+        schema.USER_STATS.name,
+        schema.ITEM_STATS.name,
+        schema.ID_USER.name,
+        schema.ID_ITEM.name,
+    ),
+}
 
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING)
 item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING)
@@ -37,6 +56,10 @@ def _feast_type(name: str) -> Any:
         "model_version": String,
         "history_len": Int64,
         "value": Float64,
+        "events": Int64,
+        "conversions": Int64,
+        "first_event_s": Float64,
+        "last_event_s": Float64,
     }
     return spec_types.get(name, String)
 
@@ -135,3 +158,20 @@ def build_definitions(profile: str, project: str, data_dir: Path) -> Definitions
         views=views,
         services={ranking.name: ranking},
     )
+
+
+def ranker_definitions(
+    profile: str, project: str, data_dir: Path, base: Definitions
+) -> Definitions:
+    """The ranking team's views (``schema.RANKER_VIEWS``) and ``RANKER_SERVICES``, to apply
+    beside ``base`` (the product's definitions, whose LEARN views the services read)."""
+    pushes: dict[str, PushSource] = {}
+    views: dict[str, FeatureView] = {}
+    for log in schema.RANKER_VIEWS.values():
+        pushes[log.name], views[log.name] = _view(log, profile, project, data_dir)
+    every = {**base.views, **views}
+    services = {
+        name: FeatureService(name=name, features=[every[v] for v in members], tags=TAGS)
+        for name, members in RANKER_SERVICES.items()
+    }
+    return Definitions(entities=[], sources={}, push_sources=pushes, views=views, services=services)

@@ -82,9 +82,38 @@ VIEWS: dict[str, LogSpec] = {s.name: s for s in (ITEM_CONTENT, ITEM_TOWER, USER_
 LOGS: dict[str, LogSpec] = {**VIEWS, INTERACTION_LOG.name: INTERACTION_LOG}
 
 
+def _stats_view(name: str, join_key: str, *extra: tuple[str, pa.DataType]) -> LogSpec:
+    """A ranking team's running statistics of one entity, one row per change.
+
+    Times are epoch seconds (a recency is the request's time less ``last_event_s``, so it
+    is computed at the join, never stored stale).
+    """
+    cols = (
+        (join_key, pa.string()),
+        ("events", pa.int64()),
+        ("conversions", pa.int64()),
+        ("first_event_s", pa.float64()),
+        ("last_event_s", pa.float64()),
+        *extra,
+        (EVENT_TS, _TS),
+        (CREATED_TS, _TS),
+    )
+    return LogSpec(name=name, columns=cols, key=(join_key, EVENT_TS), join_key=join_key)
+
+
+#: Views a ranking team keeps beside LEARN's (``feature_repo.ranker``, ``bench.ranker``):
+#: its own statistics, and an ID model's vectors as the baseline LEARN is measured against.
+#: Not created in a product store unless used.
+USER_STATS = _stats_view("ranker_user_stats", "user_id")
+ITEM_STATS = _stats_view("ranker_item_stats", "item_id", ("category", pa.string()))
+ID_USER = _embedding_view("ranker_id_user_embedding", "user_id")
+ID_ITEM = _embedding_view("ranker_id_item_embedding", "item_id")
+RANKER_VIEWS: dict[str, LogSpec] = {s.name: s for s in (USER_STATS, ITEM_STATS, ID_USER, ID_ITEM)}
+
+
 def spec(name: str) -> LogSpec:
     try:
-        return LOGS[name]
+        return LOGS.get(name) or RANKER_VIEWS[name]
     except KeyError:
         raise KeyError(f"unknown log {name!r}; known: {sorted(LOGS)}") from None
 

@@ -24,7 +24,7 @@ import yaml
 
 from feature_repo.offline_log.base import Cursor, OfflineLog
 from feature_repo.offline_log.parquet import ParquetOfflineLog
-from feature_repo.schema import EVENT_TS, LOGS, VIEWS
+from feature_repo.schema import EVENT_TS, LOGS, RANKER_VIEWS, VIEWS
 from feature_repo.settings import FeastSettings, redis_connection_string
 from learn_core.settings import ServiceUnavailableError
 
@@ -187,7 +187,9 @@ class FeatureStoreHandle:
         features are null where no value existed yet. Feast's dask (file) store does
         neither: it drops an entity row whose entity has only later values, and merges
         rows sharing key and time (feast-dev/feast#6787). So Feast is asked once per
-        distinct (keys, time) and the answer is joined back onto the caller's rows.
+        distinct (keys, time) and the answer is joined back onto the caller's rows. With
+        several views, the dropped row would take every view's values with it (a user's
+        statistics lost because the item has none yet), so each view is asked alone.
         """
         return point_in_time(self.store, entity_df, features, full_feature_names)
 
@@ -206,11 +208,27 @@ def point_in_time(
     full_feature_names: bool = False,
 ) -> pd.DataFrame:
     """See ``FeatureStoreHandle.historical``."""
-    views = {ref.split(":", 1)[0] for ref in features}
-    unknown = views - set(VIEWS)
+    views = list(dict.fromkeys(ref.split(":", 1)[0] for ref in features))
+    known = {**VIEWS, **RANKER_VIEWS}
+    unknown = set(views) - set(known)
     if unknown:
-        raise KeyError(f"unknown views {sorted(unknown)}; known: {sorted(VIEWS)}")
-    keys = sorted({VIEWS[v].join_key for v in views if VIEWS[v].join_key})
+        raise KeyError(f"unknown views {sorted(unknown)}; known: {sorted(known)}")
+    out = entity_df
+    for view in views:
+        refs = [r for r in features if r.split(":", 1)[0] == view]
+        out = _view_point_in_time(store, out, refs, known[view].join_key, full_feature_names)
+    return out
+
+
+def _view_point_in_time(
+    store: FeatureStore,
+    entity_df: pd.DataFrame,
+    features: list[str],
+    key: str | None,
+    full_feature_names: bool,
+) -> pd.DataFrame:
+    """One view's point-in-time join onto ``entity_df`` (``point_in_time``)."""
+    keys = [key] if key else []
     missing = [c for c in [*keys, EVENT_TS] if c not in entity_df.columns]
     if missing:
         raise ValueError(f"entity_df lacks columns {missing}")
