@@ -303,8 +303,16 @@ class ModelCache:
 
     def writing(self) -> list[ServingModel]:
         """The versions a writer writes now: the pending one (while a switch is under
-        way), then the current one. Needs ``follow_pending``; raises as ``current``."""
-        self.current()
+        way), then the current one. Needs ``follow_pending``. Before the first promotion
+        the pending version alone; with neither, ``VersionError``."""
+        try:
+            self.current()
+        except VersionError:
+            pending = pending_of(self.source) if self.follow_pending else None
+            if pending is None:
+                raise
+            with self._lock:
+                return [self.get(pending)]  # the first switch: no version serves yet
         return self._writes
 
     def start(self) -> None:

@@ -81,7 +81,8 @@ class ServedTowers:
         except Exception as exc:  # a broken candidate never stops the serving version's rows
             self._refuse(version, str(exc))
             return None
-        if tower.content_model != current.content_model:
+        # An untrained bootstrap tower (no content model) serves before the first switch.
+        if current.content_model is not None and tower.content_model != current.content_model:
             self._refuse(
                 version,
                 f"trained on content model {tower.content_model!r}, the serving one on "

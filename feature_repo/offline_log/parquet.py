@@ -6,8 +6,11 @@ Why this layout:
   read or rewritten, so the cost does not grow with the table. Feast's dask/file
   offline store reads the directory as one dataset (``dd.read_parquet(dir)``), so
   the ``FileSource`` of each view simply points at the directory.
-* **Crash safety.** A part is written to a hidden ``.tmp-*`` file (hidden files are
-  skipped by pyarrow and dask dataset discovery), fsynced, then atomically renamed.
+* **Crash safety.** A part is written to a ``.tmp-*`` file in ``<root>/.staging`` (on
+  the same file system, outside every log's directory), fsynced, then atomically renamed
+  into the log. Feast's file offline store lists a log's directory and then opens what
+  it found: a temp file inside it, renamed in between, failed a point-in-time read
+  (the retrain job's) with ``FileNotFoundError`` while a consumer appended.
   A crash leaves either no trace of the batch or the whole batch; never half of it,
   and nothing already stored is touched.
 * **Idempotent replay.** The part's name is a digest of the batch's keys, so replaying
@@ -49,8 +52,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(table: pa.Table, final: Path) -> None:
-    tmp = final.parent / f".tmp-{uuid.uuid4().hex}.parquet"
+def _write_atomic(table: pa.Table, final: Path, staging: Path | None = None) -> None:
+    tmp = (staging or final.parent) / f".tmp-{uuid.uuid4().hex}.parquet"
     try:
         with open(tmp, "wb") as f:
             pq.write_table(table, f)
@@ -81,6 +84,7 @@ class ParquetOfflineLog(OfflineLog):
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.staging = self.root / ".staging"  # temp parts: never in a log's directory
 
     def path(self, name: str) -> Path:
         return self.root / spec(name).name
@@ -94,9 +98,11 @@ class ParquetOfflineLog(OfflineLog):
         log = spec(name)
         d = self.path(name)
         d.mkdir(parents=True, exist_ok=True)
+        self.staging.mkdir(exist_ok=True)
         if not (d / _SCHEMA_PART).exists():
-            _write_atomic(log.arrow_schema().empty_table(), d / _SCHEMA_PART)
-        self._sweep(d)
+            _write_atomic(log.arrow_schema().empty_table(), d / _SCHEMA_PART, self.staging)
+        self._sweep(d)  # temp files of versions that wrote them in the log's directory
+        self._sweep(self.staging)
         return d
 
     def _sweep(self, d: Path) -> None:
@@ -122,7 +128,8 @@ class ParquetOfflineLog(OfflineLog):
         if final.exists():
             logger.info("%s: batch %s already stored; skipping replay", name, final.name)
             return 0
-        _write_atomic(table, final)
+        self.staging.mkdir(exist_ok=True)
+        _write_atomic(table, final, self.staging)
         return table.num_rows
 
     def _dataset(self, log: LogSpec) -> ds.Dataset:
@@ -187,7 +194,10 @@ class ParquetOfflineLog(OfflineLog):
         table = ds.dataset([str(p) for p in old], format="parquet", schema=log.arrow_schema())
         df = dedup(log, table.to_table().to_pandas())
         out = pa.Table.from_pandas(df, schema=log.arrow_schema(), preserve_index=False)
-        _write_atomic(out, self.path(name) / f"part-compact-{uuid.uuid4().hex}.parquet")
+        self.staging.mkdir(exist_ok=True)
+        _write_atomic(
+            out, self.path(name) / f"part-compact-{uuid.uuid4().hex}.parquet", self.staging
+        )
         for p in old:
             p.unlink()
         _fsync_dir(self.path(name))

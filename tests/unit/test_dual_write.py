@@ -22,7 +22,15 @@ from learn_core.inference import encode_items, recompute_users
 from learn_core.models.learn import LearnConfig, LearnModel
 from learn_core.models.towers import TowerConfig
 from learn_core.registry import ModelRegistry, RegistryError
-from learn_core.serving import FixedTowers, LoadedTower, ModelCache, as_serving, bootstrap_tower
+from learn_core.serving import (
+    FixedTowers,
+    LoadedTower,
+    ModelCache,
+    RegistryTowers,
+    VersionError,
+    as_serving,
+    bootstrap_tower,
+)
 from streaming.sinks import ItemTowerSink
 from streaming.tower_versions import ServedTowers
 from streaming.user_sinks import MemoryUserSink
@@ -207,3 +215,23 @@ def test_a_pending_tower_of_another_content_model_is_not_written(
         served.refresh()
     assert [t.version for t in served.writing()] == ["m-a"]
     assert sum("m-b" in r.getMessage() for r in caplog.records) == 1  # said once
+
+
+def test_the_first_switch_writes_the_pending_version_too(tmp_path: Path) -> None:
+    """Before any promotion the item consumer writes no tower rows and the interaction
+    consumer the bootstrap tower's; the first candidate must get their rows all the same."""
+    reg, a, _ = _registry(tmp_path)
+    cache = ModelCache(reg, check_s=0, follow_pending=True)
+    with pytest.raises(VersionError):
+        cache.writing()
+    reg.mark_pending(a)
+    assert [m.version for m in cache.writing()] == [a]
+    with pytest.raises(VersionError):
+        cache.current()  # readers still have nothing to serve
+
+    served = ServedTowers(RegistryTowers(reg), H, check_s=0)
+    served.refresh()
+    current, pending = served.current, served.pending
+    assert current is not None and current.version.startswith("bootstrap-")
+    assert pending is not None and pending.version == a
+    assert [t.version for t in served.writing()] == [a, current.version]
