@@ -311,7 +311,13 @@ def build_interaction_loop(
     """
     import torch
 
-    from streaming.kafka_io import await_partitions, consumer_lag, make_consumer, make_producer
+    from streaming.kafka_io import (
+        await_partitions,
+        committed_offsets,
+        consumer_lag,
+        make_consumer,
+        make_producer,
+    )
     from streaming.settings import KafkaSettings
     from streaming.validate import limits_from_env
 
@@ -332,15 +338,10 @@ def build_interaction_loop(
     )
 
     await_partitions(consumer, k.interactions_topic)
-    # The group's committed offsets of this consumer's partitions: the store's marks must
-    # be at least as high, or it went back while nobody ran (checked before any batch).
-    committed = {tp.partition: consumer.committed(tp) or 0 for tp in consumer.assignment()}
 
     dim = probe.user_tower.cfg.content_dim
     content = ContentLookup(sink.read_content, s.content_cache_entries, dim)
     handler = InteractionHandler(towers, history, content, sink, s, metrics)
-    parts = consumer.partitions_for_topic(k.interactions_topic) or ()
-    handler.repair.configure(k.interactions_topic, len(parts))
     last_lag = [0.0]
 
     def on_batch(n_good: int, n_bad: int, seconds: float) -> None:
@@ -367,8 +368,11 @@ def build_interaction_loop(
         return {tp.partition for tp in loop.assignment if tp.topic == k.interactions_topic}
 
     handler.owned_partitions = owned
+    # Before any batch: the store's marks against the group's commits (streaming.store_repair).
     handler.reload_model(force=True)
-    handler.repair.start(handler, committed)
+    handler.repair.start(
+        handler, k.interactions_topic, committed_offsets(consumer, k.interactions_topic)
+    )
     # Every object alive now (torch, Feast, pandas, the model) lives as long as the
     # process; a batch keeps enough objects alive to start several full collections,
     # each of which would rescan all of them (measured: ~20% of the consumer's time).

@@ -170,6 +170,15 @@ def await_partitions(consumer: Any, topic: str, timeout_s: float = 15.0) -> None
         time.sleep(0.2)
 
 
+def committed_offsets(consumer: Any, topic: str) -> dict[int, int]:
+    """The group's committed offset of every partition of ``topic`` (0: none yet); works
+    before the group has assigned this consumer anything."""
+    from kafka import TopicPartition
+
+    parts = consumer.partitions_for_topic(topic) or set()
+    return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in sorted(parts)}
+
+
 def consumer_lag(consumer: Any) -> int:
     """Records between the committed position and the log end, over owned partitions."""
     parts = consumer.assignment()

@@ -59,6 +59,8 @@ class StoreRepair:
         self.partitions = 0
         self.rebuilds = 0
         self.rebuilt_users = 0
+        #: wall time the last regression was marked degraded (None: never)
+        self.detected_at: float | None = None
 
     def configure(self, topic: str, partitions: int) -> None:
         self.topic, self.partitions = topic, partitions
@@ -80,8 +82,13 @@ class StoreRepair:
         else:  # a mark an old snapshot brought back, or a repair that another process began
             handler.sink.store_status().clear(f"{self.topic}/{p}" for p in parts)
 
-    def start(self, handler: InteractionHandler, committed: Mapping[int, int]) -> None:
-        """At start-up: the owned partitions' marks against the group's committed offsets."""
+    def start(self, handler: InteractionHandler, topic: str, committed: Mapping[int, int]) -> None:
+        """At start-up, before the group assigns anything: every partition's mark against the
+        group's committed offset (``committed`` holds them all). A partition a running replica
+        owns may be rebuilt here while it writes; the rebuild's mark is then below that
+        owner's, so its next batch finds it and rebuilds again, from a log that holds its
+        writes: a race costs a second rebuild, not an event."""
+        self.configure(topic, len(committed))
         self.watch.start(committed)
         self.check(handler, set(committed))
 
@@ -92,6 +99,7 @@ class StoreRepair:
             Degraded(self.topic, r.partition, self.partitions, r.reason(self.topic), now)
             for r in found
         )
+        self.detected_at = self.wall()  # the marks are visible from here on
         for r in found:
             log.error("%s; rebuilding its users from the offline log", r.reason(self.topic))
         parts = {r.partition for r in found}

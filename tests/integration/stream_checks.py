@@ -126,12 +126,18 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 30.0) -> None:
+    def start(self, timeout_s: float = 30.0, *, appendonly: bool = True) -> None:
+        """Start it; ``appendonly=False`` loads ``dump.rdb`` instead (an older snapshot)."""
         import redis
 
+        aof = (
+            ["--appendonly", "yes", "--appendfsync", "everysec"]
+            if appendonly
+            else ["--appendonly", "no"]
+        )
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir",
-             str(self.dir), "--save", "", "--appendonly", "yes", "--daemonize", "no",
+             str(self.dir), "--save", "", *aof, "--daemonize", "no",
              "--logfile", str(self.dir / "redis.log")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

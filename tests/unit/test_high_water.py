@@ -234,14 +234,13 @@ def test_start_up_check_against_committed_offsets() -> None:
     committed = dict(first.repair.watch.floors)
     _restore(snap, store, sink)  # went back while no consumer ran
     second = _handler(sink, store)
-    second.repair.configure("t", 2)
     second.reload_model(force=True)
-    second.repair.start(second, committed)
+    second.repair.start(second, "t", committed)
     assert second.repair.rebuilds == 1
     _check_against_log(second, sink, store)
     # An old snapshot's leftover mark is cleared by the owner's next check.
     sink.status.mark([Degraded("t", 0, 2, "old", 0.0)])
-    second.repair.start(second, committed)
+    second.repair.start(second, "t", committed)
     assert sink.status.degraded() == [] and second.repair.rebuilds == 1
 
 
