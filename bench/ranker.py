@@ -79,6 +79,7 @@ def build_sets(
     t0 = time.monotonic()
     reference = pandas_join(rows, views)
     timing: dict[str, Any] = {"pandas_join_s": time.monotonic() - t0}
+    log.info("pandas join: %d rows in %.1fs", len(rows), timing["pandas_join_s"])
     frame = reference
     for n, profile in enumerate(profiles):
         if profile == "production":

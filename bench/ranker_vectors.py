@@ -113,6 +113,7 @@ def learn_vectors(
             for s in range(0, len(windows), 2048)
         ]
     )
+    log.info("learn: %d user states embedded", len(windows))
     users = _rows("user_id", frame["user_id"], vecs, model.version, frame[EVENT_TS])
     users.insert(3, "history_len", np.asarray([len(w) for w in windows], np.int64))
     start = labelled[EVENT_TS].min() - pd.Timedelta(days=1)
@@ -189,6 +190,7 @@ def sasrec_vectors(
         for s in range(0, len(seqs), 1024):
             padded = torch.from_numpy(_left_pad(seqs[s : s + 1024], cfg.max_len))
             out.append(model(padded)[:, -1].numpy())
+    log.info("sasrec_ce: %d user states embedded", len(windows))
     users = _rows("user_id", frame["user_id"], np.concatenate(out), version, frame[EVENT_TS])
     start = labelled[EVENT_TS].min() - pd.Timedelta(days=1)
     table = model.items.weight.detach()[1:].numpy()

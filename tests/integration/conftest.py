@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from feature_repo.schema import LOGS
+from feature_repo.schema import LOGS, RANKER_VIEWS
 from feature_repo.settings import FeastSettings
 from feature_repo.store import FeatureStoreHandle, open_store
 from learn_core.settings import load
@@ -118,7 +118,7 @@ def cleanup(handle: FeatureStoreHandle) -> None:
         from feature_repo.offline_log.postgres import PostgresOfflineLog
 
         assert isinstance(handle.offline, PostgresOfflineLog)
-        for name in LOGS:
+        for name in (*LOGS, *RANKER_VIEWS):  # the ranker's, where a test made them
             handle.offline.drop(name)
     handle.close()
 

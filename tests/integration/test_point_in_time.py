@@ -75,3 +75,139 @@ def test_features_after_the_cutoff_never_reach_training(
     split = training_split(data)
     assert split.users == ["u1", "u2"]
     assert [len(s) for s in split.train] == [2, 2]
+
+
+def unit64(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(64).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def vectors(key: str, rows: list[tuple[str, np.ndarray, pd.Timestamp]]) -> pd.DataFrame:
+    df = pd.DataFrame(
+        {
+            key: [r[0] for r in rows],
+            "embedding": [r[1] for r in rows],
+            "model_version": "v1",
+            "event_timestamp": [r[2] for r in rows],
+        }
+    )
+    return df.assign(history_len=np.int64(3)) if key == "user_id" else df
+
+
+def test_ranker_rows_see_only_earlier_values_and_match_the_reader(
+    feast_handle: FeatureStoreHandle,
+) -> None:
+    """bench.ranker's training rows: statistics and LEARN vectors as of each event, never a
+    value stamped after it (nor its own label); then the ranking reader, reading the same
+    rows online, gives the vectors and mid-emb the training frame has at a later time."""
+    import torch
+
+    from bench.ranker_data import AFTER, stats_rows
+    from bench.ranker_join import pandas_join, same_frames
+    from feature_repo.definitions import ranker_definitions
+    from feature_repo.schema import ITEM_STATS, ITEM_TOWER, RANKER_VIEWS, USER_STATS, USER_TOWER
+    from learn_core.models import LearnConfig, LearnModel
+    from learn_core.serving import ModelCache
+    from ranking.reader import RankingReader
+    from ranking.settings import RankingSettings
+
+    h = feast_handle
+    extra = ranker_definitions(
+        h.settings.profile, h.settings.project, h.settings.resolved_data_dir(), h.definitions
+    )
+    h.store.apply(extra.objects())
+    for name in RANKER_VIEWS:
+        h.offline.ensure(name)
+    day = pd.Timedelta(days=1)
+    events = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2", "u1"],
+            "item_id": ["x", "y", "x", "x"],
+            "event_timestamp": [T + day, T + 3 * day, T + 3 * day, T + 5 * day],
+            "label": [1, 0, 1, 0],
+        }
+    )
+    u_old, u_new, u_late, x_vec, y_vec = (unit64(s) for s in range(5))
+    views = {
+        USER_STATS.name: (stats_rows(events, "user_id"), "user_id"),
+        ITEM_STATS.name: (stats_rows(events, "item_id", {"x": "a", "y": "b"}), "item_id"),
+        # u1's vector changes at day 3 exactly (reaches the day-3 row) and 1 us after day 4.
+        USER_TOWER.name: (
+            vectors(
+                "user_id",
+                [("u1", u_old, T), ("u1", u_new, T + 3 * day), ("u1", u_late, T + 4 * day + AFTER)],
+            ),
+            "user_id",
+        ),
+        # y's vector exists only after its exposure.
+        ITEM_TOWER.name: (
+            vectors("item_id", [("x", x_vec, T), ("y", y_vec, T + 3 * day + AFTER)]),
+            "item_id",
+        ),
+    }
+    for view, (df, _) in views.items():
+        h.append_offline(view, df)
+    refs = [
+        f"{v}:{f}"
+        for v, (df, key) in views.items()
+        for f in df.columns
+        if f not in (key, "event_timestamp", "created")
+    ]
+    got = h.historical(events, refs, full_feature_names=True)
+    assert list(got["event_timestamp"]) == list(events["event_timestamp"])
+    # Statistics: only earlier events, so never the row's own label.
+    assert got[f"{USER_STATS.name}__events"].fillna(0).tolist() == [0, 1, 0, 2]
+    assert got[f"{USER_STATS.name}__conversions"].fillna(0).tolist() == [0, 1, 0, 1]
+    assert got[f"{ITEM_STATS.name}__events"].fillna(0).tolist() == [0, 0, 1, 2]
+    assert got[f"{ITEM_STATS.name}__conversions"].fillna(0).tolist() == [0, 0, 1, 2]
+    # Vectors: the newest at or before the row's time; u_late and y's vector never early.
+    want_u = [u_old, u_new, None, u_late]
+    for r, want in enumerate(want_u):
+        cell = got[f"{USER_TOWER.name}__embedding"].iloc[r]
+        if want is None:
+            assert cell is None or (np.isscalar(cell) and pd.isna(cell))
+        else:
+            np.testing.assert_allclose(np.asarray(cell, np.float32), want, atol=1e-6)
+    y_row = got[f"{ITEM_TOWER.name}__embedding"].iloc[1]
+    assert y_row is None or (np.isscalar(y_row) and pd.isna(y_row))
+    # The same rows by the plain pandas join.
+    cols = [c for c in got.columns if c not in events.columns]
+    assert same_frames(got, pandas_join(events, views), cols) == []
+
+    # Serving: the reader reads the newest rows online; the training frame at a later
+    # time has the same vectors, and the same mid-emb through the model's CVR head.
+    for view, (df, key) in (
+        (USER_TOWER.name, views[USER_TOWER.name]),
+        (ITEM_TOWER.name, views[ITEM_TOWER.name]),
+    ):
+        h.write_online(view, df.sort_values("event_timestamp").drop_duplicates(key, keep="last"))
+    torch.manual_seed(0)
+    model = LearnModel(LearnConfig()).eval()
+
+    class OneVersion:
+        def current_version(self) -> str:
+            return "v1"
+
+        def load(self, version: str) -> LearnModel:
+            return model
+
+    reader = RankingReader(
+        h,
+        ModelCache(OneVersion(), check_s=0),
+        RankingSettings(),
+        retrieval=object(),  # type: ignore[arg-type]
+    )
+    res = reader.rank("u1", ["x", "y"])
+    later = pd.DataFrame({"user_id": "u1", "item_id": ["x", "y"], "event_timestamp": T + 10 * day})
+    train = h.historical(
+        later,
+        [f"{USER_TOWER.name}:embedding", f"{ITEM_TOWER.name}:embedding"],
+        full_feature_names=True,
+    )
+    u = np.stack(train[f"{USER_TOWER.name}__embedding"].map(np.asarray)).astype(np.float32)
+    it = np.stack(train[f"{ITEM_TOWER.name}__embedding"].map(np.asarray)).astype(np.float32)
+    np.testing.assert_array_equal(res.user_embedding, u[0])
+    np.testing.assert_array_equal(res.item_embeddings, it)
+    with torch.no_grad():
+        mid, _ = model.cvr_head(torch.from_numpy(u), torch.from_numpy(it))
+    np.testing.assert_allclose(res.mid_emb, mid.numpy(), atol=1e-5)
