@@ -47,6 +47,13 @@ class Entry(NamedTuple):
     item_id: str
 
 
+#: A *partial* embedding (a window read without its items that have no content) is
+#: stamped with the window's newest event time less one microsecond per skipped event,
+#: at most this many: an embedding that reads more of the same window is strictly newer,
+#: so the stores keep it (``streaming.held_items``; the backfill's partial rows).
+PARTIAL_MAX_SHIFT_US = 999
+
+
 @dataclass(frozen=True)
 class UserHistory:
     """A user's window (oldest first) plus where their events come from.

@@ -16,7 +16,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from learn_core.history import UserHistory, keyed_window_rows, windows_from_log
+from learn_core.history import (
+    PARTIAL_MAX_SHIFT_US,
+    UserHistory,
+    keyed_window_rows,
+    windows_from_log,
+)
 
 if TYPE_CHECKING:
     from learn_core.models.towers import UserTower
@@ -142,28 +147,44 @@ def user_tower_rows(
     users: set[str] | None = None,
     batch: int = 512,
     progress: bool = False,
+    partial: bool = False,
 ) -> UserRows:
-    """``user_tower_embedding`` rows of every ready user (or of ``users``), stamped ``when``."""
+    """``user_tower_embedding`` rows of every ready user (or of ``users``), stamped ``when``.
+
+    ``partial``: a user whose window holds items without content is embedded without
+    them, as the interaction consumer does after ``held_max_s`` (``streaming.held_items``:
+    the event time less 1 µs per skipped event, ``history_len`` the items read), so that a
+    new version has a row for every user the serving one has; only users with no item
+    content at all wait.
+    """
     wins, ready = ready_windows(interaction_log, content, h, users)
+    items = {u: wins[u].item_ids for u in ready}
+    stamp_us = {u: wins[u].latest_ms * 1000 for u in ready}
+    if partial:
+        for u, w in wins.items():
+            have = [i for i in w.item_ids if i in content]
+            if u not in items and have:
+                items[u] = have
+                skipped = len(w.item_ids) - len(have)
+                stamp_us[u] = w.latest_ms * 1000 - min(skipped, PARTIAL_MAX_SHIFT_US)
+    order = list(items)
     vecs = [
-        embed_windows(
-            model.user_tower, [wins[u].item_ids for u in ready[s : s + batch]], content, h
-        )
-        for s in tqdm(range(0, len(ready), batch), desc="backfill users", disable=not progress)
+        embed_windows(model.user_tower, [items[u] for u in order[s : s + batch]], content, h)
+        for s in tqdm(range(0, len(order), batch), desc="backfill users", disable=not progress)
     ]
     out = pd.DataFrame(
         {
-            "user_id": ready,
+            "user_id": order,
             "embedding": list(np.concatenate(vecs)) if vecs else [],
             "model_version": model.version,
-            "history_len": np.asarray([len(wins[u]) for u in ready], np.int64),
+            "history_len": np.asarray([len(items[u]) for u in order], np.int64),
             "event_timestamp": pd.Timestamp(when),
             "created": pd.Timestamp(datetime.now(UTC)),
         }
     )
-    latest = np.asarray([wins[u].latest_ms for u in ready], dtype="int64")
+    latest = np.asarray([stamp_us[u] for u in order], dtype="int64")
     return UserRows(
-        out, len(wins) - len(ready), pd.Series(pd.to_datetime(latest, unit="ms", utc=True))
+        out, len(wins) - len(order), pd.Series(pd.to_datetime(latest, unit="us", utc=True))
     )
 
 

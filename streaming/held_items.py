@@ -26,13 +26,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from learn_core.history import Entry, UserHistory
+from learn_core.history import PARTIAL_MAX_SHIFT_US, Entry, UserHistory
 
 #: A partial embedding's event time is the window's newest event time less one
 #: microsecond per skipped event (at most 999, so it stays after the previous
 #: millisecond): an embedding that reads more of the same window is strictly newer, so
 #: the stores keep it (Redis keeps only a newer row; the offline log keys by time).
-MAX_SHIFT_US = 999
+MAX_SHIFT_US = PARTIAL_MAX_SHIFT_US
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from learn_core.serving import (
 from streaming.sinks import ItemTowerSink
 from streaming.tower_versions import ServedTowers
 from streaming.user_sinks import MemoryUserSink
-from tests.unit.test_interaction_handler import CFG, H, _accepted, _content, _handler, _log
+from tests.unit.test_interaction_handler import CFG, T0, H, _accepted, _content, _handler, _log
 from tests.unit.test_item_tower_sink import Content, FakeHandle, rows
 
 
@@ -235,3 +235,43 @@ def test_the_first_switch_writes_the_pending_version_too(tmp_path: Path) -> None
     assert current is not None and current.version.startswith("bootstrap-")
     assert pending is not None and pending.version == a
     assert [t.version for t in served.writing()] == [a, current.version]
+
+
+def test_backfill_rows_of_a_held_user_equal_the_consumers_partial_rows() -> None:
+    """A user embedded without a missing item has a row of the serving version; the
+    backfill gives the new version the same row (vector, history_len, event time), so
+    after the switch that user is not unknown."""
+    from learn_core.inference import user_tower_rows
+    from streaming.interaction_consumer import InteractionConsumerSettings, InteractionHandler
+    from streaming.user_sinks import ContentLookup, MemoryHistoryStore
+
+    torch.manual_seed(0)
+    model = LearnModel(LearnConfig(TowerConfig(content_dim=16, d_model=16, max_len=8)))
+    serving = as_serving("m-a", model)
+    tower = LoadedTower("m-a", model.user_tower, None, H)
+    content = _content(12)
+    missing = content.pop("i3")
+    sink = MemoryUserSink(content)
+    handler = InteractionHandler(
+        FixedTowers(tower),
+        MemoryHistoryStore(),
+        ContentLookup(sink.read_content, 1000, 16),
+        sink,
+        InteractionConsumerSettings(history_len=H, reload_check_s=0, held_max_s=0),
+    )
+    handler(_accepted(80))
+    log = _log(sink)
+    held = set(log.loc[log["item_id"] == "i3", "user_id"])
+    assert held and held <= set(sink.online)  # embedded at once without i3 (held_max_s=0)
+    got = user_tower_rows(serving, log, content, H, T0, partial=True)
+    rows = got.rows.set_index("user_id")
+    stamps = dict(zip(got.rows["user_id"], got.latest_event, strict=True))
+    assert set(rows.index) == set(sink.online)
+    for user, row in sink.online.items():
+        np.testing.assert_allclose(rows.loc[user, "embedding"], row["embedding"], atol=1e-5)
+        assert rows.loc[user, "history_len"] == row["history_len"]
+        assert stamps[user] == pd.Timestamp(row["event_timestamp"])
+    assert any(stamps[u].value % 1_000_000 for u in held)  # partial: less 1 µs per event
+    content["i3"] = missing
+    plain = user_tower_rows(serving, log, content, H, T0).rows
+    assert set(plain["user_id"]) == set(sink.online)  # with i3 every user is ready

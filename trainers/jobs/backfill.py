@@ -133,8 +133,10 @@ def backfill(
         rows = item_tower_rows(model, chunk, np.stack([content[i] for i in chunk]), when)
         _write(handle, ITEM_TOWER.name, rows)
     log_df = handle.read_offline(INTERACTION_LOG.name)
+    # Users waiting for an item are embedded without it, as the consumer does after its
+    # hold: the new version then has a row for every user the serving one has.
     users, skipped, latest = user_tower_rows(
-        model, log_df, content, history_len, when, progress=progress
+        model, log_df, content, history_len, when, progress=progress, partial=True
     )
     _write(handle, USER_TOWER.name, users, online_ts=latest)
     seen = Seen()
@@ -155,7 +157,7 @@ def backfill(
         watermark=mark.isoformat(),
     )
     log.info(
-        "backfill %s: %d items, %d users (%d waiting for content), %d caught up, in %.1fs",
+        "backfill %s: %d items, %d users (%d without any item content), %d caught up, in %.1fs",
         res.version,
         res.items,
         res.users,
@@ -280,7 +282,9 @@ def _newer_users(
 ) -> list[str]:
     """Write ``users``' rows from the log where the store has none of ``model``'s version or
     an older one; return the users written."""
-    rows, _, stamps = user_tower_rows(model, log_df, content, history_len, when, users=users)
+    rows, _, stamps = user_tower_rows(
+        model, log_df, content, history_len, when, users=users, partial=True
+    )
     if not len(rows):
         return []
     stored = _stamps(handle, model.version, list(rows["user_id"]))
