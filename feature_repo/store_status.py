@@ -34,11 +34,35 @@ def state_prefix(settings: FeastSettings) -> str:
     return f"learnrec:{settings.project}:"
 
 
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's ``Utils.murmur2``, seed 0x9747B28C) as kafka-python
+    gives it: unsigned 32 bits. Here, not imported from a Kafka client: the reader has none."""
+    m, r = 0x5BD1E995, 24
+    n = len(data)
+    h = (0x9747B28C ^ n) & 0xFFFFFFFF
+    for i in range(0, n - n % 4, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = data[n - n % 4 :]
+    if len(tail) >= 3:
+        h ^= tail[2] << 16
+    if len(tail) >= 2:
+        h ^= tail[1] << 8
+    if tail:
+        h ^= tail[0]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
 def partition_of(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a record keyed ``key`` (murmur2, as
     the Java client and kafka-python do): where a user's interactions land."""
-    from kafka.partitioner.default import murmur2
-
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
@@ -82,9 +106,8 @@ def summary(marks: Iterable[Degraded]) -> str:
     if not marks:
         return "ok"
     parts = ", ".join(str(d.partition) for d in marks)
-    return (
-        f"degraded: partitions {parts} are being rebuilt from the offline log ({marks[0].reason})"
-    )
+    which = f"partition {parts} is" if len(marks) == 1 else f"partitions {parts} are"
+    return f"degraded: {which} being rebuilt from the offline log ({marks[0].reason})"
 
 
 class StoreStatus(Protocol):

@@ -109,7 +109,21 @@ def test_status_marks_round_trip(tmp_path: Path) -> None:
     users = [f"u{k:03d}" for k in range(300)]
     assert {partition_of(u, 4) for u in users} == {0, 1, 2, 3}
     assert sum(d.affects(u) for u in users) == sum(partition_of(u, 4) == 2 for u in users)
-    assert partition_of("u001", 4) == partition_of("u001", 4)
+
+
+def test_partition_of_is_kafkas_default_partitioner() -> None:
+    """The reader places users without a Kafka client: the same murmur2 as kafka-python's."""
+    import random
+
+    from kafka.partitioner.default import murmur2 as kafka_murmur2
+
+    from feature_repo.store_status import murmur2
+
+    rng = random.Random(0)
+    keys = [bytes(rng.randrange(256) for _ in range(n)) for n in range(40) for _ in range(25)]
+    keys += [f"u{k:03d}".encode() for k in range(300)] + ["ü-ß-用户".encode()]
+    assert [murmur2(k) for k in keys] == [kafka_murmur2(k) for k in keys]
+    assert {partition_of(f"u{k:03d}", 8) for k in range(300)} == set(range(8))
 
 
 # ------------------------------------------------------------------------- handler
