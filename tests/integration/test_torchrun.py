@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 import torch
 
+from feature_repo.store import FeatureStoreHandle
 from learn_core.datasets import synthetic
 from learn_core.models.anchored import AnchoredConfig
 from learn_core.registry import ModelRegistry
 from tests.cli_child import run_learnrec
+from tests.integration.conftest import cleanup, make_settings
 from trainers.anchored import AnchoredTrainConfig
 from trainers.distributed import (
     SINGLE,
@@ -34,7 +36,7 @@ from trainers.distributed import (
 from trainers.learn import CVRStageConfig
 from trainers.recipe import ANCHORED
 from trainers.splits import Split, leave_one_out
-from trainers.torchrun_fit import RESULT, SCRATCH, fit_under_torchrun, run_job, write_job
+from trainers.torchrun_fit import RESULT, SCRATCH, run_job, write_job
 
 pytestmark = pytest.mark.integration
 
@@ -171,27 +173,6 @@ def _kill_rank_when_training(
         time.sleep(0.2)
 
 
-def test_a_rank_that_dies_fails_the_training_step_and_nothing_is_saved(tmp_path: Path) -> None:
-    split, content = _data()
-    cfg = _cfg(100_000)  # would run for an hour: the kill lands mid-training
-    stop, killed = threading.Event(), []
-    killer = threading.Thread(
-        target=_kill_rank_when_training, args=(os.getpid(), "1", stop, killed), daemon=True
-    )
-    killer.start()
-    t0 = time.monotonic()
-    try:
-        with pytest.raises(DistributedTrainingFailed, match="exited with status"):
-            fit_under_torchrun(
-                2, ANCHORED, split, content, split.item_ids, cfg, CVRStageConfig(epochs=1),
-                content_model="planted", timeout_s=240,
-            )  # fmt: skip
-    finally:
-        stop.set()
-    assert killed, "rank 1 was never seen"
-    assert time.monotonic() - t0 < 120  # rank 0 was stopped, not left waiting
-
-
 def test_learnrec_train_nproc_2_saves_one_version_from_rank_0(tmp_path: Path) -> None:
     """``learnrec train --nproc 2`` on a tiny config: one version, its manifest, exit 0."""
     reg = tmp_path / "reg"
@@ -215,3 +196,64 @@ def test_retrain_nproc_refuses_a_towers_recipe_naming_the_setting() -> None:
     assert load(RetrainSettings, nproc=2).nproc == 2  # the product's recipe: anchored
     with pytest.raises(ConfigError, match="LEARNREC_RETRAIN_NPROC=2: recipe 'content-sliding'"):
         load(RetrainSettings, nproc=2, recipe="content-sliding")
+
+
+def _store_with_log(root: Path) -> FeatureStoreHandle:
+    """An embedded store holding the synthetic catalogue's content and interaction log."""
+    import pandas as pd
+
+    from feature_repo.schema import INTERACTION_LOG, ITEM_CONTENT
+    from feature_repo.store import open_store
+
+    ds, topics = synthetic.generate(n_items=60, n_users=90, mean_events=12, seed=0)
+    content = synthetic.planted_content(topics, dim=16).astype(np.float32)
+    handle = open_store(make_settings("embedded", root))
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    items = pd.DataFrame(
+        {"item_id": ds.item_ids, "embedding": list(content), "model_version": "planted",
+         "event_timestamp": t0, "created": t0}
+    )  # fmt: skip
+    handle.append_offline(ITEM_CONTENT.name, items)
+    handle.write_online(ITEM_CONTENT.name, items.drop(columns=["created"]))
+    df = ds.interactions
+    at = pd.to_datetime(df["occurred_at"], utc=True)
+    log_df = pd.DataFrame(
+        {"event_id": [f"e{i}" for i in range(len(df))], "user_id": df["user_id"],
+         "item_id": df["item_id"], "event_type": df["event_type"],
+         "value": df["value"].astype(float), "event_timestamp": at, "created": at}
+    )  # fmt: skip
+    handle.append_offline(INTERACTION_LOG.name, log_df)
+    return handle
+
+
+def test_retrain_with_a_dying_rank_saves_nothing_then_nproc_2_promotes(tmp_path: Path) -> None:
+    from trainers.jobs.retrain import RetrainSettings, retrain
+
+    handle = _store_with_log(tmp_path / "feast")
+    registry = ModelRegistry(tmp_path / "registry")
+    settings = {"nproc": 2, "history_len": 8, "catchup_delay_s": 0.1}
+    try:
+        stop, killed = threading.Event(), []
+        killer = threading.Thread(
+            target=_kill_rank_when_training, args=(os.getpid(), "1", stop, killed), daemon=True
+        )
+        killer.start()
+        try:
+            with pytest.raises(DistributedTrainingFailed):
+                retrain(
+                    handle,
+                    registry,
+                    RetrainSettings(epochs=1000, patience=100, **settings),
+                    force=True,
+                )
+        finally:
+            stop.set()
+        assert killed
+        assert registry.versions() == [] and registry.current_version() is None
+
+        report = retrain(handle, registry, RetrainSettings(epochs=2, **settings), force=True)
+        assert report is not None and report.promoted
+        assert registry.versions() == [report.version] == [registry.current_version()]
+        assert report.backfill["items"] == 60 and report.backfill["users"] == 90
+    finally:
+        cleanup(handle)
