@@ -89,14 +89,21 @@ password() {
 
 start_redis() {
   if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; then
+    # One started by an older version of this script ran without persistence.
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config set appendonly yes >/dev/null
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config set appendfsync everysec >/dev/null
     log "redis already up on 127.0.0.1:$REDIS_PORT"
     return
   fi
   mkdir -p "$REDIS_DIR"
-  # No persistence: the online store is rebuilt from the offline log, and fsyncs would
-  # only slow the tests.
+  # The persistence a deployment should use (docs/deploy.md, "Redis: persistence"): the
+  # append-only file, fsynced every second. A restart then loses nothing acknowledged, a
+  # machine crash at most about a second. Without it a restart brings back the last RDB
+  # snapshot or nothing: the consumers detect that and rebuild users from the offline log,
+  # but item rows written since are lost until their items are sent again or backfilled.
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$REDIS_DIR" --daemonize yes \
-    --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log" --save "" --appendonly no
+    --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log" --save "" \
+    --appendonly yes --appendfsync everysec
   for _ in $(seq 50); do
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break
     sleep 0.1
