@@ -7,14 +7,20 @@ version's, row for row), with every candidate scorable; a consumer write during 
 backfill keeps A fresh and reaches B before the switch; after the switch a consumer
 write for an event older than the backfill is readable (Redis drops a write that is not
 newer than the stored row); A's rows go only after the grace period.
+
+With the streams flowing (issue 25.3): ``run-job retrain`` switches twice while both
+consumers take new items, new users and interactions from the broker and ``/rank`` is
+polled; nothing known before a switch is ``unknown``, missing or older after it.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -227,3 +233,219 @@ def test_backfill_beside_the_serving_version_under_concurrent_reads(
     kept = h.online.read_vectors([(USER_TOWER.name, users), (ITEM_TOWER.name, items)], b)
     assert kept[0].ok.all() and kept[1].ok.all()
     assert reg.retired() == {}
+
+
+# --------------------------------------------------- switches while the streams flow
+
+
+class SwitchWatch:
+    """Around each ``promote``: which new items and users the serving version holds just
+    before the switch, and whether the new version holds them (as new) just after it."""
+
+    def __init__(self, handle: FeatureStoreHandle, live_items: list[str], users: list[str]) -> None:
+        self.handle, self.live_items, self.users = handle, live_items, users
+        self.known_items: set[str] = set()
+        self.known_users: set[str] = set()
+        #: (old, new, new items known, users known, of them new users: partial rows)
+        self.switches: list[tuple[str, str, int, int, int]] = []
+        self.faults: list[str] = []
+
+    def stamps(self, version: str, users: list[str]) -> dict[str, pd.Timestamp]:
+        got = self.handle.read_embeddings(USER_TOWER.name, users, model_version=version)
+        return {
+            u: pd.Timestamp(t)
+            for u, t, f in zip(users, got.event_timestamp, got.found, strict=True)
+            if f
+        }
+
+    def wrap(self, promote):  # noqa: ANN001, ANN201
+        def around(registry: ModelRegistry, version: str) -> None:
+            old = registry.current_version()
+            if old is None:
+                return promote(registry, version)
+            items, users = list(self.live_items), list(self.users)
+            got = self.handle.read_embeddings(ITEM_TOWER.name, items, model_version=old)
+            before_items = [i for i, f in zip(items, got.found, strict=True) if f]
+            before_users = self.stamps(old, users)
+            self.known_items.update(before_items)
+            self.known_users.update(before_users)
+            promote(registry, version)
+            after = self.handle.read_embeddings(
+                ITEM_TOWER.name, before_items, model_version=version
+            )
+            lost = [i for i, f in zip(before_items, after.found, strict=True) if not f]
+            now = self.stamps(version, list(before_users))
+            older = [u for u, t in before_users.items() if u not in now or now[u] < t]
+            self.faults += [f"{version}: item {i} unknown after the switch" for i in lost]
+            self.faults += [f"{version}: user {u} missing or older after the switch" for u in older]
+            new_users = sum(u.startswith("live-u") for u in before_users)
+            self.switches.append((old, version, len(before_items), len(before_users), new_users))
+
+        return around
+
+
+class RankPoller:
+    """Polls ``POST /rank`` in a thread; an id it has once seen scored (or that a switch
+    found known) must never come back ``unknown``, nor a known user 404."""
+
+    def __init__(self, client, watch: SwitchWatch, sample_items: list[str]) -> None:  # noqa: ANN001
+        self.client, self.watch, self.sample_items = client, watch, sample_items
+        self.stop = threading.Event()
+        self.versions: dict[str, int] = {}
+        self.unknown_known_items: list[tuple[str, str]] = []
+        self.unknown_known_users: list[str] = []
+        self.answers = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        rnd = random.Random(3)
+        w = self.watch
+        while not self.stop.is_set():
+            user = rnd.choice(w.users)
+            live = list(w.live_items)
+            cands = rnd.sample(live, min(80, len(live))) + rnd.sample(self.sample_items, 20)
+            known_items, known_users = set(w.known_items), set(w.known_users)
+            resp = self.client.post("/rank", json={"user_id": user, "item_ids": cands})
+            if resp.status_code == 404:
+                if user in known_users:
+                    self.unknown_known_users.append(user)
+                continue
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            self.answers += 1
+            v = body["model_version"]
+            self.versions[v] = self.versions.get(v, 0) + 1
+            w.known_users.add(user)
+            for it in body["items"]:
+                if it["status"] == OK:
+                    w.known_items.add(it["item_id"])
+                elif it["item_id"] in known_items:
+                    self.unknown_known_items.append((v, it["item_id"]))
+            time.sleep(0.01)
+
+
+def test_switches_while_items_and_interactions_flow_hide_nothing(
+    kafka_bootstrap: str, topic_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 25.3: ``run-job retrain`` promotes twice while new items, new users and
+    interactions stream in and ``/rank`` is polled. No item or user known before a switch
+    (scored by ``/rank``, or holding a row of the serving version just before the
+    switch) is ``unknown``, missing or older after it."""
+    from fastapi.testclient import TestClient
+
+    from feature_repo.store import open_store
+    from learn_core.datasets import load_dataset
+    from learnrec.pipeline import Pipeline
+    from ranking.service import create_app
+    from streaming.producer import EventProducer
+    from streaming.replay import replay
+    from tests.integration.conftest import make_settings
+    from tests.integration.test_e2e import embedder, kafka
+    from trainers.jobs.scheduler import run_job
+
+    ds = load_dataset("sample")
+    first = 2000
+    k = kafka(kafka_bootstrap, topic_factory)
+    feast = make_settings("embedded", tmp_path / "feast")
+    env = {
+        "LEARNREC_FEAST_PROFILE": "embedded",
+        "LEARNREC_FEAST_PROJECT": feast.project,
+        "LEARNREC_FEAST_DATA_DIR": str(feast.resolved_data_dir()),
+        "LEARNREC_REGISTRY_ROOT": str(tmp_path / "registry"),
+        "LEARNREC_RETRAIN_EPOCHS": "1",
+        "LEARNREC_RETRAIN_PATIENCE": "1",
+        "LEARNREC_RETRAIN_WINDOWS_PER_USER": "2",
+        "LEARNREC_RETRAIN_CVR_EPOCHS": "1",
+        # Longer than both consumers' pointer checks (0.3 s and 0.2 s below).
+        "LEARNREC_RETRAIN_CATCHUP_DELAY_S": "1.0",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    registry = ModelRegistry(tmp_path / "registry")
+    pipe = Pipeline(kafka_bootstrap, k, feast, registry, embedder(), reload_check_s=0.3)
+    pipe.start()
+    handle, watch_handle = open_store(feast), open_store(feast)
+    items = [it.item_id for it in ds.items]
+    users = sorted(set(ds.interactions["user_id"].iloc[:first]))
+    live_items: list[str] = []
+    watch = SwitchWatch(watch_handle, live_items, users)
+    stop = threading.Event()
+    try:
+        with EventProducer(kafka_bootstrap, k) as producer:
+            replay(ds, producer, limit=first)
+        pipe.wait_for(len(items), first, timeout_s=120)
+        out = run_job("retrain", force=True)
+        assert out.get("promoted"), out
+        monkeypatch.setattr(ModelRegistry, "promote", watch.wrap(ModelRegistry.promote))
+        client = TestClient(
+            create_app(RankingReader(handle, registry, RankingSettings(version_check_s=0.0)))
+        )
+        poller = RankPoller(client, watch, items)
+
+        def stream() -> None:
+            """New items, interactions of known and new users on them, ~10 items/s. Every
+            new user also clicks an item that is never created: it is embedded without it
+            after the consumer's hold (a partial row), which a switch must keep too."""
+            rnd, n = random.Random(7), 0
+            with EventProducer(kafka_bootstrap, k) as p:
+                while not stop.is_set():
+                    item = f"live-{n:04d}"
+                    p.send(
+                        ds.items[n % len(ds.items)].model_copy(
+                            update={
+                                "item_id": item,
+                                "title": f"{ds.items[n % len(ds.items)].title} {n}",
+                                "created_at": datetime.now(UTC),
+                            }
+                        )
+                    )
+                    scored = sorted(watch.known_items) or items
+                    for j in range(4):
+                        user = f"live-u{n // 10:03d}" if j == 0 else rnd.choice(users)
+                        item_id = rnd.choice(scored if j % 2 else items)
+                        if j == 0 and n % 10 == 0:
+                            item_id = f"ghost-{n:04d}"  # never created
+                        p.send(
+                            Interaction(
+                                event_id=f"live-{n}-{j}",
+                                user_id=user,
+                                item_id=item_id,
+                                event_type="click",
+                                occurred_at=datetime.now(UTC),
+                            )
+                        )
+                    p.flush()
+                    live_items.append(item)
+                    if n % 10 == 9:
+                        watch.users.append(f"live-u{n // 10:03d}")
+                    n += 1
+                    time.sleep(0.1)
+
+        streamer = threading.Thread(target=stream, daemon=True)
+        streamer.start()
+        poller.thread.start()
+        time.sleep(2.0)
+        for _ in range(2):
+            out = run_job("retrain", force=True)
+            assert out.get("promoted"), out
+        time.sleep(1.5)  # answers of the last version, after its switch
+        stop.set()
+        streamer.join(timeout=30)
+        poller.stop.set()
+        poller.thread.join(timeout=30)
+    finally:
+        stop.set()
+        pipe.close()
+        handle.close()
+        watch_handle.close()
+    assert len(watch.switches) == 2, watch.switches
+    assert all(s[2] >= 5 and s[4] >= 1 for s in watch.switches), watch.switches
+    assert len(poller.versions) == 3 and min(poller.versions.values()) >= 5, poller.versions
+    print(
+        f"\nswitches {watch.switches}; /rank answers {poller.answers} by version "
+        f"{poller.versions}; unknown answers for known items {len(poller.unknown_known_items)}, "
+        f"404 for known users {len(poller.unknown_known_users)}"
+    )
+    assert watch.faults == [], f"{len(watch.faults)} at the switches: {watch.faults[:8]}"
+    assert poller.unknown_known_items == [], f"{len(poller.unknown_known_items)} unknown answers"
+    assert poller.unknown_known_users == [], f"{len(poller.unknown_known_users)} 404s"
