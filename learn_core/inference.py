@@ -8,9 +8,9 @@ built in the layout of the ``feature_repo.schema`` views.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
@@ -75,11 +75,34 @@ def _utc(when: datetime) -> pd.Timestamp:
     return t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")
 
 
+#: Where a batch job's tower passes run (``trainers.jobs.ray_backfill``: on Ray workers):
+#: (item ids, content rows) -> item vectors; item windows -> user vectors.
+ItemEncoder = Callable[[list[str], np.ndarray], np.ndarray]
+WindowEmbedder = Callable[[list[list[str]]], np.ndarray]
+
+
+class TowerEngine(Protocol):
+    """A batch job's engine for its tower passes; ``rows_per_pass`` items go in one pass."""
+
+    rows_per_pass: int
+
+    def encode(self, item_ids: list[str], content: np.ndarray) -> np.ndarray: ...
+
+    def embed(self, windows: list[list[str]]) -> np.ndarray: ...
+
+
 def item_tower_rows(
-    model: ServingModel, item_ids: list[str], content: np.ndarray, when: datetime
+    model: ServingModel,
+    item_ids: list[str],
+    content: np.ndarray,
+    when: datetime,
+    encode: ItemEncoder | None = None,
 ) -> pd.DataFrame:
-    """Rows of the ``item_tower_embedding`` view for ``item_ids`` (pure but for torch)."""
-    vecs = encode_items(model, content, item_ids)
+    """Rows of the ``item_tower_embedding`` view for ``item_ids`` (pure but for torch).
+
+    ``encode``: another engine for the tower pass (default: ``encode_items`` here).
+    """
+    vecs = encode(item_ids, content) if encode else encode_items(model, content, item_ids)
     return pd.DataFrame(
         {
             "item_id": item_ids,
@@ -148,6 +171,7 @@ def user_tower_rows(
     batch: int = 512,
     progress: bool = False,
     partial: bool = False,
+    embed: WindowEmbedder | None = None,
 ) -> UserRows:
     """``user_tower_embedding`` rows of every ready user (or of ``users``), stamped ``when``.
 
@@ -155,7 +179,8 @@ def user_tower_rows(
     them, as the interaction consumer does after ``held_max_s`` (``streaming.held_items``:
     the event time less 1 µs per skipped event, ``history_len`` the items read), so that a
     new version has a row for every user the serving one has; only users with no item
-    content at all wait.
+    content at all wait. ``embed``: another engine for the tower pass over the windows
+    (default: ``embed_windows`` here, ``batch`` users at a time).
     """
     wins, ready = ready_windows(interaction_log, content, h, users)
     items = {u: wins[u].item_ids for u in ready}
@@ -168,10 +193,13 @@ def user_tower_rows(
                 skipped = len(w.item_ids) - len(have)
                 stamp_us[u] = w.latest_ms * 1000 - min(skipped, PARTIAL_MAX_SHIFT_US)
     order = list(items)
-    vecs = [
-        embed_windows(model.user_tower, [items[u] for u in order[s : s + batch]], content, h)
-        for s in tqdm(range(0, len(order), batch), desc="backfill users", disable=not progress)
-    ]
+    if embed is not None:
+        vecs = [embed([items[u] for u in order])] if order else []
+    else:
+        vecs = [
+            embed_windows(model.user_tower, [items[u] for u in order[s : s + batch]], content, h)
+            for s in tqdm(range(0, len(order), batch), desc="backfill users", disable=not progress)
+        ]
     out = pd.DataFrame(
         {
             "user_id": order,

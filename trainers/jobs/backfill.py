@@ -42,6 +42,7 @@ from learn_core.inference import item_tower_rows, latest_per_item, latest_vector
 
 if TYPE_CHECKING:
     from feature_repo.store import FeatureStoreHandle
+    from learn_core.inference import TowerEngine
     from learn_core.registry import ModelRegistry
     from learn_core.serving import ServingModel
 
@@ -117,10 +118,13 @@ def backfill(
     history_len: int = 50,
     progress: bool = False,
     when: datetime | None = None,
+    engine: TowerEngine | None = None,
 ) -> BackfillResult:
     """Write every item's and user's embedding under ``model.version``, then replay the tail.
 
     Safe while ``model.version``'s rows serve nothing: other versions' rows are not touched.
+    ``engine`` runs the full passes' towers elsewhere (``trainers.jobs.ray_backfill``);
+    the rows are written here, by the same writers, and the short tail replays run here.
     """
     t0 = time.monotonic()
     when = when or datetime.now(UTC)
@@ -128,16 +132,19 @@ def backfill(
     content_log = handle.read_offline(ITEM_CONTENT.name)
     content = latest_content(handle, model, content_log)
     ids = sorted(content)
-    for s in tqdm(range(0, len(ids), 4096), desc="backfill items", disable=not progress):
-        chunk = ids[s : s + 4096]
-        rows = item_tower_rows(model, chunk, np.stack([content[i] for i in chunk]), when)
+    step = engine.rows_per_pass if engine else 4096
+    encode = engine.encode if engine else None
+    for s in tqdm(range(0, len(ids), step), desc="backfill items", disable=not progress):
+        chunk = ids[s : s + step]
+        rows = item_tower_rows(model, chunk, np.stack([content[i] for i in chunk]), when, encode)
         _write(handle, ITEM_TOWER.name, rows)
     log_df = handle.read_offline(INTERACTION_LOG.name)
     # Users waiting for an item are embedded without it, as the consumer does after its
     # hold: the new version then has a row for every user the serving one has.
     users, skipped, latest = user_tower_rows(
-        model, log_df, content, history_len, when, progress=progress, partial=True
-    )
+        model, log_df, content, history_len, when, progress=progress, partial=True,
+        embed=engine.embed if engine else None,
+    )  # fmt: skip
     _write(handle, USER_TOWER.name, users, online_ts=latest)
     seen = Seen()
     seen.add(content_log, log_df)
