@@ -37,32 +37,47 @@ class Vectors:
     info: dict[str, Any] | None = None
 
 
-def user_states(interactions: pd.DataFrame, h: int) -> tuple[pd.DataFrame, list[list[str]]]:
+def user_states(
+    interactions: pd.DataFrame, h: int, needed: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, list[list[str]]]:
     """Each (user, instant) with an interaction, stamped ``AFTER`` it, and the user's last
-    ``h`` items up to and including that instant (oldest first)."""
+    ``h`` items up to and including that instant (oldest first).
+
+    ``needed`` (``user_id``, ``event_timestamp`` rows): only the states those rows read
+    (each row's newest state at or before it), the others cost a forward for nothing.
+    """
     df = interactions[["user_id", "item_id", "occurred_at"]]
     ts = pd.to_datetime(df["occurred_at"], utc=True).dt.floor("us")
     order = np.lexsort((ts.to_numpy(), df["user_id"].to_numpy()))
     users = df["user_id"].to_numpy()[order]
     items = df["item_id"].to_numpy()[order]
     times = ts.to_numpy()[order]
-    keys, windows, stamps = [], [], []
-    for n in range(len(order)):
-        last_of_instant = (
-            n + 1 == len(order) or users[n + 1] != users[n] or times[n + 1] != times[n]
-        )
-        if not last_of_instant:
-            continue
-        start = n
-        while start > 0 and users[start - 1] == users[n] and n - start + 1 < h:
-            start -= 1
-        keys.append(users[n])
-        windows.append([str(i) for i in items[start : n + 1]])
-        stamps.append(times[n])
+    last = np.ones(len(order), bool)
+    last[:-1] = (users[1:] != users[:-1]) | (times[1:] != times[:-1])
+    ends = np.flatnonzero(last)
     frame = pd.DataFrame(
-        {"user_id": keys, EVENT_TS: pd.to_datetime(np.asarray(stamps), utc=True) + AFTER}
+        {"user_id": users[ends], EVENT_TS: pd.to_datetime(times[ends], utc=True) + AFTER}
     )
+    if needed is not None:
+        ends, frame = _read_states(frame, ends, needed)
+    first = np.zeros(len(order), np.int64)  # index of each row's user's first row
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    first[starts] = starts
+    first = np.maximum.accumulate(first)
+    windows = [[str(i) for i in items[max(first[n], n + 1 - h) : n + 1]] for n in ends]
     return frame, windows
+
+
+def _read_states(
+    frame: pd.DataFrame, ends: np.ndarray, needed: pd.DataFrame
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """The states (rows of ``frame``) that some row of ``needed`` reads."""
+    from bench.ranker_join import pandas_join
+
+    tagged = frame.assign(state=np.arange(len(frame)))
+    got = pandas_join(needed[["user_id", EVENT_TS]], {"s": (tagged, "user_id")})["s__state"]
+    keep = np.unique(got.dropna().to_numpy(np.int64))
+    return ends[keep], frame.iloc[keep].reset_index(drop=True)
 
 
 def _rows(key: str, ids: Any, vecs: np.ndarray, version: str, when: Any) -> pd.DataFrame:
@@ -182,7 +197,8 @@ def sasrec_vectors(
     res = train_sasrec(cfg, tsplit)
     model = res.model.eval()
     version = f"ranker-sasrec-ce-s{seed}"
-    frame, windows = user_states(ds.interactions, cfg.max_len)
+    later = labelled[split.period(labelled[EVENT_TS]) != "towers"]
+    frame, windows = user_states(ds.interactions, cfg.max_len, later)
     index = {i: n for n, i in enumerate(ds.item_ids)}
     seqs = [np.asarray([index[i] for i in w], np.int64) for w in windows]
     out = []

@@ -126,6 +126,12 @@ def test_user_states_are_windows_up_to_each_instant() -> None:
     assert list(frame["user_id"]) == ["u1", "u1", "u1", "u2"]
     assert windows == [["i0"], ["i1", "i2"], ["i2", "i3"], ["i0"]]
     assert list(frame[EVENT_TS]) == [at(0) + AFTER, at(1) + AFTER, at(2) + AFTER, at(0) + AFTER]
+    # Only the states later rows read: u1 at 1.5 min reads the minute-1 state; u1 at
+    # minute 0 reads none (that instant's state is stamped after it); u2 reads its one.
+    needed = pd.DataFrame({"user_id": ["u1", "u1", "u2"], EVENT_TS: [at(1.5), at(0), at(9)]})
+    few, few_windows = user_states(ds.interactions, h=2, needed=needed)
+    assert list(few["user_id"]) == ["u1", "u2"]
+    assert few_windows == [["i1", "i2"], ["i0"]]
 
 
 def test_pandas_join_equals_a_plain_loop() -> None:
