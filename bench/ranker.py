@@ -213,6 +213,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def merge(paths: list[Path]) -> dict[str, Any]:
+    """Reports of the same data set run as separate seeds, as one report (mean, spread)."""
+    import json
+
+    reports = [json.loads(p.read_text()) for p in paths]
+    if len({r["dataset"] for r in reports}) != 1:
+        raise SystemExit("--merge: reports of different data sets")
+    runs = {int(k): v for r in reports for k, v in r["per_seed"].items()}
+    out = reports[0] | summarise(runs)
+    out["per_seed"] = {str(k): runs[k] for k in sorted(runs)}
+    out["seeds"] = sorted(runs)
+    out["merged_from"] = [str(p) for p in paths]
+    return out
+
+
 def _write(out: Path, report: dict[str, Any]) -> None:
     from bench.ranking_store import write_result
 
@@ -234,7 +249,10 @@ def table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="LightGBM on Feast features ± LEARN (module doc)")
-    ap.add_argument("--dataset", required=True, help="ml-100k, ml-1m-subset, sample or a dir")
+    ap.add_argument(
+        "--merge", type=Path, nargs="+", help="combine the per-seed runs of these reports"
+    )
+    ap.add_argument("--dataset", help="ml-100k, ml-1m-subset, sample or a dir")
     ap.add_argument("--data", default=None, help="data directory (MovieLens)")
     ap.add_argument("--out", type=Path, required=True, help="report JSON")
     ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
@@ -251,6 +269,13 @@ def main(argv: list[str] | None = None) -> int:
         "--time-budget", type=float, default=300.0, help="seconds per tower model; 0 = none"
     )
     args = ap.parse_args(argv)
+    if args.merge:
+        report = merge(args.merge)
+        _write(args.out, report)
+        print(table(report))
+        return 0
+    if not args.dataset:
+        ap.error("--dataset is required")
     bad = [p for p in args.profiles if p not in PROFILES]
     if bad or not args.profiles:
         ap.error(f"--profiles: choose from {', '.join(PROFILES)}")
