@@ -324,6 +324,25 @@ class RankPoller:
             time.sleep(0.01)
 
 
+def _stale_users(handle: FeatureStoreHandle, registry: ModelRegistry) -> list[str]:
+    """Users whose row of the serving version is not the batch function of the log."""
+    from trainers.jobs.backfill import latest_content
+
+    version = registry.current_version()
+    assert version is not None
+    model = as_serving(version, registry.load(version))
+    log = handle.read_offline(INTERACTION_LOG.name)
+    want = user_tower_rows(model, log, latest_content(handle), 50, T, partial=True).rows
+    ids = list(want["user_id"])
+    got = handle.read_embeddings(USER_TOWER.name, ids, model_version=version)
+    vecs = np.stack(want["embedding"])
+    return [
+        u
+        for u, f, g, w in zip(ids, got.found, got.vectors, vecs, strict=True)
+        if not f or np.abs(g - w).max() > 1e-5
+    ]
+
+
 def test_switches_while_items_and_interactions_flow_hide_nothing(
     kafka_bootstrap: str, topic_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -433,11 +452,19 @@ def test_switches_while_items_and_interactions_flow_hide_nothing(
         streamer.join(timeout=30)
         poller.stop.set()
         poller.thread.join(timeout=30)
+        # Nothing stale at the end, at full precision (SQLite keeps whole seconds): once
+        # the consumers are idle and the holds are over, every user's row of the serving
+        # version is the batch function of the log.
+        deadline, stale = time.monotonic() + 30, ["not checked"]
+        while stale and time.monotonic() < deadline:
+            time.sleep(1.0)
+            stale = _stale_users(watch_handle, registry)
     finally:
         stop.set()
         pipe.close()
         handle.close()
         watch_handle.close()
+    assert stale == [], f"{len(stale)} users stale at the end: {stale[:5]}"
     assert len(watch.switches) == 2, watch.switches
     assert all(s[2] >= 5 and s[4] >= 1 for s in watch.switches), watch.switches
     assert len(poller.versions) == 3 and min(poller.versions.values()) >= 5, poller.versions
@@ -449,3 +476,41 @@ def test_switches_while_items_and_interactions_flow_hide_nothing(
     assert watch.faults == [], f"{len(watch.faults)} at the switches: {watch.faults[:8]}"
     assert poller.unknown_known_items == [], f"{len(poller.unknown_known_items)} unknown answers"
     assert poller.unknown_known_users == [], f"{len(poller.unknown_known_users)} 404s"
+
+
+def test_repair_rewrites_a_candidate_row_that_lost_a_race(
+    feast_handle: FeatureStoreHandle,
+) -> None:
+    """The last replay's check (``trainers.jobs.switch.repair_users``): a candidate row older
+    than the window the serving row was made from is rewritten; a user whose serving row
+    is itself behind the log is left to the consumers. By vectors, not event times, which
+    SQLite keeps in whole seconds."""
+    from trainers.jobs.backfill import write_rows
+    from trainers.jobs.switch import repair_users
+
+    h = feast_handle
+    items = [f"i{n:04d}" for n in range(300)]
+    content = _content(items)
+    log = _log(items)
+    h.append_offline(INTERACTION_LOG.name, log)
+    a, b = as_serving("m-a", _model(1)), as_serving("m-b", _model(2))
+    lost, behind, fine = "u0", "u1", "u2"
+    users = {lost, behind, fine}
+    newest = log[log["user_id"].isin(users)]
+    older = newest.drop(newest.groupby("user_id")["event_timestamp"].idxmax())
+
+    def put(model, frame, who: set[str]) -> None:  # noqa: ANN001
+        rows, _, stamps = user_tower_rows(model, frame, content, H, T, users=who)
+        write_rows(h, USER_TOWER.name, rows, online_ts=stamps.reset_index(drop=True))
+
+    put(a, newest, {lost, fine})
+    put(a, older, {behind})  # the consumer has not written this user's newest event yet
+    put(b, older, {lost, behind})  # ``lost``: a replay's older row won over the consumer's
+    put(b, newest, {fine})
+    assert repair_users(h, b, a, sorted(users), content, H) == 1
+    want_new = user_tower_rows(b, newest, content, H, T, users=users).rows.set_index("user_id")
+    want_old = user_tower_rows(b, older, content, H, T, users=users).rows.set_index("user_id")
+    got = h.read_embeddings(USER_TOWER.name, [lost, behind, fine], model_version="m-b")
+    np.testing.assert_allclose(got.vectors[0], want_new.loc[lost, "embedding"], atol=1e-5)
+    np.testing.assert_allclose(got.vectors[1], want_old.loc[behind, "embedding"], atol=1e-5)
+    np.testing.assert_allclose(got.vectors[2], want_new.loc[fine, "embedding"], atol=1e-5)

@@ -1,7 +1,7 @@
 """Dual write during a switch: the registry's pending pointer and the writers that follow it.
 
 A retrain marks its candidate pending, waits longer than every consumer's pointer check,
-replays the logs' tail and switches (``trainers.jobs.backfill.switch``). Here the parts:
+replays the logs' tail and switches (``trainers.jobs.switch``). Here the parts:
 the pointer, the read order that makes clearing it after the switch safe, and both
 consumers writing the pending version's rows first, then the current one's.
 """

@@ -10,11 +10,11 @@ Blue/green: the online rows go under the candidate's version-qualified keys
 consumers keep writing; nothing the serving version reads changes until the pointer
 switch. The candidate is caught up before the switch by replaying the offline logs'
 tail: rows appended (``created``) after a watermark taken before each read
-(``catch_up``). ``switch`` then marks it pending, so that the consumers write it too
-(dual write), waits until every consumer has re-read the pointers, replays the tail one
-last time and switches: no row written before the switch is missing or older under the
-new version after it. ``purge_retired`` removes a replaced version's rows once its grace
-period is over.
+(``catch_up``). ``trainers.jobs.switch`` then marks it pending, so that the consumers
+write it too (dual write), waits until every consumer has re-read the pointers, replays
+the tail one last time and switches: no row written before the switch is missing or
+older under the new version after it. ``purge_retired`` removes a replaced version's
+rows once its grace period is over.
 
 Stamps: item rows carry the backfill time; a user's *online* row carries the event time
 of the newest event in its window, the stamp the interaction consumer gives the same
@@ -95,7 +95,7 @@ def latest_content(
     return latest_vectors(latest)
 
 
-def _write(
+def write_rows(
     handle: FeatureStoreHandle,
     view: str,
     rows: pd.DataFrame,
@@ -137,7 +137,7 @@ def backfill(
     for s in tqdm(range(0, len(ids), step), desc="backfill items", disable=not progress):
         chunk = ids[s : s + step]
         rows = item_tower_rows(model, chunk, np.stack([content[i] for i in chunk]), when, encode)
-        _write(handle, ITEM_TOWER.name, rows)
+        write_rows(handle, ITEM_TOWER.name, rows)
     log_df = handle.read_offline(INTERACTION_LOG.name)
     # Users waiting for an item are embedded without it, as the consumer does after its
     # hold: the new version then has a row for every user the serving one has.
@@ -145,7 +145,7 @@ def backfill(
         model, log_df, content, history_len, when, progress=progress, partial=True,
         embed=engine.embed if engine else None,
     )  # fmt: skip
-    _write(handle, USER_TOWER.name, users, online_ts=latest)
+    write_rows(handle, USER_TOWER.name, users, online_ts=latest)
     seen = Seen()
     seen.add(content_log, log_df)
     caught = 0
@@ -226,7 +226,7 @@ def catch_up(
     since: datetime,
     history_len: int = 50,
     seen: Seen | None = None,
-    against: str | None = None,
+    written: list[str] | None = None,
 ) -> tuple[int, datetime]:
     """Replay the logs' tail since ``since`` under ``model.version``; (rows written, next mark).
 
@@ -235,9 +235,8 @@ def catch_up(
     held for a late item). A user's row is written only when the store has none of this
     version or an older one: once the consumers run this version they may already have
     written a newer window. ``seen`` (the backfill's passes): rows already embedded are
-    skipped, and the rows of this pass are added. ``against`` (the serving version, while
-    consumers write both): users written here whose row ends up older than theirs under
-    ``against`` are rewritten (``_repair``).
+    skipped, and the rows of this pass are added. ``written`` collects the users whose
+    rows this replay wrote (``trainers.jobs.switch`` checks them again).
     """
     mark = datetime.now(UTC) - SLACK
     when = datetime.now(UTC)
@@ -250,7 +249,7 @@ def catch_up(
     items = sorted(i for i in new_items if i in content)
     if items:
         rows = item_tower_rows(model, items, np.stack([content[i] for i in items]), when)
-        _write(handle, ITEM_TOWER.name, rows)
+        write_rows(handle, ITEM_TOWER.name, rows)
         fixed += len(items)
     log_df = handle.read_offline(INTERACTION_LOG.name)
     if not log_df.empty:
@@ -259,10 +258,10 @@ def catch_up(
         if new_items:
             users |= set(log_df.loc[log_df["item_id"].isin(new_items), "user_id"])
         if users:
-            written = _newer_users(handle, model, log_df, content, users, history_len, when)
-            fixed += len(written)
-            if against is not None:
-                fixed += _repair(handle, model, against, written, content, history_len)
+            wrote = _newer_users(handle, model, log_df, content, users, history_len, when)
+            fixed += len(wrote)
+            if written is not None:
+                written.extend(wrote)
     seen.add(content_log, log_df)
     if fixed:
         log.info("catch-up %s: %d rows from the logs' tail since %s", model.version, fixed, since)
@@ -297,79 +296,13 @@ def _newer_users(
     stored = _stamps(handle, model.version, list(rows["user_id"]))
     keep = [r for r, t in enumerate(stored) if t is None or t < stamps.iloc[r]]
     if keep:
-        _write(
+        write_rows(
             handle,
             USER_TOWER.name,
             rows.iloc[keep],
             online_ts=stamps.iloc[keep].reset_index(drop=True),
         )
     return [str(u) for u in rows["user_id"].iloc[keep]]
-
-
-def _repair(
-    handle: FeatureStoreHandle,
-    model: ServingModel,
-    against: str,
-    users: list[str],
-    content: dict[str, np.ndarray],
-    history_len: int,
-) -> int:
-    """Rewrite the ``users`` whose row of ``model`` is older than their row of ``against``.
-
-    Why: while consumers write both versions, a consumer's newer row can land between a
-    catch-up's check and its write; SQLite then keeps the catch-up's older row. Consumers
-    give both versions the same stamp, so a row older than the serving version's lost such
-    a race. Re-read from the log, up to ``TAIL_PASSES`` times.
-    """
-    fixed = 0
-    for _ in range(TAIL_PASSES):
-        if not users:
-            break
-        mine, theirs = _stamps(handle, model.version, users), _stamps(handle, against, users)
-        behind = {
-            u
-            for u, m, t in zip(users, mine, theirs, strict=True)
-            if t is not None and (m is None or m < t)
-        }
-        if not behind:
-            break
-        log_df = handle.read_offline(INTERACTION_LOG.name)
-        when = datetime.now(UTC)
-        users = _newer_users(handle, model, log_df, content, behind, history_len, when)
-        fixed += len(users)
-    return fixed
-
-
-def switch(
-    handle: FeatureStoreHandle,
-    registry: ModelRegistry,
-    model: ServingModel,
-    *,
-    since: datetime,
-    wait_s: float,
-    history_len: int = 50,
-) -> int:
-    """Serve ``model.version`` (backfilled, its tail replayed up to ``since``) with no gap.
-
-    A consumer learns of a new pointer only at its next check, so rows it wrote after the
-    last replay but before it saw the switch existed only under the old version: for a
-    few seconds after the switch those items read ``unknown`` and those users older.
-    Here the version is marked pending first, and consumers write it too (pending first,
-    then current). After ``wait_s`` (longer than every consumer's check period) each of
-    them does; a last replay since ``since`` covers what they wrote before, checked
-    against the serving version's rows; then the pointer switches and the mark goes.
-    Returns the rows that replay wrote.
-    """
-    current = registry.current_version()
-    registry.mark_pending(model.version)
-    try:
-        time.sleep(wait_s)
-        against = current if current != model.version else None
-        fixed, _ = catch_up(handle, model, since=since, history_len=history_len, against=against)
-        registry.promote(model.version)  # atomic pointer switch
-    finally:
-        registry.clear_pending()  # after CURRENT: readers read PENDING first
-    return fixed
 
 
 def purge_retired(

@@ -15,7 +15,7 @@
    and user under the new version beside the serving version's rows and replay the
    logs' tail, mark it pending so that the consumers write it too, wait
    ``catchup_delay_s``, replay the tail once more and switch the pointer
-   (``trainers.jobs.backfill.switch``: no gap); purge the online rows of versions
+   (``trainers.jobs.switch``: no gap); purge the online rows of versions
    replaced more than ``retire_grace_s`` ago. Otherwise keep the current model and log
    why.
 """
@@ -136,7 +136,8 @@ def retrain(
     """
     import torch
 
-    from trainers.jobs.backfill import backfill, purge_retired, switch
+    from trainers.jobs.backfill import backfill, purge_retired
+    from trainers.jobs.switch import switch
     from trainers.learn import CVRStageConfig
     from trainers.product import fit
 
