@@ -78,7 +78,7 @@ def _utc(when: datetime) -> pd.Timestamp:
 #: Where a batch job's tower passes run (``trainers.jobs.ray_backfill``: on Ray workers):
 #: (item ids, content rows) -> item vectors; item windows -> user vectors.
 ItemEncoder = Callable[[list[str], np.ndarray], np.ndarray]
-WindowEmbedder = Callable[[list[list[str]]], np.ndarray]
+WindowEmbedder = Callable[[list[list[str]], dict[str, np.ndarray]], np.ndarray]
 
 
 class TowerEngine(Protocol):
@@ -88,7 +88,7 @@ class TowerEngine(Protocol):
 
     def encode(self, item_ids: list[str], content: np.ndarray) -> np.ndarray: ...
 
-    def embed(self, windows: list[list[str]]) -> np.ndarray: ...
+    def embed(self, windows: list[list[str]], content: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
 def item_tower_rows(
@@ -194,7 +194,7 @@ def user_tower_rows(
                 stamp_us[u] = w.latest_ms * 1000 - min(skipped, PARTIAL_MAX_SHIFT_US)
     order = list(items)
     if embed is not None:
-        vecs = [embed([items[u] for u in order])] if order else []
+        vecs = [embed([items[u] for u in order], content)] if order else []
     else:
         vecs = [
             embed_windows(model.user_tower, [items[u] for u in order[s : s + batch]], content, h)

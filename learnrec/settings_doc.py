@@ -26,6 +26,7 @@ SETTINGS = [
     "trainers.cli:TrainSettings",
     "trainers.jobs.retrain:RetrainSettings",
     "trainers.jobs.scheduler:SchedulerSettings",
+    "trainers.jobs.ray_backfill:BackfillEngineSettings",
     "ranking.settings:RankingSettings",
 ]
 

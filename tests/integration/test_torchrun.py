@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from feature_repo.settings import FeastSettings
 from feature_repo.store import FeatureStoreHandle
 from learn_core.datasets import synthetic
 from learn_core.models.anchored import AnchoredConfig
@@ -198,7 +199,7 @@ def test_retrain_nproc_refuses_a_towers_recipe_naming_the_setting() -> None:
         load(RetrainSettings, nproc=2, recipe="content-sliding")
 
 
-def _store_with_log(root: Path) -> FeatureStoreHandle:
+def store_with_log(settings: FeastSettings) -> FeatureStoreHandle:
     """An embedded store holding the synthetic catalogue's content and interaction log."""
     import pandas as pd
 
@@ -207,7 +208,7 @@ def _store_with_log(root: Path) -> FeatureStoreHandle:
 
     ds, topics = synthetic.generate(n_items=60, n_users=90, mean_events=12, seed=0)
     content = synthetic.planted_content(topics, dim=16).astype(np.float32)
-    handle = open_store(make_settings("embedded", root))
+    handle = open_store(settings)
     t0 = pd.Timestamp("2024-01-01", tz="UTC")
     items = pd.DataFrame(
         {"item_id": ds.item_ids, "embedding": list(content), "model_version": "planted",
@@ -229,7 +230,7 @@ def _store_with_log(root: Path) -> FeatureStoreHandle:
 def test_retrain_with_a_dying_rank_saves_nothing_then_nproc_2_promotes(tmp_path: Path) -> None:
     from trainers.jobs.retrain import RetrainSettings, retrain
 
-    handle = _store_with_log(tmp_path / "feast")
+    handle = store_with_log(make_settings("embedded", tmp_path / "feast"))
     registry = ModelRegistry(tmp_path / "registry")
     settings = {"nproc": 2, "history_len": 8, "catchup_delay_s": 0.1}
     try:

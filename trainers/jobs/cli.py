@@ -14,6 +14,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run-job", help="run one job now: retrain | backfill")
     r.add_argument("name", choices=["retrain", "backfill"])
     r.add_argument("--force", action="store_true", help="retrain: promote even if worse")
+    r.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        help="backfill: where the tower passes run (default LEARNREC_BACKFILL_ENGINE, local)",
+    )
     r.set_defaults(func=_run_job)
 
 
@@ -34,5 +39,5 @@ def _scheduler(args: argparse.Namespace) -> int:
 def _run_job(args: argparse.Namespace) -> int:
     from trainers.jobs.scheduler import run_job
 
-    print(json.dumps(run_job(args.name, force=args.force), indent=2, default=str))
+    print(json.dumps(run_job(args.name, force=args.force, engine=args.engine), indent=2, default=str))
     return 0

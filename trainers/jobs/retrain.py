@@ -258,7 +258,10 @@ def retrain(
     report.version = version
     t3 = time.monotonic()
     serving = as_serving(version, registry.load(version))
-    bf = backfill(handle, serving, history_len=s.history_len, progress=progress)
+    from trainers.jobs.ray_backfill import engine_from_settings
+
+    engine = engine_from_settings(str(registry.root), serving, s.history_len)
+    bf = backfill(handle, serving, history_len=s.history_len, progress=progress, engine=engine)
     report.backfill = asdict(bf)
     secs["backfill"] = time.monotonic() - t3
     t4 = time.monotonic()

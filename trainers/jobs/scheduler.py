@@ -44,8 +44,12 @@ class SchedulerSettings(BaseSettings):
         return self.jobstore_path or cache_dir() / "jobs" / "jobs.sqlite"
 
 
-def run_job(name: str, force: bool = False) -> dict[str, Any]:
-    """Run one job now, in this process; also the scheduler's job function."""
+def run_job(name: str, force: bool = False, engine: str | None = None) -> dict[str, Any]:
+    """Run one job now, in this process; also the scheduler's job function.
+
+    ``engine``: where the backfill's tower passes run (``local`` | ``ray``; default
+    ``LEARNREC_BACKFILL_ENGINE``).
+    """
     from dataclasses import asdict
 
     from feature_repo.store import open_store
@@ -66,12 +70,16 @@ def run_job(name: str, force: bool = False) -> dict[str, Any]:
         version = registry.current_version()
         if version is None:
             return {"job": name, "skipped": True, "reason": "no current model"}
+        from trainers.jobs.ray_backfill import engine_from_settings
+
         s = load(RetrainSettings)
+        model = as_serving(version, registry.load(version))
         res = backfill(
             handle,
-            as_serving(version, registry.load(version)),
+            model,
             history_len=s.history_len,
             progress=True,
+            engine=engine_from_settings(str(registry.root), model, s.history_len, engine),
         )
         # A retrain purges the versions it replaced once their grace is over; without this
         # a deployment that only backfills between retrains kept their rows until then.

@@ -1,0 +1,137 @@
+"""The backfill on Ray Data (one local Ray, 2 CPUs, for the module) equals the local
+backfill row for row, on both store profiles; a wrong RAY_ADDRESS fails at once, naming it.
+
+Two stores hold the same synthetic catalogue and log; the local engine backfills one,
+Ray the other, and every item's and user's online vector of the version is compared.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from feature_repo.schema import ITEM_TOWER, USER_TOWER
+from learn_core.models.anchored import AnchoredConfig
+from learn_core.registry import ModelRegistry
+from learn_core.serving import as_serving
+from tests.integration.conftest import cleanup, make_settings
+from tests.integration.test_torchrun import _data, store_with_log
+from trainers.anchored import AnchoredTrainConfig, train_anchored
+from trainers.jobs.backfill import backfill
+from trainers.train import serving_contract
+
+pytestmark = pytest.mark.integration
+
+ray = pytest.importorskip(
+    "ray", reason="Ray is an extra: pip install -e '.[ray]' (.ci/run installs it)"
+)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray for the module: its start-up (~15 s on 2 cores) is paid once."""
+    from trainers.jobs.ray_backfill import BackfillEngineSettings, connect
+
+    os.environ.pop("RAY_ADDRESS", None)
+    connect(BackfillEngineSettings(ray_workers=2))
+    yield
+    ray.shutdown()
+
+
+def _version(root: Path) -> tuple[ModelRegistry, str]:
+    split, content = _data()
+    net = AnchoredConfig(d=16, max_len=8, dropout=0.0, whiten_dim=16)
+    res = train_anchored(
+        AnchoredTrainConfig(net=net, batch_size=64, epochs=1, eval_every=1), split, content
+    )
+    registry = ModelRegistry(root)
+    serving = serving_contract(res.model, 8, "sliding", "planted")
+    return registry, registry.save(res.model, content_model="planted", serving=serving)
+
+
+def _vectors(handle, version: str, ids: list[str], users: list[str]) -> np.ndarray:
+    items, who = handle.online.read_vectors(
+        [(ITEM_TOWER.name, ids), (USER_TOWER.name, users)], version
+    )
+    assert items.ok.all() and who.ok.all()
+    return np.concatenate([items.vectors, who.vectors])
+
+
+def test_ray_backfill_equals_the_local_one_row_for_row(
+    feast_profile: str, tmp_path: Path, local_ray: None
+) -> None:
+    from trainers.jobs.ray_backfill import BackfillEngineSettings, RayEngine
+
+    profile = feast_profile
+    registry, version = _version(tmp_path / "registry")
+    model = as_serving(version, registry.load(version))
+    local = store_with_log(make_settings(profile, tmp_path / "a"))
+    onray = store_with_log(make_settings(profile, tmp_path / "b"))
+    try:
+        a = backfill(local, model, history_len=8)
+        t0 = time.monotonic()
+        engine = RayEngine(str(registry.root), model, 8, BackfillEngineSettings(ray_batch_rows=16))
+        b = backfill(onray, model, history_len=8, engine=engine)
+        ray_s = time.monotonic() - t0
+        assert (a.items, a.users, a.users_skipped) == (b.items, b.users, b.users_skipped)
+        assert a.items == 60 and a.users == 90
+        split, _ = _data()
+        items, users = list(split.item_ids), sorted(split.users)
+        va, vb = _vectors(local, version, items, users), _vectors(onray, version, items, users)
+        np.testing.assert_allclose(vb, va, atol=1e-6, rtol=0)
+        assert float(np.abs(va).max()) > 0.01  # real vectors, not zeros
+        print(f"ray backfill {ray_s:.1f}s, local {a.seconds:.1f}s")
+    finally:
+        cleanup(local)
+        cleanup(onray)
+
+
+def test_a_wrong_ray_address_fails_at_once_naming_it(tmp_path: Path) -> None:
+    """A child process (this module's Ray is already joined): no cluster answers there."""
+    code = (
+        "from trainers.jobs.ray_backfill import BackfillEngineSettings, connect\n"
+        "connect(BackfillEngineSettings(ray_connect_timeout_s=3))\n"
+    )
+    env = os.environ | {"RAY_ADDRESS": "127.0.0.1:9"}  # discard port: nothing listens
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "RAY_ADDRESS: no Ray cluster answers at '127.0.0.1:9'" in proc.stderr
+    assert time.monotonic() - t0 < 30
+
+
+def test_the_address_check_accepts_a_real_ray_head_and_refuses_other_servers(
+    local_ray: None,
+) -> None:
+    """The gRPC probe that keeps ``ray.init`` from retrying for minutes on a wrong port."""
+    import socket
+
+    from learn_core.settings import ServiceUnavailableError
+    from trainers.jobs.ray_backfill import _check_address
+
+    _check_address(ray.get_runtime_context().gcs_address, 3)  # this module's Ray head
+    with socket.socket() as srv:  # a server that answers, but is no Ray
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = srv.accept()
+            conn.sendall(b"-ERR unknown command\r\n")
+            conn.close()
+
+        import threading
+
+        threading.Thread(target=answer, daemon=True).start()
+        with pytest.raises(ServiceUnavailableError, match="not as a Ray cluster"):
+            _check_address(f"127.0.0.1:{port}", 3)
