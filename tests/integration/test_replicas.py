@@ -230,6 +230,8 @@ def test_replicas_share_the_stream_through_kill_stop_and_join(
         for child in (d, *item_children):  # each had work
             assert "Traceback" not in child.stderr, child.stderr
             assert int(child.stdout.split("consumed ")[1].split()[0]) > 0, child.stdout
+        for child in (b, c, d):  # rebalances and a SIGKILL are no store going back
+            assert "online store went back" not in child.stderr, child.stderr[-3000:]
 
         log.info(
             "+%.0fs replicas stopped; replica summaries: %s",
