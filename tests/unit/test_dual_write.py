@@ -275,3 +275,36 @@ def test_backfill_rows_of_a_held_user_equal_the_consumers_partial_rows() -> None
     content["i3"] = missing
     plain = user_tower_rows(serving, log, content, H, T0).rows
     assert set(plain["user_id"]) == set(sink.online)  # with i3 every user is ready
+
+
+def test_switch_marks_pending_for_the_last_replay_and_clears_it_even_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from trainers.jobs import switch as switch_mod
+
+    reg, a, b = _registry(tmp_path)
+    reg.promote(a)
+    seen: list[tuple[str | None, str | None, float]] = []
+
+    def replay(handle, model, *, since, history_len, written):  # noqa: ANN001, ANN202
+        seen.append((reg.current_version(), reg.pending_version(), time.monotonic()))
+        return 3, since
+
+    monkeypatch.setattr(switch_mod, "catch_up", replay)
+    model_b = as_serving(b, reg.load(b))
+    t0 = time.monotonic()
+    assert switch_mod.switch(None, reg, model_b, since=None, wait_s=0.2) == 3  # type: ignore[arg-type]
+    (current, pending, at) = seen[0]
+    assert (current, pending) == (a, b)  # the last replay runs while both are written
+    assert at - t0 >= 0.2  # after the consumers' check period
+    assert reg.current_version() == b and reg.pending_version() is None
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OSError("offline store down (test)")
+
+    monkeypatch.setattr(switch_mod, "catch_up", broken)
+    with pytest.raises(OSError):
+        switch_mod.switch(None, reg, as_serving(a, reg.load(a)), since=None, wait_s=0)  # type: ignore[arg-type]
+    assert reg.current_version() == b and reg.pending_version() is None
