@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 #: partition -> (offset of the batch's first record, offset after its last record)
@@ -33,11 +35,18 @@ Spans = dict[int, tuple[int, int]]
 
 def record_spans(records: Iterable[Any]) -> Spans:
     """The offsets a batch of ``ConsumerRecord``s covers, per partition (invalid ones too:
-    the loop commits past dead letters, so the stamp must as well)."""
+    the loop commits past dead letters, so the stamp must as well).
+
+    Each partition's records come in offset order (Kafka's, kept by the loop), in runs: one
+    look at each run's ends, not a comparison per record (which cost ~2 % of the consumer).
+    """
     out: Spans = {}
-    for r in records:
-        first, nxt = out.get(r.partition, (r.offset, r.offset + 1))
-        out[r.partition] = (min(first, r.offset), max(nxt, r.offset + 1))
+    for p, group in groupby(records, attrgetter("partition")):
+        run = list(group)
+        first, nxt = run[0].offset, run[-1].offset + 1
+        if p in out:
+            first, nxt = min(first, out[p][0]), max(nxt, out[p][1])
+        out[p] = (first, nxt)
     return out
 
 
