@@ -80,6 +80,14 @@ class StreamMetrics:
         self.missing = Counter(
             "learnrec_held_missing_items", "Items skipped after held_max_s (once each)", **kw
         ).labels(**labels)
+        self.rebuilds = Counter(
+            "learnrec_store_rebuilds",
+            "Partitions found gone back in the online store and rebuilt from the offline log",
+            **kw,
+        ).labels(**labels)
+        self.rebuilt = Counter(
+            "learnrec_store_rebuilt_users", "Users rewritten by those rebuilds", **kw
+        ).labels(**labels)
         self.port = self._serve(settings)
 
     def _serve(self, s: MetricsSettings) -> int:
@@ -121,6 +129,11 @@ class StreamMetrics:
         self.released.inc(released_users)
         self.without.inc(embedded_without)
         self.missing.inc(missing_items)
+
+    def record_rebuild(self, partitions: int, users: int) -> None:
+        if self.enabled:
+            self.rebuilds.inc(partitions)
+            self.rebuilt.inc(users)
 
     def record_lag(self, lag: int) -> None:
         if self.enabled:

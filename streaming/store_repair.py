@@ -118,6 +118,7 @@ class StoreRepair:
         status.clear(f"{self.topic}/{p}" for p in parts)
         self.rebuilds += 1
         self.rebuilt_users += len(changed)
+        handler.metrics.record_rebuild(len(parts), len(changed))
         log.warning(
             "rebuilt %d users of %s partitions %s from the offline log in %.1fs (%d checked)",
             len(changed), self.topic, sorted(parts), self.wall() - now, len(windows),

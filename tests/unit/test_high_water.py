@@ -9,6 +9,7 @@ rebuilt, and ends equal to the batch reference (windows and embeddings).
 from __future__ import annotations
 
 import copy
+import urllib.request
 from collections import namedtuple
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from learn_core.inference import recompute_users
 from streaming.consumer import Accepted
 from streaming.high_water import Regression, Watch, record_spans, regressions
 from streaming.history_store import MemoryHistoryStore, SqliteHistoryStore
+from streaming.metrics import MetricsSettings, StreamMetrics
 from streaming.user_sinks import MemoryUserSink
 from tests.unit.test_interaction_handler import H, _accepted, _content, _handler, _log
 
@@ -215,7 +217,8 @@ def test_periodic_check_finds_it_on_a_quiet_topic() -> None:
     sink = MemoryUserSink(_content(12))
     store = MemoryHistoryStore()
     clock = Clock()
-    handler = _handler(sink, store)
+    metrics = StreamMetrics(MetricsSettings(enabled=True, port=0))
+    handler = _handler(sink, store, metrics=metrics)
     handler.repair.watch.clock = clock
     handler.repair.configure("t", 2)
     acc = _numbered(_accepted(200))
@@ -230,6 +233,12 @@ def test_periodic_check_finds_it_on_a_quiet_topic() -> None:
     handler([])
     assert handler.repair.rebuilds == 1
     _check_against_log(handler, sink, store)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics", timeout=5).read()
+    assert b'learnrec_store_rebuilds_total{consumer="interactions"} 2.0' in body
+    assert (
+        f'learnrec_store_rebuilt_users_total{{consumer="interactions"}} {handler.repair.rebuilt_users}.0'.encode()
+        in body
+    )
     handler([])  # the marks are back: no second rebuild
     clock.t += handler.s.store_check_s
     handler([])
