@@ -65,22 +65,35 @@ def _vectors(handle, version: str, ids: list[str], users: list[str]) -> np.ndarr
 
 
 def test_ray_backfill_equals_the_local_one_row_for_row(
-    feast_profile: str, tmp_path: Path, local_ray: None
+    feast_profile: str, tmp_path: Path, local_ray: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trainers.jobs.ray_backfill import BackfillEngineSettings, RayEngine
+    """Ray's side runs as ``learnrec run-job backfill --engine ray`` does (``run_job``)."""
+    from trainers.jobs.scheduler import run_job
 
-    profile = feast_profile
     registry, version = _version(tmp_path / "registry")
+    registry.promote(version)
     model = as_serving(version, registry.load(version))
-    local = store_with_log(make_settings(profile, tmp_path / "a"))
-    onray = store_with_log(make_settings(profile, tmp_path / "b"))
+    local = store_with_log(make_settings(feast_profile, tmp_path / "a"))
+    theirs = make_settings(feast_profile, tmp_path / "b")
+    onray = store_with_log(theirs)
+    for name in type(theirs).model_fields:  # run_job opens store b from the environment
+        value = getattr(theirs, name)
+        if value is not None:
+            plain = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+            monkeypatch.setenv(f"LEARNREC_FEAST_{name.upper()}", str(plain))
+    for key, value in {
+        "LEARNREC_FEAST_DATA_DIR": str(theirs.resolved_data_dir()),
+        "LEARNREC_REGISTRY_ROOT": str(registry.root),
+        "LEARNREC_RETRAIN_HISTORY_LEN": "8",
+        "LEARNREC_BACKFILL_RAY_BATCH_ROWS": "16",  # several batches per actor
+    }.items():
+        monkeypatch.setenv(key, value)
     try:
         a = backfill(local, model, history_len=8)
         t0 = time.monotonic()
-        engine = RayEngine(str(registry.root), model, 8, BackfillEngineSettings(ray_batch_rows=16))
-        b = backfill(onray, model, history_len=8, engine=engine)
+        b = run_job("backfill", engine="ray")
         ray_s = time.monotonic() - t0
-        assert (a.items, a.users, a.users_skipped) == (b.items, b.users, b.users_skipped)
+        assert (a.items, a.users, a.users_skipped) == (b["items"], b["users"], b["users_skipped"])
         assert a.items == 60 and a.users == 90
         split, _ = _data()
         items, users = list(split.item_ids), sorted(split.users)
