@@ -108,6 +108,9 @@ class StoreRepair:
         changed = {
             u: w for u, w in windows.items() if u not in stored or stored[u].entries != w.entries
         }
+        changed.update(
+            self.stale_rows(handler, {u: w for u, w in windows.items() if u not in changed})
+        )
         marks = {p: self.watch.floors.get(p, 0) for p in parts}
         users = sorted(changed)
         for i in range(0, max(len(users), 1), REBUILD_CHUNK):
@@ -123,6 +126,23 @@ class StoreRepair:
             "rebuilt %d users of %s partitions %s from the offline log in %.1fs (%d checked)",
             len(changed), self.topic, sorted(parts), self.wall() - now, len(windows),
         )  # fmt: skip
+
+    def stale_rows(
+        self, handler: InteractionHandler, windows: Mapping[str, UserHistory]
+    ) -> dict[str, UserHistory]:
+        """Users whose window is right but whose row of the serving version is missing or
+        older than its newest event (a backfill written after the snapshot, say)."""
+        model = handler.model
+        if model is None or not windows:
+            return {}
+        users = sorted(windows)
+        out: dict[str, UserHistory] = {}
+        for i in range(0, len(users), REBUILD_CHUNK):
+            times = handler.sink.user_times(users[i : i + REBUILD_CHUNK], model.version)
+            for u, t in times.items():
+                if t is None or t < windows[u].latest_ms:
+                    out[u] = windows[u]
+        return out
 
     def rebuilt_windows(
         self, handler: InteractionHandler, parts: set[int]

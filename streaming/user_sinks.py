@@ -31,6 +31,7 @@ import pandas as pd
 
 from feature_repo.schema import INTERACTION_LOG, ITEM_CONTENT, USER_TOWER
 from feature_repo.store_status import MemoryStoreStatus, StoreStatus, open_store_status
+from learn_core.history import to_ms
 from streaming.history_store import (  # noqa: F401 - re-exported: the stores' old home
     HistoryStore,
     MemoryHistoryStore,
@@ -138,6 +139,10 @@ class UserFeatureSink(Protocol):
         """The offline interaction log (the truth a store that went back is rebuilt from)."""
         ...
 
+    def user_times(self, users: list[str], version: str) -> dict[str, int | None]:
+        """Event time (ms) of each user's online row of ``version`` (None: no row)."""
+        ...
+
     def store_status(self) -> StoreStatus:
         """The shared ``degraded`` marks of this store (``feature_repo.store_status``)."""
         ...
@@ -186,6 +191,13 @@ class MemoryUserSink:
         frames = [f for f in self.offline_interactions if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+    def user_times(self, users: list[str], version: str) -> dict[str, int | None]:
+        rows = {u: self.online.get(u) for u in users}
+        return {
+            u: None if r is None or r["model_version"] != version else to_ms(r["event_timestamp"])
+            for u, r in rows.items()
+        }
+
     def store_status(self) -> StoreStatus:
         return self.status
 
@@ -220,6 +232,13 @@ class FeastUserSink:
 
     def read_interactions(self) -> pd.DataFrame:
         return self.handle.read_offline(INTERACTION_LOG.name)
+
+    def user_times(self, users: list[str], version: str) -> dict[str, int | None]:
+        rows = self.handle.read_embeddings(USER_VIEW, users, model_version=version)
+        return {
+            u: to_ms(t) if found and t is not None else None
+            for u, found, t in zip(users, rows.found, rows.event_timestamp, strict=True)
+        }
 
     def store_status(self) -> StoreStatus:
         if self._status is None:

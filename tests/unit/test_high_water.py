@@ -276,3 +276,19 @@ def test_a_batch_of_dead_letters_still_stamps_its_offsets() -> None:
     assert store.high_water([0]) == {0: 7}
     _batches(handler, [a for a in _numbered(_accepted(40)) if a.source.partition == 0], [])
     assert handler.repair.rebuilds == 0
+
+
+def test_a_lost_row_under_a_right_window_is_rewritten() -> None:
+    """Windows intact, a row gone (a backfill written after the snapshot, say): rewritten."""
+    sink = MemoryUserSink(_content(12))
+    store = MemoryHistoryStore()
+    handler = _handler(sink, store)
+    handler.repair.configure("t", 2)
+    _batches(handler, _numbered(_accepted(120)), [])
+    lost = sorted(sink.online)[0]
+    del sink.online[lost]
+    store.marks = {p: 0 for p in store.marks}  # the marks went back, the windows did not
+    handler.repair.watch.last_check = float("-inf")
+    handler([])
+    assert handler.repair.rebuilds == 1 and handler.repair.rebuilt_users == 1
+    _check_against_log(handler, sink, store)
