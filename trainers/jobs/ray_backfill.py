@@ -44,6 +44,9 @@ class BackfillEngineSettings(BaseSettings):
         2, ge=1, le=4096, description="actors in the pool (each loads the model once)"
     )
     ray_batch_rows: int = Field(1024, ge=1, le=1_000_000, description="rows per map_batches batch")
+    ray_max_retries: int = Field(
+        3, ge=0, le=100, description="restarts of a dead actor and retries of its batches"
+    )
     ray_connect_timeout_s: float = Field(
         10.0, gt=0, le=600, description="RAY_ADDRESS must answer within this"
     )
@@ -151,6 +154,10 @@ class RayEngine:
             batch_size=self.s.ray_batch_rows,
             batch_format="numpy",
             concurrency=self.s.ray_workers,
+            # A dead worker is restarted and its batches re-run (rows are written by the
+            # job afterwards, so nothing is written twice); bounded, never retried forever.
+            max_restarts=self.s.ray_max_retries,
+            max_task_retries=self.s.ray_max_retries,
         )
         return {str(r["id"]): np.asarray(r["vector"], np.float32) for r in ds.iter_rows()}
 
