@@ -153,7 +153,7 @@ class RayEngine:
             fn_constructor_args=(self.root, self.version, content),
             batch_size=self.s.ray_batch_rows,
             batch_format="numpy",
-            concurrency=self.s.ray_workers,
+            compute=ray.data.ActorPoolStrategy(size=self.s.ray_workers),
             # A dead worker is restarted and its batches re-run (rows are written by the
             # job afterwards, so nothing is written twice); bounded, never retried forever.
             max_restarts=self.s.ray_max_retries,
