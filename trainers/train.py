@@ -227,6 +227,7 @@ def train(
         metrics={"valid": fitted.valid, "test": test["all"], "cold": test["cold"], "cvr": cvr},
         parent_version=reg.current_version(),
         recipe=cfg.recipe,
+        train_processes=dist.world,
     )
     if cfg.promote:
         reg.promote(version)

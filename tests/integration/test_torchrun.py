@@ -187,6 +187,7 @@ def test_learnrec_train_nproc_2_saves_one_version_from_rank_0(tmp_path: Path) ->
     assert len(versions) == 1
     manifest = ModelRegistry(reg).manifest(versions[0])
     assert manifest["extra"]["recipe"]["name"] == ANCHORED.name
+    assert manifest["extra"]["train_processes"] == 2
     assert json.loads(proc.stdout)["version"] == versions[0]  # printed once, by rank 0
 
 
@@ -256,5 +257,6 @@ def test_retrain_with_a_dying_rank_saves_nothing_then_nproc_2_promotes(tmp_path:
         assert report is not None and report.promoted
         assert registry.versions() == [report.version] == [registry.current_version()]
         assert report.backfill["items"] == 60 and report.backfill["users"] == 90
+        assert registry.manifest(report.version)["extra"]["train_processes"] == 2
     finally:
         cleanup(handle)

@@ -254,6 +254,7 @@ def retrain(
         parent_version=cur_version,
         recipe=recipe,
         train_interactions=len(data.frame),
+        train_processes=s.nproc,
     )
     report.version = version
     t3 = time.monotonic()
