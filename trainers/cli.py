@@ -43,7 +43,7 @@ class TrainSettings(ProductRecipeSettings):
         ge=1,
         le=256,
         description="training processes: 1 trains in this process; N > 1 launches torchrun "
-        "--nproc_per_node N (DDP; gloo on CPU, NCCL on GPU; content-anchored recipes)",
+        "--nproc_per_node N (DDP over gloo: the loop trains on CPU; content-anchored recipes)",
     )
 
 

@@ -3,7 +3,8 @@
 The loop (``trainers.anchored.train_anchored``) takes a ``DistContext``. With one process
 it is ``SINGLE`` and every method is a no-op, so the in-process path is the loop as it
 always was. Under ``torchrun --nproc_per_node N`` (which sets ``RANK``/``WORLD_SIZE``)
-``from_env()`` joins the process group (gloo on CPU, NCCL on GPU) and the loop
+``from_env()`` joins the process group (gloo for a loop on CPU, NCCL for one on GPU) and
+the loop
 
 * deals each global batch to the ranks row by row (``shard``: rank r takes rows r, r+N, …,
   as ``DistributedSampler`` deals a shuffled epoch), so N processes see the batches one
@@ -75,7 +76,8 @@ class DistContext:
         import torch
         from torch.nn.parallel import DistributedDataParallel
 
-        device = torch.cuda.current_device() if torch.cuda.is_available() else None
+        on_gpu = any(p.is_cuda for p in module.parameters())
+        device = torch.cuda.current_device() if on_gpu else None
         return DistributedDataParallel(
             module,
             device_ids=None if device is None else [device],
@@ -116,9 +118,11 @@ SINGLE = DistContext()
 
 
 def _device() -> torch.device:
+    """Where a collective's tensor must be: on the GPU for NCCL, on the CPU for gloo."""
     import torch
+    import torch.distributed as dist
 
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def under_torchrun() -> bool:
@@ -126,10 +130,12 @@ def under_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
 
 
-def from_env(timeout_s: float = 1800.0) -> DistContext:
+def from_env(device: str = "cpu", timeout_s: float = 1800.0) -> DistContext:
     """Join the process group ``torchrun`` described in the environment (``SINGLE`` if none).
 
-    gloo on CPU, NCCL on GPU (each rank on GPU ``LOCAL_RANK``). ``timeout_s`` bounds a
+    ``device``: where the loop keeps its model: ``cpu`` (gloo) or ``cuda`` (NCCL, each rank
+    on GPU ``LOCAL_RANK``). The content-anchored loop trains on the CPU, so its callers
+    ask for gloo even on a GPU host (NCCL reduces only GPU tensors). ``timeout_s`` bounds a
     collective waiting for a rank that hangs; a rank that dies is noticed at once by
     ``torchrun``, which stops the others.
     """
@@ -139,7 +145,7 @@ def from_env(timeout_s: float = 1800.0) -> DistContext:
     import torch
     import torch.distributed as dist
 
-    if torch.cuda.is_available():
+    if device == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         backend = "nccl"
     else:
