@@ -150,38 +150,48 @@ def test_the_address_check_accepts_a_real_ray_head_and_refuses_other_servers(
             _check_address(f"127.0.0.1:{port}", 3)
 
 
-def test_a_worker_killed_mid_pass_loses_nothing(local_ray: None, tmp_path: Path) -> None:
-    """SIGKILL one actor of the pool mid-pass: its batches re-run, every row comes back
-    equal to the local pass."""
+def _kill_one_worker_once_alive(killed: list[int]) -> None:
+    """Once an actor of the pool is constructed (ALIVE: its model loaded, batches
+    flowing), SIGKILL its process."""
     import signal
+
+    deadline = time.monotonic() + 120
+    while not killed and time.monotonic() < deadline:
+        for actor in ray._private.state.actors().values():  # GCS's table (test only)
+            if "MapWorker" in actor["ActorClassName"] and actor["State"] == "ALIVE":
+                time.sleep(1.0)
+                os.kill(actor["Pid"], signal.SIGKILL)
+                killed.append(actor["Pid"])
+                return
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("retries", [3, 0])
+def test_a_worker_killed_mid_pass_loses_nothing(
+    local_ray: None, tmp_path: Path, retries: int
+) -> None:
+    """SIGKILL one actor of the pool mid-pass: its batches re-run, every row comes back
+    equal to the local pass; with no retries allowed, the pass fails, naming the settings."""
     import threading
 
     from learn_core.inference import encode_items
-    from trainers.jobs.ray_backfill import BackfillEngineSettings, RayEngine
+    from trainers.jobs.ray_backfill import BackfillEngineSettings, RayBackfillFailed, RayEngine
 
     registry, version = _version(tmp_path / "registry")
     model = as_serving(version, registry.load(version))
     rng = np.random.default_rng(0)
     ids = [f"x{n}" for n in range(4000)]  # 250 batches of 16: a pass of several seconds
     content = rng.standard_normal((len(ids), 16)).astype(np.float32)
-    engine = RayEngine(str(registry.root), model, 8, BackfillEngineSettings(ray_batch_rows=16))
+    s = BackfillEngineSettings(ray_batch_rows=16, ray_max_retries=retries)
+    engine = RayEngine(str(registry.root), model, 8, s)
     killed: list[int] = []
-
-    def kill_one_worker() -> None:
-        """Once an actor of the pool is constructed (ALIVE: its model loaded, batches
-        flowing), SIGKILL its process."""
-        deadline = time.monotonic() + 120
-        while not killed and time.monotonic() < deadline:
-            for actor in ray._private.state.actors().values():  # GCS's table (test only)
-                if "MapWorker" in actor["ActorClassName"] and actor["State"] == "ALIVE":
-                    time.sleep(1.0)
-                    os.kill(actor["Pid"], signal.SIGKILL)
-                    killed.append(actor["Pid"])
-                    return
-            time.sleep(0.1)
-
-    killer = threading.Thread(target=kill_one_worker, daemon=True)
+    killer = threading.Thread(target=_kill_one_worker_once_alive, args=(killed,), daemon=True)
     killer.start()
+    if retries == 0:
+        with pytest.raises(RayBackfillFailed, match="LEARNREC_BACKFILL_RAY_MAX_RETRIES=0"):
+            engine.encode(ids, content)
+        assert killed
+        return
     got = engine.encode(ids, content)
     killer.join(5)
     assert killed, "no Ray worker was seen"

@@ -105,6 +105,11 @@ def connect(settings: BackfillEngineSettings) -> None:
     log.info("ray: %s", where)
 
 
+class RayBackfillFailed(RuntimeError):
+    """A pass failed on Ray (a worker dead past its retries, a cluster gone): the job
+    stops before writing any of the pass's rows, so no partial version is switched to."""
+
+
 class _Towers:
     """One actor: the model version loaded once, then one tower pass per batch."""
 
@@ -159,7 +164,15 @@ class RayEngine:
             max_restarts=self.s.ray_max_retries,
             max_task_retries=self.s.ray_max_retries,
         )
-        return {str(r["id"]): np.asarray(r["vector"], np.float32) for r in ds.iter_rows()}
+        try:
+            return {str(r["id"]): np.asarray(r["vector"], np.float32) for r in ds.iter_rows()}
+        except ray.exceptions.RayError as exc:
+            where = os.environ.get("RAY_ADDRESS") or "unset: a local Ray"
+            raise RayBackfillFailed(
+                f"the Ray backfill pass failed (RAY_ADDRESS {where}; a dead worker is retried "
+                f"LEARNREC_BACKFILL_RAY_MAX_RETRIES={self.s.ray_max_retries} times); nothing "
+                f"of it was written: {type(exc).__name__}: {str(exc)[:500]}"
+            ) from exc
 
     def encode(self, item_ids: list[str], content: np.ndarray) -> np.ndarray:
         rows = [{"id": i, "content": c} for i, c in zip(item_ids, content, strict=True)]
