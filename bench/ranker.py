@@ -132,7 +132,8 @@ def run_seed(
     assert learn.mid is not None
     sets = feature_sets(frame, learn.mid)
     test = rows_period == "test"
-    sl = slices(labelled[period != "test"], rows[test])
+    known = pd.to_datetime(ds.interactions["occurred_at"], utc=True) < split.test_start
+    sl = slices(ds.interactions[known.to_numpy()], rows[test])
     masks = {"all": np.ones(int(test.sum()), bool), "cold": sl.cold, "tail": sl.tail}
     users, y = rows.loc[test, "user_id"].to_numpy(), rows["label"].to_numpy()
     out: dict[str, Any] = {

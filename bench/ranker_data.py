@@ -150,8 +150,12 @@ def stats_rows(
 
 @dataclass(frozen=True)
 class Slices:
-    """Masks over the test rows: ``cold`` items had no exposure before the test period;
-    ``tail`` items are the bottom 80% of the other items by exposures before it."""
+    """Masks over the test rows: ``cold`` items had no interaction before the test period;
+    ``tail`` items are the bottom 80% of the other items by interactions before it.
+
+    Interactions, not exposures: a sampled negative is no sign that an item was known
+    (uniform negatives reach every item), and on MovieLens the two are the same rows.
+    """
 
     cold: np.ndarray
     tail: np.ndarray
