@@ -176,14 +176,15 @@ def summarise(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, ds: Any = None) -> dict[str, Any]:
+    """The whole benchmark (``main``'s flags); ``ds`` replaces ``--dataset`` (tests)."""
     from bench.quality import load_bench_dataset
     from bench.ranking_store import git_commit, machine
     from learn_core.embedding.hf import HFEmbedder
     from trainers.content_cache import content_matrix
 
     t_start = time.monotonic()
-    ds = load_bench_dataset(args.dataset, args.data)
+    ds = ds if ds is not None else load_bench_dataset(args.dataset, args.data)
     labelled, how = labelled_events(ds, args.negatives)
     split = time_split(labelled[EVENT_TS])
     period = split.period(labelled[EVENT_TS])
@@ -248,7 +249,7 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="LightGBM on Feast features ± LEARN (module doc)")
     ap.add_argument(
         "--merge", type=Path, nargs="+", help="combine the per-seed runs of these reports"
@@ -269,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--time-budget", type=float, default=300.0, help="seconds per tower model; 0 = none"
     )
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     if args.merge:
         report = merge(args.merge)
