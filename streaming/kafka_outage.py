@@ -44,6 +44,9 @@ class OutageSummary:
     clock: Callable[[], float] = time.monotonic
     since: float | None = None
     errors: int = 0
+    #: Failures before a first connection are a start-up error, said by
+    #: ``kafka_io.reaching`` (one line naming the setting), not an outage.
+    ever_connected: bool = False
     _last_said: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -71,6 +74,7 @@ class OutageSummary:
     def connected(self) -> str | None:
         """A connection completed: the recovery line after an outage, else None."""
         with self._lock:
+            self.ever_connected = True
             if self.since is None:
                 return None
             gone = self.clock() - self.since
@@ -124,11 +128,12 @@ class _Summarise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             if record.name == _CONNECTION and str(record.msg).endswith(": Connected"):
+                # (a first connection only arms the summary: nothing to say)
                 said = self.summary.connected()
                 if said is not None:
                     return self._say(record, logging.INFO, said)
             return self._shown(record, record.levelno)
-        if not is_failure(record):
+        if not self.summary.ever_connected or not is_failure(record):
             return True
         said = self.summary.failed(_detail(record))
         if said is not None:
@@ -154,5 +159,9 @@ def summarise_broker_outages() -> None:
         _FILTER.shown_from = level
         if level > logging.INFO:
             conn.setLevel(logging.INFO)
-    for name in LOGGERS:
+    # Every kafka-python logger that exists by now (a client's modules are imported when
+    # it is built, and each build calls this again): the fetcher, the producer's sender and
+    # others report the same lost connection in their own words.
+    names = {n for n in logging.root.manager.loggerDict if n.startswith("kafka.")}
+    for name in sorted(names | set(LOGGERS)):
         logging.getLogger(name).addFilter(_FILTER)

@@ -56,7 +56,7 @@ def logged() -> Iterator[io.StringIO]:
     level = kafka.level
     quiet_clients()
     kafka.addHandler(handler)
-    SUMMARY.since, SUMMARY.errors = None, 0
+    SUMMARY.since, SUMMARY.errors, SUMMARY.ever_connected = None, 0, False
     try:
         yield buf
     finally:
@@ -74,6 +74,7 @@ def test_an_outage_through_kafka_pythons_own_calls(logged: io.StringIO) -> None:
     cluster = logging.getLogger("kafka.cluster")
     coordinator = logging.getLogger("kafka.coordinator")
     conn = "<KafkaConnection node_id=1 broker_version=(4, 3) (disconnected)>"
+    connection.info("%s: Connected", conn)  # the client's first connection: nothing said
     transport.error("%s: socket disconnected", "<KafkaTCPTransport [127.0.0.1:9092<-5726]>")
     for _ in range(30):
         manager.error("Connection failed: %s", "KafkaConnectionError: 111 ECONNREFUSED")
@@ -103,6 +104,7 @@ def test_an_outage_through_kafka_pythons_own_calls(logged: io.StringIO) -> None:
 
 
 def test_a_reset_connection_starts_an_outage_with_its_error(logged: io.StringIO) -> None:
+    logging.getLogger("kafka.net.connection").info("%s: Connected", "<conn>")
     transport = logging.getLogger("kafka.net.transport")
     for _ in range(3):
         try:
@@ -116,3 +118,26 @@ def test_a_reset_connection_starts_an_outage_with_its_error(logged: io.StringIO)
         "receiving network data closing socket: ConnectionResetError: [Errno 104] Connection "
         "reset by peer)"
     )
+
+
+def test_failures_before_any_connection_are_left_to_the_start_up_check(
+    logged: io.StringIO,
+) -> None:
+    """An unreachable broker at start-up is kafka_io.reaching's one line naming the setting;
+    the summary does not call it a lost connection."""
+    manager = logging.getLogger("kafka.net.manager")
+    manager.error("Connection failed: %s", "KafkaConnectionError: 111 ECONNREFUSED")
+    assert "lost the connection" not in logged.getvalue()
+    assert logged.getvalue().startswith("ERROR kafka.net.manager: Connection failed")
+
+
+def test_other_kafka_loggers_report_the_same_outage_in_their_words(logged: io.StringIO) -> None:
+    fetcher = logging.getLogger("kafka.consumer.fetcher")
+    from streaming.kafka_outage import summarise_broker_outages
+
+    summarise_broker_outages()  # as each client build does, once its modules are imported
+    logging.getLogger("kafka.net.connection").info("%s: Connected", "<conn>")
+    for _ in range(5):
+        fetcher.error("Fetch to node %s failed: %s", 1, "KafkaConnectionError: 111 ECONNREFUSED")
+    lines = logged.getvalue().splitlines()
+    assert len(lines) == 1 and "lost the connection" in lines[0], lines
