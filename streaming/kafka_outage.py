@@ -50,6 +50,11 @@ class OutageSummary:
     _last_said: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def reset(self) -> None:
+        """Forget every connection seen (a process-wide summary shared by tests)."""
+        with self._lock:
+            self.since, self.errors, self.ever_connected, self._last_said = None, 0, False, 0.0
+
     def failed(self, detail: str) -> str | None:
         """A failed or lost connection: the line to log, or None to keep quiet."""
         with self._lock:

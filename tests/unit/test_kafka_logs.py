@@ -24,7 +24,7 @@ def logged() -> Iterator[io.StringIO]:
     level = kafka.level
     quiet_clients()
     kafka.addHandler(handler)
-    SUMMARY.since, SUMMARY.ever_connected = None, False  # nothing from another test
+    SUMMARY.reset()  # nothing from another test
     try:
         yield buf
     finally:

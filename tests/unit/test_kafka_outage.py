@@ -56,13 +56,13 @@ def logged() -> Iterator[io.StringIO]:
     level = kafka.level
     quiet_clients()
     kafka.addHandler(handler)
-    SUMMARY.since, SUMMARY.errors, SUMMARY.ever_connected = None, 0, False
+    SUMMARY.reset()
     try:
         yield buf
     finally:
         kafka.removeHandler(handler)
         kafka.setLevel(level)
-        SUMMARY.since, SUMMARY.errors = None, 0
+        SUMMARY.reset()
 
 
 def test_an_outage_through_kafka_pythons_own_calls(logged: io.StringIO) -> None:
