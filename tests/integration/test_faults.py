@@ -219,14 +219,25 @@ def test_sigkill_restarts_lose_nothing(
 # ------------------------------------------------------------------ in-process consumer
 
 
-class _Running:
-    """A consumer loop on a thread, for the broker and online-store faults."""
+class RunningConsumer:
+    """A consumer loop on a thread, for the broker and online-store faults (and the
+    store-rollback test, which gives its own group and faster checks)."""
 
-    def __init__(self, bootstrap: str, k, handle: FeatureStoreHandle) -> None:  # noqa: ANN001
-        self.group = f"g-{uuid.uuid4().hex[:8]}"
+    def __init__(
+        self,
+        bootstrap: str,
+        k,  # noqa: ANN001
+        handle: FeatureStoreHandle,
+        group: str | None = None,
+        **settings: float,
+    ) -> None:
+        self.group = group or f"g-{uuid.uuid4().hex[:8]}"
         self.history = open_history_store(handle)
         s = InteractionConsumerSettings(
-            group_id=self.group, history_len=H, max_batch=500, retry_max_backoff_s=1.0
+            group_id=self.group,
+            history_len=H,
+            max_batch=500,
+            **{"retry_max_backoff_s": 1.0, **settings},
         )
         self.loop, self.handler = build_interaction_loop(
             bootstrap, FeastUserSink(handle), self.history, BootstrapTowers(), settings=s, kafka=k
@@ -263,7 +274,7 @@ def _first_half_running(
     write_content(handle, content_vectors(ds.item_ids))
     k = kafka_settings(kafka_bootstrap, topic_factory)
     produce(type(ds)(ds.name, ds.items, ds.interactions.iloc[: n // 2]), k, n // 2)
-    return ds, n, k, _Running(kafka_bootstrap, k, handle)
+    return ds, n, k, RunningConsumer(kafka_bootstrap, k, handle)
 
 
 def _produce_second_half(ds, k, n: int) -> None:

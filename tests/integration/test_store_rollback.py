@@ -33,11 +33,9 @@ from learn_core.serving import BootstrapTowers, ModelCache
 from ranking.core import DegradedError
 from ranking.reader import RankingReader
 from ranking.settings import RankingSettings
-from streaming.interaction_consumer import InteractionConsumerSettings, build_interaction_loop
-from streaming.item_consumer import close_loop
-from streaming.user_sinks import FeastUserSink, open_history_store
+from streaming.user_sinks import open_history_store
 from tests.integration.stream_checks import PrivateRedis, check_stream, source_log, teardown
-from tests.integration.test_faults import _committed, _store, _wait
+from tests.integration.test_faults import RunningConsumer, _committed, _store, _wait
 from tests.integration.test_interaction_e2e import (
     H,
     content_vectors,
@@ -52,36 +50,11 @@ pytestmark = pytest.mark.integration
 N_FIRST, N_ALL = 1000, 1960  # the finding's 1,960 committed events
 
 
-class Consumer:
-    """An interaction consumer on a thread (store checks every second)."""
-
-    def __init__(self, bootstrap: str, k, handle: FeatureStoreHandle, group: str) -> None:  # noqa: ANN001
-        self.history = open_history_store(handle)
-        s = InteractionConsumerSettings(
-            group_id=group, history_len=H, max_batch=500, retry_max_backoff_s=0.5,
-            store_check_s=1.0, held_recheck_s=0.2,
-        )  # fmt: skip
-        self.loop, self.handler = build_interaction_loop(
-            bootstrap, FeastUserSink(handle), self.history, BootstrapTowers(), settings=s, kafka=k
-        )
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.loop.run(self.stop)
-        except BaseException as exc:  # noqa: BLE001 - surfaced by close()
-            self.error = exc
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=60)
-        close_loop(self.loop)
-        self.history.close()
-        if self.error is not None:
-            raise self.error
+def _consumer(bootstrap: str, k, handle: FeatureStoreHandle, group: str) -> RunningConsumer:  # noqa: ANN001
+    """An interaction consumer on a thread, checking its store every second."""
+    return RunningConsumer(
+        bootstrap, k, handle, group, retry_max_backoff_s=0.5, store_check_s=1.0, held_recheck_s=0.2
+    )
 
 
 def _committed_sum(bootstrap: str, group: str) -> int:
@@ -171,7 +144,7 @@ def test_redis_from_an_older_snapshot_is_rebuilt_and_never_served_stale(
         write_content(handle, content)
         k = kafka_settings(kafka_bootstrap, topic_factory)
         produce(type(ds)(ds.name, ds.items, ds.interactions.iloc[:N_FIRST]), k, N_FIRST)
-        run = Consumer(kafka_bootstrap, k, handle, group)
+        run = _consumer(kafka_bootstrap, k, handle, group)
         try:
             _wait(lambda: _committed_sum(kafka_bootstrap, group) == N_FIRST, 90, "1,000 commits")
             import redis
@@ -223,7 +196,7 @@ def test_redis_from_an_older_snapshot_is_rebuilt_and_never_served_stale(
         # The same snapshot again, with no consumer running: found at start-up.
         _restart_from_snapshot(server, snapshot)
         assert _missing(handle, events) > 0
-        run = Consumer(kafka_bootstrap, k, handle, group)
+        run = _consumer(kafka_bootstrap, k, handle, group)
         try:
             assert run.handler.repair.rebuilds == 1  # before its first batch
             assert not reader.status.fresh()

@@ -4,32 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
 
-import pytest
 from kafka.errors import KafkaConnectionError, NotCoordinatorError
-
-from learnrec.cli import one_line_client_errors, quiet_clients
-from streaming.kafka_outage import SUMMARY
-
-
-@pytest.fixture
-def logged() -> Iterator[io.StringIO]:
-    """What the command line's handler would print, with its logging set-up."""
-    buf = io.StringIO()
-    handler = logging.StreamHandler(buf)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(one_line_client_errors)
-    kafka = logging.getLogger("kafka")
-    level = kafka.level
-    quiet_clients()
-    kafka.addHandler(handler)
-    SUMMARY.reset()  # nothing from another test
-    try:
-        yield buf
-    finally:
-        kafka.removeHandler(handler)
-        kafka.setLevel(level)
 
 
 def _closed_socket_read(name: str) -> None:
@@ -43,7 +19,7 @@ def _closed_socket_read(name: str) -> None:
         )
 
 
-def test_passing_states_are_not_shown(logged: io.StringIO) -> None:
+def test_passing_states_are_not_shown(kafka_logged: io.StringIO) -> None:
     # The exact calls of kafka-python 3.0 (cluster.py, coordinator/base.py, net/transport.py).
     logging.getLogger("kafka.cluster").warning(
         "No node available for metadata refresh - backoff/retry"
@@ -55,10 +31,10 @@ def test_passing_states_are_not_shown(logged: io.StringIO) -> None:
         NotCoordinatorError(),
     )
     _closed_socket_read("kafka.net.transport")
-    assert logged.getvalue() == ""
+    assert kafka_logged.getvalue() == ""
 
 
-def test_faults_still_speak(logged: io.StringIO) -> None:
+def test_faults_still_speak(kafka_logged: io.StringIO) -> None:
     coordinator = logging.getLogger("kafka.coordinator")
     coordinator.warning(
         "Marking the coordinator dead (node %s) for group %s: %s.", 1, "g", "Node Disconnected"
@@ -72,7 +48,7 @@ def test_faults_still_speak(logged: io.StringIO) -> None:
     except ConnectionResetError:
         transport.exception("%s: Error receiving network data closing socket", "<conn>")
     _closed_socket_read("kafka.net.other")  # the same error elsewhere is not assumed benign
-    lines = logged.getvalue().splitlines()
+    lines = kafka_logged.getvalue().splitlines()
     assert [line.split(":", 1)[0] for line in lines] == [
         "WARNING kafka.coordinator",
         "ERROR kafka.coordinator",
@@ -84,11 +60,11 @@ def test_faults_still_speak(logged: io.StringIO) -> None:
     assert "Node Disconnected" in lines[0] and "ConnectionResetError" in lines[4]
 
 
-def test_debug_logging_keeps_them_at_debug(logged: io.StringIO) -> None:
+def test_debug_logging_keeps_them_at_debug(kafka_logged: io.StringIO) -> None:
     logging.getLogger("kafka").setLevel(logging.DEBUG)
     logging.getLogger("kafka.cluster").warning(
         "No node available for metadata refresh - backoff/retry"
     )
-    assert logged.getvalue() == (
+    assert kafka_logged.getvalue() == (
         "DEBUG kafka.cluster: No node available for metadata refresh - backoff/retry\n"
     )

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
 
-import pytest
-
-from learnrec.cli import one_line_client_errors, quiet_clients
-from streaming.kafka_outage import SUMMARY, OutageSummary
+from streaming.kafka_outage import OutageSummary
 
 
 class Clock:
@@ -45,27 +41,7 @@ def test_summary_says_lost_once_then_every_period_then_back() -> None:
     assert again is not None and again.startswith("lost the connection")  # a new outage
 
 
-@pytest.fixture
-def logged() -> Iterator[io.StringIO]:
-    """What the command line's handler prints, with its logging set-up."""
-    buf = io.StringIO()
-    handler = logging.StreamHandler(buf)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(one_line_client_errors)
-    kafka = logging.getLogger("kafka")
-    level = kafka.level
-    quiet_clients()
-    kafka.addHandler(handler)
-    SUMMARY.reset()
-    try:
-        yield buf
-    finally:
-        kafka.removeHandler(handler)
-        kafka.setLevel(level)
-        SUMMARY.reset()
-
-
-def test_an_outage_through_kafka_pythons_own_calls(logged: io.StringIO) -> None:
+def test_an_outage_through_kafka_pythons_own_calls(kafka_logged: io.StringIO) -> None:
     # The exact calls of kafka-python 3.0 (net/transport.py, net/connection.py,
     # net/manager.py, cluster.py, coordinator/base.py) while the broker is down.
     transport = logging.getLogger("kafka.net.transport")
@@ -91,7 +67,7 @@ def test_an_outage_through_kafka_pythons_own_calls(logged: io.StringIO) -> None:
     connection.info("%s: Connected", conn)  # the second connection of a recovery: quiet
     cluster.error("Topic %s not found in cluster metadata", "learn.items")  # not an outage
 
-    lines = logged.getvalue().splitlines()
+    lines = kafka_logged.getvalue().splitlines()
     assert lines[0].startswith(
         "WARNING streaming.kafka_outage: lost the connection to the Kafka broker "
         "(socket disconnected)"
@@ -103,7 +79,7 @@ def test_an_outage_through_kafka_pythons_own_calls(logged: io.StringIO) -> None:
     assert len(lines) == 3, lines
 
 
-def test_a_reset_connection_starts_an_outage_with_its_error(logged: io.StringIO) -> None:
+def test_a_reset_connection_starts_an_outage_with_its_error(kafka_logged: io.StringIO) -> None:
     logging.getLogger("kafka.net.connection").info("%s: Connected", "<conn>")
     transport = logging.getLogger("kafka.net.transport")
     for _ in range(3):
@@ -111,7 +87,7 @@ def test_a_reset_connection_starts_an_outage_with_its_error(logged: io.StringIO)
             raise ConnectionResetError(104, "Connection reset by peer")
         except ConnectionResetError:
             transport.exception("%s: Error receiving network data closing socket", "<conn>")
-    lines = logged.getvalue().splitlines()
+    lines = kafka_logged.getvalue().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith(
         "WARNING streaming.kafka_outage: lost the connection to the Kafka broker (Error "
@@ -121,17 +97,19 @@ def test_a_reset_connection_starts_an_outage_with_its_error(logged: io.StringIO)
 
 
 def test_failures_before_any_connection_are_left_to_the_start_up_check(
-    logged: io.StringIO,
+    kafka_logged: io.StringIO,
 ) -> None:
     """An unreachable broker at start-up is kafka_io.reaching's one line naming the setting;
     the summary does not call it a lost connection."""
     manager = logging.getLogger("kafka.net.manager")
     manager.error("Connection failed: %s", "KafkaConnectionError: 111 ECONNREFUSED")
-    assert "lost the connection" not in logged.getvalue()
-    assert logged.getvalue().startswith("ERROR kafka.net.manager: Connection failed")
+    assert "lost the connection" not in kafka_logged.getvalue()
+    assert kafka_logged.getvalue().startswith("ERROR kafka.net.manager: Connection failed")
 
 
-def test_other_kafka_loggers_report_the_same_outage_in_their_words(logged: io.StringIO) -> None:
+def test_other_kafka_loggers_report_the_same_outage_in_their_words(
+    kafka_logged: io.StringIO,
+) -> None:
     fetcher = logging.getLogger("kafka.consumer.fetcher")
     from streaming.kafka_outage import summarise_broker_outages
 
@@ -139,5 +117,5 @@ def test_other_kafka_loggers_report_the_same_outage_in_their_words(logged: io.St
     logging.getLogger("kafka.net.connection").info("%s: Connected", "<conn>")
     for _ in range(5):
         fetcher.error("Fetch to node %s failed: %s", 1, "KafkaConnectionError: 111 ECONNREFUSED")
-    lines = logged.getvalue().splitlines()
+    lines = kafka_logged.getvalue().splitlines()
     assert len(lines) == 1 and "lost the connection" in lines[0], lines
