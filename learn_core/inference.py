@@ -8,7 +8,7 @@ built in the layout of the ``feature_repo.schema`` views.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -75,38 +75,38 @@ def _utc(when: datetime) -> pd.Timestamp:
     return t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")
 
 
-#: Where a batch job's tower passes run (``trainers.jobs.ray_backfill``: on Ray workers):
-#: (item ids, content rows) -> item vectors; item windows -> user vectors.
-ItemEncoder = Callable[[list[str], np.ndarray], np.ndarray]
-WindowEmbedder = Callable[[list[list[str]], dict[str, np.ndarray]], np.ndarray]
-
-
 class TowerEngine(Protocol):
-    """A batch job's engine for its tower passes; ``rows_per_pass`` items go in one pass."""
+    """Where a batch job's tower passes run (``trainers.jobs.ray_backfill``: Ray workers).
 
-    rows_per_pass: int
+    One call does both passes, so that an engine with a start-up cost (a worker pool, a
+    model load per worker) pays it once: item content rows -> item vectors, and user
+    windows (over the same items) -> user vectors.
+    """
 
-    def encode(self, item_ids: list[str], content: np.ndarray) -> np.ndarray: ...
-
-    def embed(self, windows: list[list[str]], content: dict[str, np.ndarray]) -> np.ndarray: ...
+    def passes(
+        self, item_ids: list[str], content: np.ndarray, windows: list[list[str]]
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def item_tower_rows(
     model: ServingModel,
     item_ids: list[str],
-    content: np.ndarray,
+    content: np.ndarray | None,
     when: datetime,
-    encode: ItemEncoder | None = None,
+    vectors: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Rows of the ``item_tower_embedding`` view for ``item_ids`` (pure but for torch).
 
-    ``encode``: another engine for the tower pass (default: ``encode_items`` here).
+    ``vectors``: the tower pass already run elsewhere (a ``TowerEngine``); else
+    ``encode_items`` over ``content`` here.
     """
-    vecs = encode(item_ids, content) if encode else encode_items(model, content, item_ids)
+    if vectors is None:
+        assert content is not None
+        vectors = encode_items(model, content, item_ids)
     return pd.DataFrame(
         {
             "item_id": item_ids,
-            "embedding": list(vecs),
+            "embedding": list(vectors),
             "model_version": model.version,
             "event_timestamp": _utc(when),
             "created": pd.Timestamp(datetime.now(UTC)),
@@ -161,27 +161,24 @@ class UserRows(NamedTuple):
     latest_event: pd.Series
 
 
-def user_tower_rows(
-    model: ServingModel,
+class UserWindows(NamedTuple):
+    """The windows a user pass embeds: ``items[u]`` for each ``u`` of ``order``, the
+    stamp each row gets (µs), and how many users wait for content."""
+
+    order: list[str]
+    items: dict[str, list[str]]
+    stamp_us: dict[str, int]
+    waiting: int
+
+
+def user_windows(
     interaction_log: pd.DataFrame,
     content: dict[str, np.ndarray],
     h: int,
-    when: datetime,
     users: set[str] | None = None,
-    batch: int = 512,
-    progress: bool = False,
     partial: bool = False,
-    embed: WindowEmbedder | None = None,
-) -> UserRows:
-    """``user_tower_embedding`` rows of every ready user (or of ``users``), stamped ``when``.
-
-    ``partial``: a user whose window holds items without content is embedded without
-    them, as the interaction consumer does after ``held_max_s`` (``streaming.held_items``:
-    the event time less 1 µs per skipped event, ``history_len`` the items read), so that a
-    new version has a row for every user the serving one has; only users with no item
-    content at all wait. ``embed``: another engine for the tower pass over the windows
-    (default: ``embed_windows`` here, ``batch`` users at a time).
-    """
+) -> UserWindows:
+    """Every ready user's window from the log (``user_tower_rows``' first half)."""
     wins, ready = ready_windows(interaction_log, content, h, users)
     items = {u: wins[u].item_ids for u in ready}
     stamp_us = {u: wins[u].latest_ms * 1000 for u in ready}
@@ -192,28 +189,54 @@ def user_tower_rows(
                 items[u] = have
                 skipped = len(w.item_ids) - len(have)
                 stamp_us[u] = w.latest_ms * 1000 - min(skipped, PARTIAL_MAX_SHIFT_US)
-    order = list(items)
-    if embed is not None:
-        vecs = [embed([items[u] for u in order], content)] if order else []
-    else:
-        vecs = [
-            embed_windows(model.user_tower, [items[u] for u in order[s : s + batch]], content, h)
-            for s in tqdm(range(0, len(order), batch), desc="backfill users", disable=not progress)
-        ]
+    return UserWindows(list(items), items, stamp_us, len(wins) - len(items))
+
+
+def user_rows_of(
+    model: ServingModel, wins: UserWindows, vectors: np.ndarray, when: datetime
+) -> UserRows:
+    """``user_tower_embedding`` rows of ``wins`` given their vectors (the second half)."""
+    order = wins.order
     out = pd.DataFrame(
         {
             "user_id": order,
-            "embedding": list(np.concatenate(vecs)) if vecs else [],
+            "embedding": list(vectors) if order else [],
             "model_version": model.version,
-            "history_len": np.asarray([len(items[u]) for u in order], np.int64),
+            "history_len": np.asarray([len(wins.items[u]) for u in order], np.int64),
             "event_timestamp": pd.Timestamp(when),
             "created": pd.Timestamp(datetime.now(UTC)),
         }
     )
-    latest = np.asarray([stamp_us[u] for u in order], dtype="int64")
-    return UserRows(
-        out, len(wins) - len(order), pd.Series(pd.to_datetime(latest, unit="us", utc=True))
-    )
+    latest = np.asarray([wins.stamp_us[u] for u in order], dtype="int64")
+    return UserRows(out, wins.waiting, pd.Series(pd.to_datetime(latest, unit="us", utc=True)))
+
+
+def user_tower_rows(
+    model: ServingModel,
+    interaction_log: pd.DataFrame,
+    content: dict[str, np.ndarray],
+    h: int,
+    when: datetime,
+    users: set[str] | None = None,
+    batch: int = 512,
+    progress: bool = False,
+    partial: bool = False,
+) -> UserRows:
+    """``user_tower_embedding`` rows of every ready user (or of ``users``), stamped ``when``.
+
+    ``partial``: a user whose window holds items without content is embedded without
+    them, as the interaction consumer does after ``held_max_s`` (``streaming.held_items``:
+    the event time less 1 µs per skipped event, ``history_len`` the items read), so that a
+    new version has a row for every user the serving one has; only users with no item
+    content at all wait. ``batch`` users go through the tower at a time.
+    """
+    wins = user_windows(interaction_log, content, h, users, partial)
+    order = wins.order
+    vecs = [
+        embed_windows(model.user_tower, [wins.items[u] for u in order[s : s + batch]], content, h)
+        for s in tqdm(range(0, len(order), batch), desc="backfill users", disable=not progress)
+    ]
+    return user_rows_of(model, wins, np.concatenate(vecs) if vecs else np.zeros((0, 0)), when)
 
 
 def recompute_users(

@@ -159,7 +159,7 @@ def _kill_one_worker_once_alive(killed: list[int]) -> None:
     while not killed and time.monotonic() < deadline:
         for actor in ray._private.state.actors().values():  # GCS's table (test only)
             if "MapWorker" in actor["ActorClassName"] and actor["State"] == "ALIVE":
-                time.sleep(1.0)
+                time.sleep(0.3)
                 os.kill(actor["Pid"], signal.SIGKILL)
                 killed.append(actor["Pid"])
                 return
@@ -174,14 +174,15 @@ def test_a_worker_killed_mid_pass_loses_nothing(
     equal to the local pass; with no retries allowed, the pass fails, naming the settings."""
     import threading
 
-    from learn_core.inference import encode_items
+    from learn_core.inference import embed_windows, encode_items
     from trainers.jobs.ray_backfill import BackfillEngineSettings, RayBackfillFailed, RayEngine
 
     registry, version = _version(tmp_path / "registry")
     model = as_serving(version, registry.load(version))
     rng = np.random.default_rng(0)
-    ids = [f"x{n}" for n in range(4000)]  # 250 batches of 16: a pass of several seconds
+    ids = [f"x{n}" for n in range(12000)]  # 775 batches of 16: a pass of several seconds
     content = rng.standard_normal((len(ids), 16)).astype(np.float32)
+    windows = [[ids[k] for k in rng.integers(0, len(ids), 1 + n % 8)] for n in range(400)]
     s = BackfillEngineSettings(ray_batch_rows=16, ray_max_retries=retries)
     engine = RayEngine(str(registry.root), model, 8, s)
     killed: list[int] = []
@@ -189,10 +190,15 @@ def test_a_worker_killed_mid_pass_loses_nothing(
     killer.start()
     if retries == 0:
         with pytest.raises(RayBackfillFailed, match="LEARNREC_BACKFILL_RAY_MAX_RETRIES=0"):
-            engine.encode(ids, content)
+            engine.passes(ids, content, windows)
         assert killed
         return
-    got = engine.encode(ids, content)
+    t0 = time.monotonic()
+    items, users = engine.passes(ids, content, windows)
+    print(f"pass with a kill: {time.monotonic() - t0:.1f} s")
     killer.join(5)
     assert killed, "no Ray worker was seen"
-    np.testing.assert_allclose(got, encode_items(model, content, ids), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(items, encode_items(model, content, ids), atol=1e-6, rtol=0)
+    by_id = dict(zip(ids, content, strict=True))
+    want = embed_windows(model.user_tower, windows, by_id, 8)
+    np.testing.assert_allclose(users, want, atol=1e-6, rtol=0)

@@ -38,7 +38,15 @@ from tqdm import tqdm
 
 from feature_repo.schema import CREATED_TS, INTERACTION_LOG, ITEM_CONTENT, ITEM_TOWER, USER_TOWER
 from learn_core.contract import ContentMismatch
-from learn_core.inference import item_tower_rows, latest_per_item, latest_vectors, user_tower_rows
+from learn_core.inference import (
+    UserRows,
+    item_tower_rows,
+    latest_per_item,
+    latest_vectors,
+    user_rows_of,
+    user_tower_rows,
+    user_windows,
+)
 
 if TYPE_CHECKING:
     from feature_repo.store import FeatureStoreHandle
@@ -123,8 +131,9 @@ def backfill(
     """Write every item's and user's embedding under ``model.version``, then replay the tail.
 
     Safe while ``model.version``'s rows serve nothing: other versions' rows are not touched.
-    ``engine`` runs the full passes' towers elsewhere (``trainers.jobs.ray_backfill``);
-    the rows are written here, by the same writers, and the short tail replays run here.
+    ``engine`` runs both full tower passes elsewhere, in one job (``trainers.jobs.
+    ray_backfill``); the rows are written here, by the same writers, and the short tail
+    replays run here.
     """
     t0 = time.monotonic()
     when = when or datetime.now(UTC)
@@ -132,19 +141,21 @@ def backfill(
     content_log = handle.read_offline(ITEM_CONTENT.name)
     content = latest_content(handle, model, content_log)
     ids = sorted(content)
-    step = engine.rows_per_pass if engine else 4096
-    encode = engine.encode if engine else None
-    for s in tqdm(range(0, len(ids), step), desc="backfill items", disable=not progress):
-        chunk = ids[s : s + step]
-        rows = item_tower_rows(model, chunk, np.stack([content[i] for i in chunk]), when, encode)
-        write_rows(handle, ITEM_TOWER.name, rows)
-    log_df = handle.read_offline(INTERACTION_LOG.name)
-    # Users waiting for an item are embedded without it, as the consumer does after its
-    # hold: the new version then has a row for every user the serving one has.
-    users, skipped, latest = user_tower_rows(
-        model, log_df, content, history_len, when, progress=progress, partial=True,
-        embed=engine.embed if engine else None,
-    )  # fmt: skip
+    if engine is None:
+        for s in tqdm(range(0, len(ids), 4096), desc="backfill items", disable=not progress):
+            chunk = ids[s : s + 4096]
+            rows = item_tower_rows(model, chunk, np.stack([content[i] for i in chunk]), when)
+            write_rows(handle, ITEM_TOWER.name, rows)
+        log_df = handle.read_offline(INTERACTION_LOG.name)
+        # Users waiting for an item are embedded without it, as the consumer does after
+        # its hold: the new version then has a row for every user the serving one has.
+        users, skipped, latest = user_tower_rows(
+            model, log_df, content, history_len, when, progress=progress, partial=True
+        )
+    else:
+        log_df = handle.read_offline(INTERACTION_LOG.name)
+        users, skipped, latest = _engine_passes(handle, model, engine, content, log_df,
+                                                history_len, when)  # fmt: skip
     write_rows(handle, USER_TOWER.name, users, online_ts=latest)
     seen = Seen()
     seen.add(content_log, log_df)
@@ -173,6 +184,27 @@ def backfill(
         res.seconds,
     )
     return res
+
+
+def _engine_passes(
+    handle: FeatureStoreHandle,
+    model: ServingModel,
+    engine: TowerEngine,
+    content: dict[str, np.ndarray],
+    log_df: pd.DataFrame,
+    history_len: int,
+    when: datetime,
+) -> UserRows:
+    """Both tower passes in one call of ``engine`` (one worker pool, one model load per
+    worker); the item rows are written here, the user rows returned."""
+    ids = sorted(content)
+    wins = user_windows(log_df, content, history_len, partial=True)
+    matrix = np.stack([content[i] for i in ids]) if ids else np.zeros((0, model.content_dim))
+    item_vecs, user_vecs = engine.passes(ids, matrix, [wins.items[u] for u in wins.order])
+    for s in range(0, len(ids), 4096):
+        rows = item_tower_rows(model, ids[s : s + 4096], None, when, item_vecs[s : s + 4096])
+        write_rows(handle, ITEM_TOWER.name, rows)
+    return user_rows_of(model, wins, user_vecs, when)
 
 
 @dataclass

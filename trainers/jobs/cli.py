@@ -39,5 +39,7 @@ def _scheduler(args: argparse.Namespace) -> int:
 def _run_job(args: argparse.Namespace) -> int:
     from trainers.jobs.scheduler import run_job
 
-    print(json.dumps(run_job(args.name, force=args.force, engine=args.engine), indent=2, default=str))
+    print(
+        json.dumps(run_job(args.name, force=args.force, engine=args.engine), indent=2, default=str)
+    )
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -111,32 +112,42 @@ class RayBackfillFailed(RuntimeError):
 
 
 class _Towers:
-    """One actor: the model version loaded once, then one tower pass per batch."""
+    """One actor: the model version and the pass's inputs loaded once, then rows by index.
 
-    def __init__(self, registry_root: str, version: str, content: list[Any]) -> None:
+    Row ``k`` of the job is item ``k`` (its content row) for ``k < len(ids)``, else user
+    window ``k - len(ids)``: both passes go through one pool, so each worker starts and
+    loads the model once per backfill.
+    """
+
+    def __init__(self, registry_root: str, version: str, h: int, refs: list[Any]) -> None:
         import ray
 
         from learn_core.registry import ModelRegistry
         from learn_core.serving import as_serving
 
         self.model = as_serving(version, ModelRegistry(registry_root).load(version))
-        self.content = ray.get(content[0]) if content else {}
+        self.ids, self.content, self.windows = ray.get(refs)  # content: zero-copy, read-only
+        self.by_id = dict(zip(self.ids, self.content, strict=True))
+        self.h = h
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from learn_core.inference import embed_windows, encode_items
 
-        ids = [str(i) for i in batch["id"]]
-        if "content" in batch:  # items
-            vecs = encode_items(self.model, np.asarray(batch["content"], np.float32), ids)
-        else:  # users: each window's item ids
-            wins = [[str(i) for i in w] for w in batch["window"]]
-            h = int(batch["h"][0])
-            vecs = embed_windows(self.model.user_tower, wins, self.content, h)
-        return {"id": np.asarray(ids, dtype=object), "vector": vecs}
+        idx = np.asarray(batch["data"], np.int64)
+        n = len(self.ids)
+        items, users = idx[idx < n], idx[idx >= n] - n
+        parts = []
+        if len(items):
+            ids = [self.ids[k] for k in items]
+            parts.append(encode_items(self.model, self.content[items], ids))
+        if len(users):
+            wins = [self.windows[k] for k in users]
+            parts.append(embed_windows(self.model.user_tower, wins, self.by_id, self.h))
+        return {"id": np.concatenate([items, users + n]), "vector": np.concatenate(parts)}
 
 
 class RayEngine:
-    """``trainers.jobs.backfill.backfill``'s tower passes as Ray Data jobs."""
+    """``trainers.jobs.backfill.backfill``'s tower passes as one Ray Data job."""
 
     def __init__(
         self,
@@ -148,24 +159,46 @@ class RayEngine:
         self.s = settings or BackfillEngineSettings()
         connect(self.s)
         self.root, self.version, self.h = registry_root, model.version, history_len
-        self.rows_per_pass = 1_000_000  # one Ray job for a catalogue's items, up to 1M rows
+        self.out_dim = model.dim
 
-    def _run(self, rows: list[dict[str, Any]], content: list[Any]) -> dict[str, np.ndarray]:
+    def passes(
+        self, item_ids: list[str], content: np.ndarray, windows: list[list[str]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Item vectors of ``content``'s rows and user vectors of ``windows`` (whose items
+        are ``item_ids``), from one ``map_batches`` over an actor pool."""
+        import ray
         import ray.data
 
-        ds = ray.data.from_items(rows).map_batches(
-            _Towers,
-            fn_constructor_args=(self.root, self.version, content),
-            batch_size=self.s.ray_batch_rows,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=self.s.ray_workers),
-            # A dead worker is restarted and its batches re-run (rows are written by the
-            # job afterwards, so nothing is written twice); bounded, never retried forever.
-            max_restarts=self.s.ray_max_retries,
-            max_task_retries=self.s.ray_max_retries,
-        )
+        n_items, total = len(item_ids), len(item_ids) + len(windows)
+        out = np.zeros((total, self.out_dim), np.float32)
+        if total == 0:
+            return out[:0], out[:0]
+        refs = [
+            ray.put(list(item_ids)),
+            ray.put(np.ascontiguousarray(content, np.float32)),
+            ray.put(windows),
+        ]
+        with warnings.catch_warnings():
+            # (Ray 2.60 names no parameter for an actor's restarts yet: passed through.)
+            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+            # The row numbers from the driver's memory: ray.data.range's read tasks would
+            # wait for a CPU that the pool's actors hold (a hang on a 2-CPU Ray).
+            ds = ray.data.from_numpy(np.arange(total, dtype=np.int64)).map_batches(
+                _Towers,
+                fn_constructor_args=(self.root, self.version, self.h, refs),
+                batch_size=self.s.ray_batch_rows,
+                batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=self.s.ray_workers),
+                # A dead worker is restarted and its batches re-run (rows are written by
+                # the job afterwards, so nothing is written twice); bounded, never forever.
+                max_restarts=self.s.ray_max_retries,
+                max_task_retries=self.s.ray_max_retries,
+            )
+        seen = np.zeros(total, bool)
         try:
-            return {str(r["id"]): np.asarray(r["vector"], np.float32) for r in ds.iter_rows()}
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                out[batch["id"]] = batch["vector"]
+                seen[batch["id"]] = True
         except ray.exceptions.RayError as exc:
             where = os.environ.get("RAY_ADDRESS") or "unset: a local Ray"
             raise RayBackfillFailed(
@@ -173,20 +206,9 @@ class RayEngine:
                 f"LEARNREC_BACKFILL_RAY_MAX_RETRIES={self.s.ray_max_retries} times); nothing "
                 f"of it was written: {type(exc).__name__}: {str(exc)[:500]}"
             ) from exc
-
-    def encode(self, item_ids: list[str], content: np.ndarray) -> np.ndarray:
-        rows = [{"id": i, "content": c} for i, c in zip(item_ids, content, strict=True)]
-        out = self._run(rows, [])
-        return np.stack([out[i] for i in item_ids])
-
-    def embed(self, windows: list[list[str]], content: dict[str, np.ndarray]) -> np.ndarray:
-        """User vectors of ``windows``; ``content`` reaches each actor once (object store)."""
-        import ray
-
-        keys = [f"u{n}" for n in range(len(windows))]
-        rows = [{"id": k, "window": w, "h": self.h} for k, w in zip(keys, windows, strict=True)]
-        out = self._run(rows, [ray.put(content)])
-        return np.stack([out[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+        if not seen.all():  # never seen; a row lost must not become a zero vector
+            raise RayBackfillFailed(f"the Ray pass returned {seen.sum()} of {total} rows")
+        return out[:n_items], out[n_items:]
 
 
 def engine_from_settings(
