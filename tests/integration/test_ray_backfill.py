@@ -202,3 +202,23 @@ def test_a_worker_killed_mid_pass_loses_nothing(
     by_id = dict(zip(ids, content, strict=True))
     want = embed_windows(model.user_tower, windows, by_id, 8)
     np.testing.assert_allclose(users, want, atol=1e-6, rtol=0)
+
+
+def test_a_pool_larger_than_the_local_ray_is_refused_naming_the_settings(
+    local_ray: None, tmp_path: Path
+) -> None:
+    """2 actors of all the local Ray's CPUs each would wait for a CPU forever: refused."""
+    import ray
+
+    from learn_core.settings import ConfigError
+    from trainers.jobs.ray_backfill import BackfillEngineSettings, RayEngine
+
+    registry, version = _version(tmp_path / "registry")
+    model = as_serving(version, registry.load(version))
+    have = int(ray.cluster_resources()["CPU"])
+    s = BackfillEngineSettings(ray_workers=2, ray_cpus_per_worker=have)
+    engine = RayEngine(str(registry.root), model, 8, s)
+    content = np.zeros((1, 16), np.float32)
+    want = f"LEARNREC_BACKFILL_RAY_CPUS_PER_WORKER={have} needs {2 * have} CPUs"
+    with pytest.raises(ConfigError, match=want):
+        engine.passes(["x"], content, [["x"]])

@@ -7,7 +7,7 @@ blue/green rules hold as on the local path; only the tower passes (item content 
 vectors, user windows -> user vectors) run as Ray Data jobs. Each actor loads the model
 version once from the registry, and the content vectors once from Ray's object store.
 
-``ray.init()`` starts a local Ray (``ray_workers`` CPUs) unless ``RAY_ADDRESS`` names a
+``ray.init()`` starts a local Ray (this machine's CPUs) unless ``RAY_ADDRESS`` names a
 cluster; an address that does not answer fails at once, naming ``RAY_ADDRESS``.
 """
 
@@ -44,7 +44,11 @@ class BackfillEngineSettings(BaseSettings):
     ray_workers: int = Field(
         2, ge=1, le=4096, description="actors in the pool (each loads the model once)"
     )
-    ray_batch_rows: int = Field(1024, ge=1, le=1_000_000, description="rows per map_batches batch")
+    ray_batch_rows: int = Field(4096, ge=1, le=1_000_000, description="rows per map_batches batch")
+    ray_cpus_per_worker: int = Field(
+        0, ge=0, le=1024,
+        description="CPUs (torch threads) per actor; 0: a local Ray's CPUs shared, 1 on a cluster",
+    )  # fmt: skip
     ray_max_retries: int = Field(
         3, ge=0, le=100, description="restarts of a dead actor and retries of its batches"
     )
@@ -94,21 +98,27 @@ def connect(settings: BackfillEngineSettings) -> None:
     if address is not None:
         _check_address(address, settings.ray_connect_timeout_s)
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if address is None:
-        kwargs["num_cpus"] = settings.ray_workers
+    if address is None:  # the machine's CPUs, and at least one per actor
+        want = settings.ray_workers * max(1, settings.ray_cpus_per_worker)
+        kwargs["num_cpus"] = max(want, os.cpu_count() or 1)
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ServiceUnavailableError(
             f"RAY_ADDRESS: cannot join the Ray cluster at {address!r}: {exc}"
         ) from None
-    where = f"cluster {address}" if address else f"local, {settings.ray_workers} CPUs"
+    where = f"cluster {address}" if address else f"local, {kwargs['num_cpus']} CPUs"
     log.info("ray: %s", where)
 
 
 class RayBackfillFailed(RuntimeError):
     """A pass failed on Ray (a worker dead past its retries, a cluster gone): the job
     stops before writing any of the pass's rows, so no partial version is switched to."""
+
+
+#: Users per forward inside a batch, as the local pass (``user_tower_rows``' ``batch``):
+#: a larger forward is slower per user on CPU (4,096 windows took 2x the time of 512s).
+USER_CHUNK = 512
 
 
 class _Towers:
@@ -119,16 +129,22 @@ class _Towers:
     loads the model once per backfill.
     """
 
-    def __init__(self, registry_root: str, version: str, h: int, refs: list[Any]) -> None:
+    def __init__(
+        self, registry_root: str, version: str, h: int, refs: list[Any], cpus: int
+    ) -> None:
         import ray
+        import torch
 
         from learn_core.registry import ModelRegistry
         from learn_core.serving import as_serving
 
         self.model = as_serving(version, ModelRegistry(registry_root).load(version))
-        self.ids, self.content, self.windows = ray.get(refs)  # content: zero-copy, read-only
+        # The arrays come zero-copy (read-only) from the object store; a window is its
+        # items' row numbers, so no item id is unpickled more than once.
+        self.ids, self.content, self.flat, self.starts = ray.get(refs)
         self.by_id = dict(zip(self.ids, self.content, strict=True))
         self.h = h
+        torch.set_num_threads(cpus)  # the CPUs Ray gave this actor, no more (nor fewer)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from learn_core.inference import embed_windows, encode_items
@@ -140,8 +156,11 @@ class _Towers:
         if len(items):
             ids = [self.ids[k] for k in items]
             parts.append(encode_items(self.model, self.content[items], ids))
-        if len(users):
-            wins = [self.windows[k] for k in users]
+        for s in range(0, len(users), USER_CHUNK):
+            wins = [
+                [self.ids[j] for j in self.flat[self.starts[k] : self.starts[k + 1]]]
+                for k in users[s : s + USER_CHUNK]
+            ]
             parts.append(embed_windows(self.model.user_tower, wins, self.by_id, self.h))
         return {"id": np.concatenate([items, users + n]), "vector": np.concatenate(parts)}
 
@@ -161,6 +180,24 @@ class RayEngine:
         self.root, self.version, self.h = registry_root, model.version, history_len
         self.out_dim = model.dim
 
+    def cpus_per_worker(self) -> int:
+        """``ray_cpus_per_worker``, or by default a local Ray's CPUs shared among the
+        actors (one actor on a 2-CPU machine gets both, as the local pass's torch does);
+        on a cluster 1, Ray's own default."""
+        import ray
+
+        if os.environ.get("RAY_ADDRESS"):  # (a cluster may scale up to the pool's need)
+            return self.s.ray_cpus_per_worker or 1
+        have = int(ray.cluster_resources().get("CPU", 1))
+        cpus = self.s.ray_cpus_per_worker or max(1, have // self.s.ray_workers)
+        if cpus * self.s.ray_workers > have:  # the pool would wait for CPUs forever
+            raise ConfigError(
+                f"LEARNREC_BACKFILL_RAY_WORKERS={self.s.ray_workers} x "
+                f"LEARNREC_BACKFILL_RAY_CPUS_PER_WORKER={cpus} needs {cpus * self.s.ray_workers} "
+                f"CPUs; the local Ray has {have}"
+            )
+        return cpus
+
     def passes(
         self, item_ids: list[str], content: np.ndarray, windows: list[list[str]]
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -173,22 +210,32 @@ class RayEngine:
         out = np.zeros((total, self.out_dim), np.float32)
         if total == 0:
             return out[:0], out[:0]
+        cpus = self.cpus_per_worker()
+        row = {i: k for k, i in enumerate(item_ids)}
+        flat = np.fromiter((row[i] for w in windows for i in w), np.int64)
+        starts = np.concatenate([[0], np.cumsum([len(w) for w in windows], dtype=np.int64)])
         refs = [
             ray.put(list(item_ids)),
             ray.put(np.ascontiguousarray(content, np.float32)),
-            ray.put(windows),
+            ray.put(flat),
+            ray.put(starts),
         ]
         with warnings.catch_warnings():
             # (Ray 2.60 names no parameter for an actor's restarts yet: passed through.)
             warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
             # The row numbers from the driver's memory: ray.data.range's read tasks would
             # wait for a CPU that the pool's actors hold (a hang on a 2-CPU Ray).
-            ds = ray.data.from_numpy(np.arange(total, dtype=np.int64)).map_batches(
+            rows = np.arange(total, dtype=np.int64)
+            blocks = np.array_split(rows, max(1, -(-total // self.s.ray_batch_rows)))
+            # One block per batch: a block is one task, and tasks are what the pool's
+            # actors share (one block would keep all but one actor idle).
+            ds = ray.data.from_numpy(blocks).map_batches(
                 _Towers,
-                fn_constructor_args=(self.root, self.version, self.h, refs),
+                fn_constructor_args=(self.root, self.version, self.h, refs, cpus),
                 batch_size=self.s.ray_batch_rows,
                 batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=self.s.ray_workers),
+                num_cpus=cpus,
                 # A dead worker is restarted and its batches re-run (rows are written by
                 # the job afterwards, so nothing is written twice); bounded, never forever.
                 max_restarts=self.s.ray_max_retries,
