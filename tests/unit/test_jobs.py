@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from trainers.jobs.holdout import should_promote
 from trainers.jobs.scheduler import SchedulerSettings, build_scheduler
@@ -49,3 +50,19 @@ def test_scheduler_persists_jobs_with_one_instance_and_coalescing(tmp_path: Path
         assert np.isclose(again.get_job("retrain").trigger.interval.total_seconds(), 1800)
     finally:
         again.shutdown(wait=False)
+
+
+def test_a_bad_engine_setting_fails_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked at the start (a retrain would otherwise train first; a backfill with no
+    current model would never read it), naming the variable."""
+    from learn_core.settings import ConfigError
+    from trainers.jobs.scheduler import run_job
+
+    monkeypatch.setenv("LEARNREC_BACKFILL_RAY_CPUS_PER_WORKER", "-1")
+    for job in ("backfill", "retrain"):
+        with pytest.raises(ConfigError, match="LEARNREC_BACKFILL_RAY_CPUS_PER_WORKER"):
+            run_job(job)
+    with pytest.raises(ConfigError, match="LEARNREC_BACKFILL_RAY_CPUS_PER_WORKER"):
+        build_scheduler(SchedulerSettings(jobstore_path=tmp_path / "j.sqlite"), blocking=False)

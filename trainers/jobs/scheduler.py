@@ -54,10 +54,15 @@ def run_job(name: str, force: bool = False, engine: str | None = None) -> dict[s
 
     from feature_repo.store import open_store
     from learn_core.serving import as_serving, open_registry
+    from trainers.jobs.ray_backfill import BackfillEngineSettings
     from trainers.jobs.retrain import RetrainSettings, retrain
 
     if name not in JOBS:
         raise ValueError(f"unknown job {name!r}; known: {list(JOBS)}")
+    # Every setting of the job is checked before any work: a bad engine setting would
+    # otherwise surface after a retrain's training, or never while no model is current.
+    load(BackfillEngineSettings, **({"engine": engine} if engine else {}))
+    load(RetrainSettings)
     handle = open_store()
     try:
         registry = open_registry()
@@ -95,7 +100,12 @@ def build_scheduler(settings: SchedulerSettings | None = None, *, blocking: bool
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.schedulers.blocking import BlockingScheduler
 
+    from trainers.jobs.ray_backfill import BackfillEngineSettings
+    from trainers.jobs.retrain import RetrainSettings
+
     s = settings or load(SchedulerSettings)
+    load(BackfillEngineSettings)  # the jobs' settings fail now, not at their first run
+    load(RetrainSettings)
     path = s.store_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     cls = BlockingScheduler if blocking else BackgroundScheduler
