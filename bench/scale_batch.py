@@ -11,7 +11,8 @@
   time of a one-item, one-user pass (pool start, model load, job planning: what every
   backfill pays once); ``ray_per_row_over_local_N``: local time / (Ray time - fixed).
   The default size (500,000 rows) is where a backfill's fixed cost stops dominating on
-  2 cores; at 25,000 rows it is most of a Ray pass. Store writes are excluded: every engine writes through the same writers.
+  2 cores; at 25,000 rows it is most of a Ray pass. Store writes are excluded: every
+  engine writes through the same writers.
   ``equal_to_local``: every Ray row within 1e-6 of the local one.
 * ``train``: the product's content-anchored training loop (dropout 0) on a synthetic
   split, launched by ``torchrun`` with 1 and with 2 processes (gloo); steps/s over the

@@ -142,10 +142,7 @@ def backfill(
     content = latest_content(handle, model, content_log)
     ids = sorted(content)
     if engine is None:
-        for s in tqdm(range(0, len(ids), 4096), desc="backfill items", disable=not progress):
-            chunk = ids[s : s + 4096]
-            rows = item_tower_rows(model, chunk, np.stack([content[i] for i in chunk]), when)
-            write_rows(handle, ITEM_TOWER.name, rows)
+        write_item_rows(handle, model, ids, content, when, progress=progress)
         log_df = handle.read_offline(INTERACTION_LOG.name)
         # Users waiting for an item are embedded without it, as the consumer does after
         # its hold: the new version then has a row for every user the serving one has.
@@ -154,7 +151,7 @@ def backfill(
         )
     else:
         log_df = handle.read_offline(INTERACTION_LOG.name)
-        users, skipped, latest = _engine_passes(handle, model, engine, content, log_df,
+        users, skipped, latest = _engine_passes(handle, model, engine, ids, content, log_df,
                                                 history_len, when)  # fmt: skip
     write_rows(handle, USER_TOWER.name, users, online_ts=latest)
     seen = Seen()
@@ -186,10 +183,35 @@ def backfill(
     return res
 
 
+#: Item rows embedded and written per step (bounds the memory of a step).
+ITEM_CHUNK = 4096
+
+
+def write_item_rows(
+    handle: FeatureStoreHandle,
+    model: ServingModel,
+    ids: list[str],
+    content: dict[str, np.ndarray],
+    when: datetime,
+    vectors: np.ndarray | None = None,
+    progress: bool = False,
+) -> None:
+    """``ids``' item-tower rows, ``ITEM_CHUNK`` at a time: embedded here, or ``vectors``
+    (row for row with ``ids``) computed elsewhere."""
+    for s in tqdm(range(0, len(ids), ITEM_CHUNK), desc="backfill items", disable=not progress):
+        chunk = ids[s : s + ITEM_CHUNK]
+        if vectors is None:
+            rows = item_tower_rows(model, chunk, np.stack([content[i] for i in chunk]), when)
+        else:
+            rows = item_tower_rows(model, chunk, None, when, vectors[s : s + ITEM_CHUNK])
+        write_rows(handle, ITEM_TOWER.name, rows)
+
+
 def _engine_passes(
     handle: FeatureStoreHandle,
     model: ServingModel,
     engine: TowerEngine,
+    ids: list[str],
     content: dict[str, np.ndarray],
     log_df: pd.DataFrame,
     history_len: int,
@@ -197,13 +219,10 @@ def _engine_passes(
 ) -> UserRows:
     """Both tower passes in one call of ``engine`` (one worker pool, one model load per
     worker); the item rows are written here, the user rows returned."""
-    ids = sorted(content)
     wins = user_windows(log_df, content, history_len, partial=True)
     matrix = np.stack([content[i] for i in ids]) if ids else np.zeros((0, model.content_dim))
     item_vecs, user_vecs = engine.passes(ids, matrix, [wins.items[u] for u in wins.order])
-    for s in range(0, len(ids), 4096):
-        rows = item_tower_rows(model, ids[s : s + 4096], None, when, item_vecs[s : s + 4096])
-        write_rows(handle, ITEM_TOWER.name, rows)
+    write_item_rows(handle, model, ids, content, when, item_vecs)
     return user_rows_of(model, wins, user_vecs, when)
 
 
@@ -280,8 +299,7 @@ def catch_up(
     fixed = 0
     items = sorted(i for i in new_items if i in content)
     if items:
-        rows = item_tower_rows(model, items, np.stack([content[i] for i in items]), when)
-        write_rows(handle, ITEM_TOWER.name, rows)
+        write_item_rows(handle, model, items, content, when)
         fixed += len(items)
     log_df = handle.read_offline(INTERACTION_LOG.name)
     if not log_df.empty:

@@ -116,11 +116,6 @@ class RayBackfillFailed(RuntimeError):
     stops before writing any of the pass's rows, so no partial version is switched to."""
 
 
-#: Users per forward inside a batch, as the local pass (``user_tower_rows``' ``batch``):
-#: a larger forward is slower per user on CPU (4,096 windows took 2x the time of 512s).
-USER_CHUNK = 512
-
-
 class _Towers:
     """One actor: the model version and the pass's inputs loaded once, then rows by index.
 
@@ -147,7 +142,7 @@ class _Towers:
         torch.set_num_threads(cpus)  # the CPUs Ray gave this actor, no more (nor fewer)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from learn_core.inference import embed_windows, encode_items
+        from learn_core.inference import USER_BATCH, embed_windows, encode_items
 
         idx = np.asarray(batch["data"], np.int64)
         n = len(self.ids)
@@ -156,10 +151,10 @@ class _Towers:
         if len(items):
             ids = [self.ids[k] for k in items]
             parts.append(encode_items(self.model, self.content[items], ids))
-        for s in range(0, len(users), USER_CHUNK):
+        for s in range(0, len(users), USER_BATCH):
             wins = [
                 [self.ids[j] for j in self.flat[self.starts[k] : self.starts[k + 1]]]
-                for k in users[s : s + USER_CHUNK]
+                for k in users[s : s + USER_BATCH]
             ]
             parts.append(embed_windows(self.model.user_tower, wins, self.by_id, self.h))
         return {"id": np.concatenate([items, users + n]), "vector": np.concatenate(parts)}

@@ -62,12 +62,12 @@ def run_job(name: str, force: bool = False, engine: str | None = None) -> dict[s
     # Every setting of the job is checked before any work: a bad engine setting would
     # otherwise surface after a retrain's training, or never while no model is current.
     load(BackfillEngineSettings, **({"engine": engine} if engine else {}))
-    load(RetrainSettings)
+    s = load(RetrainSettings)
     handle = open_store()
     try:
         registry = open_registry()
         if name == "retrain":
-            report = retrain(handle, registry, load(RetrainSettings), progress=True, force=force)
+            report = retrain(handle, registry, s, progress=True, force=force)
             return {"job": name, "skipped": report is None} | (asdict(report) if report else {})
 
         from trainers.jobs.backfill import backfill, purge_retired
@@ -77,7 +77,6 @@ def run_job(name: str, force: bool = False, engine: str | None = None) -> dict[s
             return {"job": name, "skipped": True, "reason": "no current model"}
         from trainers.jobs.ray_backfill import engine_from_settings
 
-        s = load(RetrainSettings)
         model = as_serving(version, registry.load(version))
         res = backfill(
             handle,
