@@ -447,7 +447,11 @@ def test_switches_while_items_and_interactions_flow_hide_nothing(
         for _ in range(2):
             out = run_job("retrain", force=True)
             assert out.get("promoted"), out
-        time.sleep(1.5)  # answers of the last version, after its switch
+        # Answers of the last version, after its switch: waited for, not slept for (on 2
+        # loaded cores a /rank answer can take 100 ms+, and 1.5 s once gave fewer than 5).
+        last, deadline = registry.current_version(), time.monotonic() + 60
+        while poller.versions.get(last, 0) < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
         stop.set()
         streamer.join(timeout=30)
         poller.stop.set()
@@ -455,7 +459,7 @@ def test_switches_while_items_and_interactions_flow_hide_nothing(
         # Nothing stale at the end, at full precision (SQLite keeps whole seconds): once
         # the consumers are idle and the holds are over, every user's row of the serving
         # version is the batch function of the log.
-        deadline, stale = time.monotonic() + 30, ["not checked"]
+        deadline, stale = time.monotonic() + 60, ["not checked"]
         while stale and time.monotonic() < deadline:
             time.sleep(1.0)
             stale = _stale_users(watch_handle, registry)
