@@ -47,6 +47,10 @@ class FeastSettings(BaseSettings):
     pg_sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = (
         "prefer"
     )
+    historical_chunk_rows: int = Field(
+        20_000, ge=100, le=10_000_000,
+        description="entity rows per point-in-time query: bounds its memory (module doc)",
+    )  # fmt: skip
 
     @field_validator("redis_url")
     @classmethod

@@ -173,6 +173,11 @@ def test_ranker_rows_see_only_earlier_values_and_match_the_reader(
     # The same rows by the plain pandas join.
     cols = [c for c in got.columns if c not in events.columns]
     assert same_frames(got, pandas_join(events, views), cols) == []
+    # One entity row per query (LEARNREC_FEAST_HISTORICAL_CHUNK_ROWS bounds the memory of
+    # each): the same frame.
+    from feature_repo.store import point_in_time
+
+    assert same_frames(point_in_time(h.store, events, refs, True, chunk_rows=1), got, cols) == []
 
     # Serving: the reader reads the newest rows online; the training frame at a later
     # time has the same vectors, and the same mid-emb through the model's CVR head.
