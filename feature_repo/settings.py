@@ -49,7 +49,7 @@ class FeastSettings(BaseSettings):
     )
     historical_chunk_rows: int = Field(
         20_000, ge=100, le=10_000_000,
-        description="entity rows per point-in-time query: bounds its memory (module doc)",
+        description="entity rows per point-in-time query (the dask store holds rows x key history)",
     )  # fmt: skip
 
     @field_validator("redis_url")

@@ -222,3 +222,110 @@ def test_a_pool_larger_than_the_local_ray_is_refused_naming_the_settings(
     want = f"LEARNREC_BACKFILL_RAY_CPUS_PER_WORKER={have} needs {2 * have} CPUs"
     with pytest.raises(ConfigError, match=want):
         engine.passes(["x"], content, [["x"]])
+
+
+@pytest.fixture()
+def ray_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, Path]]:
+    """A Ray cluster of its own at ``RAY_ADDRESS`` (``ray start --head``, 2 CPUs, token
+    authentication as Ray 2.59+ starts it): the head's process group and its temp dir."""
+    import secrets
+    import shutil
+    import signal
+    import socket
+    import tempfile
+
+    from trainers.jobs.ray_backfill import _check_address
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    temp = Path(tempfile.mkdtemp(prefix="rayc", dir="/tmp"))  # Ray's socket paths are short
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    head = subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}",
+         "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false",
+         "--disable-usage-stats", f"--temp-dir={temp}", "--block"],
+        env=os.environ | env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                _check_address(f"127.0.0.1:{port}", 2)
+                break
+            except Exception:
+                assert head.poll() is None, "ray start --head exited"
+                assert time.monotonic() < deadline, "the Ray head did not answer in 90 s"
+                time.sleep(0.5)
+        for key, value in (env | {"RAY_ADDRESS": f"127.0.0.1:{port}"}).items():
+            monkeypatch.setenv(key, value)
+        yield head.pid, temp
+    finally:
+        try:
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        head.wait(30)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_cluster_that_goes_away_mid_pass_fails_naming_ray_address(
+    ray_cluster: tuple[int, Path], tmp_path: Path
+) -> None:
+    """On a cluster the pass's driver is a child process: its rows equal the local pass;
+    and when the cluster is SIGKILLed mid-pass (Ray then ends its driver at once, exit 1),
+    the job gets ``RayBackfillFailed`` naming ``RAY_ADDRESS`` within Ray's GCS reconnect
+    timeout, not a hang nor its own death, and no rows."""
+    import signal
+    import threading
+
+    from learn_core.inference import embed_windows, encode_items
+    from learn_core.settings import ServiceUnavailableError
+    from trainers.jobs.ray_backfill import BackfillEngineSettings, RayBackfillFailed, RayEngine
+
+    head, temp = ray_cluster
+    registry, version = _version(tmp_path / "registry")
+    model = as_serving(version, registry.load(version))
+    engine = RayEngine(str(registry.root), model, 8, BackfillEngineSettings(ray_workers=1))
+    rng = np.random.default_rng(0)
+    ids = [f"x{n}" for n in range(300)]
+    content = rng.standard_normal((len(ids), 16)).astype(np.float32)
+    windows = [[ids[k] for k in rng.integers(0, len(ids), 1 + n % 8)] for n in range(40)]
+    items, users = engine.passes(ids, content, windows)
+    np.testing.assert_allclose(items, encode_items(model, content, ids), atol=1e-6, rtol=0)
+    by_id = dict(zip(ids, content, strict=True))
+    np.testing.assert_allclose(
+        users, embed_windows(model.user_tower, windows, by_id, 8), atol=1e-6, rtol=0
+    )
+
+    def datasets() -> int:  # Ray Data's log of each dataset it starts executing
+        return len(list(temp.glob("session_2*/logs/ray-data/ray-data-dataset_*.log")))
+
+    killed: list[float] = []
+
+    def kill_once_the_next_pass_runs(before: int) -> None:
+        deadline = time.monotonic() + 120
+        while datasets() <= before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # its pool starting, its batches flowing
+        os.killpg(head, signal.SIGKILL)
+        killed.append(time.monotonic())
+
+    many = [f"y{n}" for n in range(30_000)]  # 938 batches of 32: several seconds
+    big = rng.standard_normal((len(many), 16)).astype(np.float32)
+    slow = RayEngine(
+        str(registry.root), model, 8, BackfillEngineSettings(ray_workers=1, ray_batch_rows=32)
+    )
+    killer = threading.Thread(target=kill_once_the_next_pass_runs, args=(datasets(),))
+    killer.start()
+    with pytest.raises((RayBackfillFailed, ServiceUnavailableError), match="RAY_ADDRESS") as err:
+        slow.passes(many, big, [])
+    failed = time.monotonic()
+    killer.join(5)
+    assert killed, "the pass ended before the cluster was killed: make it longer"
+    took = failed - killed[0]
+    print(f"cluster gone: {type(err.value).__name__} {took:.1f} s after the kill: {err.value}")
+    # At once where the driver was inside a call to its node's object store; else after
+    # Ray's GCS reconnect timeout (RAY_gcs_rpc_server_reconnect_timeout_s, 60 s).
+    assert took < 90, took

@@ -9,14 +9,28 @@ version once from the registry, and the content vectors once from Ray's object s
 
 ``ray.init()`` starts a local Ray (this machine's CPUs) unless ``RAY_ADDRESS`` names a
 cluster; an address that does not answer fails at once, naming ``RAY_ADDRESS``.
+
+On a cluster the pass's Ray driver runs in a child process (``python -m
+trainers.jobs.ray_backfill DIR``): when the cluster (or the node the driver is attached
+to) goes away, Ray ends its driver process at once ("connection to the plasma store is
+failed. Terminate the process", exit 1, in Ray's log only; at the latest after
+``RAY_gcs_rpc_server_reconnect_timeout_s``, 60 s). In the job's own process that
+would end the job, or a scheduler running it, with no word; in a child it becomes
+``RayBackfillFailed`` naming ``RAY_ADDRESS``, and nothing of the pass is written.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+import subprocess
+import sys
+import tempfile
 import warnings
+from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -104,8 +118,15 @@ def connect(settings: BackfillEngineSettings) -> None:
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
+        hint = ""
+        if os.environ.get("RAY_AUTH_MODE") != "token":  # Ray >= 2.59's `ray start` default
+            hint = (
+                "; if the cluster uses token authentication (`ray start` does by default "
+                "since Ray 2.59), set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or "
+                "RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token)"
+            )
         raise ServiceUnavailableError(
-            f"RAY_ADDRESS: cannot join the Ray cluster at {address!r}: {exc}"
+            f"RAY_ADDRESS: cannot join the Ray cluster at {address!r}: {exc}{hint}"
         ) from None
     where = f"cluster {address}" if address else f"local, {kwargs['num_cpus']} CPUs"
     log.info("ray: %s", where)
@@ -171,7 +192,11 @@ class RayEngine:
         settings: BackfillEngineSettings | None = None,
     ) -> None:
         self.s = settings or BackfillEngineSettings()
-        connect(self.s)
+        self.address = os.environ.get("RAY_ADDRESS") or None
+        if self.address is None:
+            connect(self.s)
+        else:  # joined by the pass's own driver process (module doc); fail fast here
+            _check_address(self.address, self.s.ray_connect_timeout_s)
         self.root, self.version, self.h = registry_root, model.version, history_len
         self.out_dim = model.dim
 
@@ -198,17 +223,61 @@ class RayEngine:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Item vectors of ``content``'s rows and user vectors of ``windows`` (whose items
         are ``item_ids``), from one ``map_batches`` over an actor pool."""
-        import ray
-        import ray.data
-
-        n_items, total = len(item_ids), len(item_ids) + len(windows)
-        out = np.zeros((total, self.out_dim), np.float32)
+        total = len(item_ids) + len(windows)
         if total == 0:
-            return out[:0], out[:0]
-        cpus = self.cpus_per_worker()
+            empty = np.zeros((0, self.out_dim), np.float32)
+            return empty, empty
         row = {i: k for k, i in enumerate(item_ids)}
         flat = np.fromiter((row[i] for w in windows for i in w), np.int64)
         starts = np.concatenate([[0], np.cumsum([len(w) for w in windows], dtype=np.int64)])
+        if self.address is None:
+            out = self.rows(list(item_ids), content, flat, starts)
+        else:
+            out = self._rows_in_child(list(item_ids), content, flat, starts)
+        return out[: len(item_ids)], out[len(item_ids) :]
+
+    def _rows_in_child(
+        self, item_ids: list[str], content: np.ndarray, flat: np.ndarray, starts: np.ndarray
+    ) -> np.ndarray:
+        """``rows`` in a driver process of its own (module doc): its inputs and output as
+        .npy files (no pickle), its failure as a message file, its death as an exit code."""
+        with tempfile.TemporaryDirectory(prefix="learnrec-ray-pass-") as tmp:
+            d = Path(tmp)
+            np.save(d / "ids.npy", np.asarray(item_ids, dtype=str))
+            np.save(d / "content.npy", np.ascontiguousarray(content, np.float32))
+            np.save(d / "flat.npy", flat)
+            np.save(d / "starts.npy", starts)
+            job = {"root": self.root, "version": self.version, "h": self.h, "dim": self.out_dim}
+            (d / "job.json").write_text(json.dumps(job | {"settings": self.s.model_dump()}))
+            code = subprocess.call(
+                [sys.executable, "-m", "trainers.jobs.ray_backfill", str(d)],
+                cwd=Path(__file__).resolve().parents[2],
+            )
+            if code == 0:
+                return np.load(d / "out.npy")
+            error = d / "error.json"
+            if error.exists():  # raised in the child: the same error here
+                kind, message = json.loads(error.read_text())
+                raise {"ConfigError": ConfigError, "ServiceUnavailableError":
+                       ServiceUnavailableError}.get(kind, RayBackfillFailed)(message)  # fmt: skip
+        raise RayBackfillFailed(
+            f"the Ray backfill pass's driver process ended with exit code {code} "
+            f"(RAY_ADDRESS {self.address}: the cluster, or the node the driver was attached "
+            "to, went away; Ray ends its driver then, see the cluster's python-core-driver "
+            "log); nothing of the pass was written"
+        )
+
+    def rows(
+        self, item_ids: list[str], content: np.ndarray, flat: np.ndarray, starts: np.ndarray
+    ) -> np.ndarray:
+        """The pass in this process: item rows then user windows (``flat[starts[k]:
+        starts[k + 1]]``, rows of ``content``) -> ``[rows, out_dim]`` vectors."""
+        import ray
+        import ray.data
+
+        total = len(item_ids) + len(starts) - 1
+        out = np.zeros((total, self.out_dim), np.float32)
+        cpus = self.cpus_per_worker()
         refs = [
             ray.put(list(item_ids)),
             ray.put(np.ascontiguousarray(content, np.float32)),
@@ -250,7 +319,7 @@ class RayEngine:
             ) from exc
         if not seen.all():  # never seen; a row lost must not become a zero vector
             raise RayBackfillFailed(f"the Ray pass returned {seen.sum()} of {total} rows")
-        return out[:n_items], out[n_items:]
+        return out
 
 
 def engine_from_settings(
@@ -269,3 +338,34 @@ def engine_from_settings(
             "LEARNREC_BACKFILL_ENGINE=ray needs Ray: pip install -e '.[ray]'"
         ) from None
     return RayEngine(registry_root, model, history_len, s)
+
+
+def _child(d: Path) -> int:
+    """``python -m trainers.jobs.ray_backfill DIR``: the pass of ``RayEngine._rows_in_child``."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s ray-driver %(levelname)s %(name)s: %(message)s"
+    )
+    job = json.loads((d / "job.json").read_text())
+    s = BackfillEngineSettings.model_validate(job["settings"])
+    try:
+        connect(s)
+        model = SimpleNamespace(version=job["version"], dim=job["dim"])  # all it reads
+        engine = RayEngine(job["root"], model, job["h"], s)  # type: ignore[arg-type]
+        out = engine.rows(
+            np.load(d / "ids.npy").tolist(),
+            np.load(d / "content.npy"),
+            np.load(d / "flat.npy"),
+            np.load(d / "starts.npy"),
+        )
+    except (ConfigError, ServiceUnavailableError, RayBackfillFailed) as exc:
+        (d / "error.json").write_text(json.dumps([type(exc).__name__, str(exc)]))
+        return 2
+    np.save(d / "out.npy", out)
+    return 0
+
+
+if __name__ == "__main__":
+    # By its real name, so that Ray pickles ``_Towers`` by reference, not as ``__main__``'s.
+    from trainers.jobs.ray_backfill import _child as child
+
+    sys.exit(child(Path(sys.argv[1])))
