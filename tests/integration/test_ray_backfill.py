@@ -271,10 +271,10 @@ def ray_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, Path]]:
 
 
 def test_a_cluster_that_goes_away_mid_pass_fails_naming_ray_address(
-    ray_cluster: tuple[int, Path], tmp_path: Path
+    ray_cluster: tuple[int, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On a cluster the pass's driver is a child process: its rows equal the local pass;
-    and when the cluster is SIGKILLed mid-pass (Ray then ends its driver at once, exit 1),
+    """On a cluster the pass's driver is a child process: without the cluster's token it
+    fails naming the variables to set; with it, its rows equal the local pass; and when the cluster is SIGKILLed mid-pass (Ray then ends its driver at once, exit 1),
     the job gets ``RayBackfillFailed`` naming ``RAY_ADDRESS`` within Ray's GCS reconnect
     timeout, not a hang nor its own death, and no rows."""
     import signal
@@ -292,6 +292,10 @@ def test_a_cluster_that_goes_away_mid_pass_fails_naming_ray_address(
     ids = [f"x{n}" for n in range(300)]
     content = rng.standard_normal((len(ids), 16)).astype(np.float32)
     windows = [[ids[k] for k in rng.integers(0, len(ids), 1 + n % 8)] for n in range(40)]
+    with monkeypatch.context() as m:  # a driver without the cluster's token: told what to set
+        m.delenv("RAY_AUTH_MODE")
+        with pytest.raises(ServiceUnavailableError, match="set RAY_AUTH_MODE=token"):
+            engine.passes(ids, content, windows)
     items, users = engine.passes(ids, content, windows)
     np.testing.assert_allclose(items, encode_items(model, content, ids), atol=1e-6, rtol=0)
     by_id = dict(zip(ids, content, strict=True))
