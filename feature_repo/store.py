@@ -212,9 +212,11 @@ def point_in_time(
     entity_df: pd.DataFrame,
     features: list[str],
     full_feature_names: bool = False,
-    chunk_rows: int = 20_000,
+    *,
+    chunk_rows: int,
 ) -> pd.DataFrame:
-    """See ``FeatureStoreHandle.historical``."""
+    """See ``FeatureStoreHandle.historical`` (``chunk_rows``: its
+    ``LEARNREC_FEAST_HISTORICAL_CHUNK_ROWS``)."""
     views = list(dict.fromkeys(ref.split(":", 1)[0] for ref in features))
     known = {**VIEWS, **RANKER_VIEWS}
     unknown = set(views) - set(known)
@@ -244,11 +246,10 @@ def _view_point_in_time(
     # Microseconds: PostgreSQL keeps no finer time, and the join back must match exactly.
     when = pd.to_datetime(entity_df[EVENT_TS], utc=True).dt.floor("us")
     request = entity_df[keys].assign(**{EVENT_TS: when}).drop_duplicates(ignore_index=True)
-    names = [r.replace(":", "__") if full_feature_names else r.split(":", 1)[1] for r in features]
     answer = pd.concat(
         [
             _chunk_point_in_time(
-                store, request.iloc[s : s + chunk_rows], features, names, full_feature_names
+                store, request.iloc[s : s + chunk_rows], features, full_feature_names
             )
             for s in range(0, max(len(request), 1), chunk_rows)
         ],
@@ -267,7 +268,6 @@ def _chunk_point_in_time(
     store: FeatureStore,
     request: pd.DataFrame,
     features: list[str],
-    names: list[str],
     full_feature_names: bool,
 ) -> pd.DataFrame:
     """Feast's answer for one chunk of ``request``. Feast's dask store cannot answer a
@@ -281,6 +281,9 @@ def _chunk_point_in_time(
     except NotImplementedError as exc:
         if "Divisions calculation failed" not in str(exc):
             raise
+        names = [
+            r.replace(":", "__") if full_feature_names else r.split(":", 1)[1] for r in features
+        ]
         return request.assign(**{name: None for name in names})
 
 
