@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,20 +144,18 @@ def test_the_address_check_accepts_a_real_ray_head_and_refuses_other_servers(
             conn.sendall(b"-ERR unknown command\r\n")
             conn.close()
 
-        import threading
-
         threading.Thread(target=answer, daemon=True).start()
         with pytest.raises(ServiceUnavailableError, match="not as a Ray cluster"):
             _check_address(f"127.0.0.1:{port}", 3)
 
 
-def _kill_one_worker_once_alive(killed: list[int]) -> None:
+def _kill_one_worker_once_alive(killed: list[int], done: threading.Event) -> None:
     """Once an actor of the pool is constructed (ALIVE: its model loaded, batches
-    flowing), SIGKILL its process."""
+    flowing), SIGKILL its process; look until the pass is ``done`` (on a loaded machine
+    the actors may take minutes to come up)."""
     import signal
 
-    deadline = time.monotonic() + 120
-    while not killed and time.monotonic() < deadline:
+    while not killed and not done.is_set():
         for actor in ray._private.state.actors().values():  # GCS's table (test only)
             if "MapWorker" in actor["ActorClassName"] and actor["State"] == "ALIVE":
                 time.sleep(0.3)
@@ -172,8 +171,6 @@ def test_a_worker_killed_mid_pass_loses_nothing(
 ) -> None:
     """SIGKILL one actor of the pool mid-pass: its batches re-run, every row comes back
     equal to the local pass; with no retries allowed, the pass fails, naming the settings."""
-    import threading
-
     from learn_core.inference import embed_windows, encode_items
     from trainers.jobs.ray_backfill import BackfillEngineSettings, RayBackfillFailed, RayEngine
 
@@ -186,17 +183,21 @@ def test_a_worker_killed_mid_pass_loses_nothing(
     s = BackfillEngineSettings(ray_batch_rows=16, ray_max_retries=retries)
     engine = RayEngine(str(registry.root), model, 8, s)
     killed: list[int] = []
-    killer = threading.Thread(target=_kill_one_worker_once_alive, args=(killed,), daemon=True)
+    done = threading.Event()
+    killer = threading.Thread(target=_kill_one_worker_once_alive, args=(killed, done), daemon=True)
     killer.start()
-    if retries == 0:
-        with pytest.raises(RayBackfillFailed, match="LEARNREC_BACKFILL_RAY_MAX_RETRIES=0"):
-            engine.passes(ids, content, windows)
-        assert killed
-        return
-    t0 = time.monotonic()
-    items, users = engine.passes(ids, content, windows)
-    print(f"pass with a kill: {time.monotonic() - t0:.1f} s")
-    killer.join(5)
+    try:
+        if retries == 0:
+            with pytest.raises(RayBackfillFailed, match="LEARNREC_BACKFILL_RAY_MAX_RETRIES=0"):
+                engine.passes(ids, content, windows)
+            assert killed
+            return
+        t0 = time.monotonic()
+        items, users = engine.passes(ids, content, windows)
+        print(f"pass with a kill: {time.monotonic() - t0:.1f} s")
+    finally:
+        done.set()
+        killer.join(5)
     assert killed, "no Ray worker was seen"
     np.testing.assert_allclose(items, encode_items(model, content, ids), atol=1e-6, rtol=0)
     by_id = dict(zip(ids, content, strict=True))
@@ -278,7 +279,6 @@ def test_a_cluster_that_goes_away_mid_pass_fails_naming_ray_address(
     the job gets ``RayBackfillFailed`` naming ``RAY_ADDRESS`` within Ray's GCS reconnect
     timeout, not a hang nor its own death, and no rows."""
     import signal
-    import threading
 
     from learn_core.inference import embed_windows, encode_items
     from learn_core.settings import ServiceUnavailableError

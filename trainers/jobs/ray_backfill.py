@@ -29,8 +29,8 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -181,6 +181,91 @@ class _Towers:
         return {"id": np.concatenate([items, users + n]), "vector": np.concatenate(parts)}
 
 
+def cpus_per_worker(s: BackfillEngineSettings) -> int:
+    """``ray_cpus_per_worker``, or by default a local Ray's CPUs shared among the actors
+    (one actor on a 2-CPU machine gets both, as the local pass's torch does); on a
+    cluster 1, Ray's own default."""
+    import ray
+
+    if os.environ.get("RAY_ADDRESS"):  # (a cluster may scale up to the pool's need)
+        return s.ray_cpus_per_worker or 1
+    have = int(ray.cluster_resources().get("CPU", 1))
+    cpus = s.ray_cpus_per_worker or max(1, have // s.ray_workers)
+    if cpus * s.ray_workers > have:  # the pool would wait for CPUs forever
+        raise ConfigError(
+            f"LEARNREC_BACKFILL_RAY_WORKERS={s.ray_workers} x "
+            f"LEARNREC_BACKFILL_RAY_CPUS_PER_WORKER={cpus} needs {cpus * s.ray_workers} "
+            f"CPUs; the local Ray has {have}"
+        )
+    return cpus
+
+
+@dataclass(frozen=True)
+class PassJob:
+    """What a pass's driver needs: the model version to load, its window and width."""
+
+    root: str
+    version: str
+    h: int
+    out_dim: int
+    settings: BackfillEngineSettings
+
+
+def run_pass(
+    job: PassJob, item_ids: list[str], content: np.ndarray, flat: np.ndarray, starts: np.ndarray
+) -> np.ndarray:
+    """The pass in this process (Ray joined): item rows then user windows (``flat[starts[k]:
+    starts[k + 1]]``, rows of ``content``) -> ``[rows, out_dim]`` vectors."""
+    import ray
+    import ray.data
+
+    total = len(item_ids) + len(starts) - 1
+    out = np.zeros((total, job.out_dim), np.float32)
+    cpus = cpus_per_worker(job.settings)
+    refs = [
+        ray.put(list(item_ids)),
+        ray.put(np.ascontiguousarray(content, np.float32)),
+        ray.put(flat),
+        ray.put(starts),
+    ]
+    with warnings.catch_warnings():
+        # (Ray 2.60 names no parameter for an actor's restarts yet: passed through.)
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+        # The row numbers from the driver's memory: ray.data.range's read tasks would
+        # wait for a CPU that the pool's actors hold (a hang on a 2-CPU Ray).
+        rows = np.arange(total, dtype=np.int64)
+        blocks = np.array_split(rows, max(1, -(-total // job.settings.ray_batch_rows)))
+        # One block per batch: a block is one task, and tasks are what the pool's
+        # actors share (one block would keep all but one actor idle).
+        ds = ray.data.from_numpy(blocks).map_batches(
+            _Towers,
+            fn_constructor_args=(job.root, job.version, job.h, refs, cpus),
+            batch_size=job.settings.ray_batch_rows,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=job.settings.ray_workers),
+            num_cpus=cpus,
+            # A dead worker is restarted and its batches re-run (rows are written by
+            # the job afterwards, so nothing is written twice); bounded, never forever.
+            max_restarts=job.settings.ray_max_retries,
+            max_task_retries=job.settings.ray_max_retries,
+        )
+    seen = np.zeros(total, bool)
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            out[batch["id"]] = batch["vector"]
+            seen[batch["id"]] = True
+    except ray.exceptions.RayError as exc:
+        where = os.environ.get("RAY_ADDRESS") or "unset: a local Ray"
+        raise RayBackfillFailed(
+            f"the Ray backfill pass failed (RAY_ADDRESS {where}; a dead worker is retried "
+            f"LEARNREC_BACKFILL_RAY_MAX_RETRIES={job.settings.ray_max_retries} times); nothing "
+            f"of it was written: {type(exc).__name__}: {str(exc)[:500]}"
+        ) from exc
+    if not seen.all():  # never seen; a row lost must not become a zero vector
+        raise RayBackfillFailed(f"the Ray pass returned {seen.sum()} of {total} rows")
+    return out
+
+
 class RayEngine:
     """``trainers.jobs.backfill.backfill``'s tower passes as one Ray Data job."""
 
@@ -197,26 +282,7 @@ class RayEngine:
             connect(self.s)
         else:  # joined by the pass's own driver process (module doc); fail fast here
             _check_address(self.address, self.s.ray_connect_timeout_s)
-        self.root, self.version, self.h = registry_root, model.version, history_len
-        self.out_dim = model.dim
-
-    def cpus_per_worker(self) -> int:
-        """``ray_cpus_per_worker``, or by default a local Ray's CPUs shared among the
-        actors (one actor on a 2-CPU machine gets both, as the local pass's torch does);
-        on a cluster 1, Ray's own default."""
-        import ray
-
-        if os.environ.get("RAY_ADDRESS"):  # (a cluster may scale up to the pool's need)
-            return self.s.ray_cpus_per_worker or 1
-        have = int(ray.cluster_resources().get("CPU", 1))
-        cpus = self.s.ray_cpus_per_worker or max(1, have // self.s.ray_workers)
-        if cpus * self.s.ray_workers > have:  # the pool would wait for CPUs forever
-            raise ConfigError(
-                f"LEARNREC_BACKFILL_RAY_WORKERS={self.s.ray_workers} x "
-                f"LEARNREC_BACKFILL_RAY_CPUS_PER_WORKER={cpus} needs {cpus * self.s.ray_workers} "
-                f"CPUs; the local Ray has {have}"
-            )
-        return cpus
+        self.job = PassJob(registry_root, model.version, history_len, model.dim, self.s)
 
     def passes(
         self, item_ids: list[str], content: np.ndarray, windows: list[list[str]]
@@ -225,13 +291,13 @@ class RayEngine:
         are ``item_ids``), from one ``map_batches`` over an actor pool."""
         total = len(item_ids) + len(windows)
         if total == 0:
-            empty = np.zeros((0, self.out_dim), np.float32)
+            empty = np.zeros((0, self.job.out_dim), np.float32)
             return empty, empty
         row = {i: k for k, i in enumerate(item_ids)}
         flat = np.fromiter((row[i] for w in windows for i in w), np.int64)
         starts = np.concatenate([[0], np.cumsum([len(w) for w in windows], dtype=np.int64)])
         if self.address is None:
-            out = self.rows(list(item_ids), content, flat, starts)
+            out = run_pass(self.job, list(item_ids), content, flat, starts)
         else:
             out = self._rows_in_child(list(item_ids), content, flat, starts)
         return out[: len(item_ids)], out[len(item_ids) :]
@@ -239,7 +305,7 @@ class RayEngine:
     def _rows_in_child(
         self, item_ids: list[str], content: np.ndarray, flat: np.ndarray, starts: np.ndarray
     ) -> np.ndarray:
-        """``rows`` in a driver process of its own (module doc): its inputs and output as
+        """``run_pass`` in a driver process of its own (module doc): its inputs and output as
         .npy files (no pickle), its failure as a message file, its death as an exit code."""
         with tempfile.TemporaryDirectory(prefix="learnrec-ray-pass-") as tmp:
             d = Path(tmp)
@@ -247,8 +313,8 @@ class RayEngine:
             np.save(d / "content.npy", np.ascontiguousarray(content, np.float32))
             np.save(d / "flat.npy", flat)
             np.save(d / "starts.npy", starts)
-            job = {"root": self.root, "version": self.version, "h": self.h, "dim": self.out_dim}
-            (d / "job.json").write_text(json.dumps(job | {"settings": self.s.model_dump()}))
+            job = asdict(self.job) | {"settings": self.s.model_dump()}
+            (d / "job.json").write_text(json.dumps(job))
             code = subprocess.call(
                 [sys.executable, "-m", "trainers.jobs.ray_backfill", str(d)],
                 cwd=Path(__file__).resolve().parents[2],
@@ -266,60 +332,6 @@ class RayEngine:
             "to, went away; Ray ends its driver then, see the cluster's python-core-driver "
             "log); nothing of the pass was written"
         )
-
-    def rows(
-        self, item_ids: list[str], content: np.ndarray, flat: np.ndarray, starts: np.ndarray
-    ) -> np.ndarray:
-        """The pass in this process: item rows then user windows (``flat[starts[k]:
-        starts[k + 1]]``, rows of ``content``) -> ``[rows, out_dim]`` vectors."""
-        import ray
-        import ray.data
-
-        total = len(item_ids) + len(starts) - 1
-        out = np.zeros((total, self.out_dim), np.float32)
-        cpus = self.cpus_per_worker()
-        refs = [
-            ray.put(list(item_ids)),
-            ray.put(np.ascontiguousarray(content, np.float32)),
-            ray.put(flat),
-            ray.put(starts),
-        ]
-        with warnings.catch_warnings():
-            # (Ray 2.60 names no parameter for an actor's restarts yet: passed through.)
-            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
-            # The row numbers from the driver's memory: ray.data.range's read tasks would
-            # wait for a CPU that the pool's actors hold (a hang on a 2-CPU Ray).
-            rows = np.arange(total, dtype=np.int64)
-            blocks = np.array_split(rows, max(1, -(-total // self.s.ray_batch_rows)))
-            # One block per batch: a block is one task, and tasks are what the pool's
-            # actors share (one block would keep all but one actor idle).
-            ds = ray.data.from_numpy(blocks).map_batches(
-                _Towers,
-                fn_constructor_args=(self.root, self.version, self.h, refs, cpus),
-                batch_size=self.s.ray_batch_rows,
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=self.s.ray_workers),
-                num_cpus=cpus,
-                # A dead worker is restarted and its batches re-run (rows are written by
-                # the job afterwards, so nothing is written twice); bounded, never forever.
-                max_restarts=self.s.ray_max_retries,
-                max_task_retries=self.s.ray_max_retries,
-            )
-        seen = np.zeros(total, bool)
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                out[batch["id"]] = batch["vector"]
-                seen[batch["id"]] = True
-        except ray.exceptions.RayError as exc:
-            where = os.environ.get("RAY_ADDRESS") or "unset: a local Ray"
-            raise RayBackfillFailed(
-                f"the Ray backfill pass failed (RAY_ADDRESS {where}; a dead worker is retried "
-                f"LEARNREC_BACKFILL_RAY_MAX_RETRIES={self.s.ray_max_retries} times); nothing "
-                f"of it was written: {type(exc).__name__}: {str(exc)[:500]}"
-            ) from exc
-        if not seen.all():  # never seen; a row lost must not become a zero vector
-            raise RayBackfillFailed(f"the Ray pass returned {seen.sum()} of {total} rows")
-        return out
 
 
 def engine_from_settings(
@@ -345,13 +357,12 @@ def _child(d: Path) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s ray-driver %(levelname)s %(name)s: %(message)s"
     )
-    job = json.loads((d / "job.json").read_text())
-    s = BackfillEngineSettings.model_validate(job["settings"])
+    spec = json.loads((d / "job.json").read_text())
+    job = PassJob(**spec | {"settings": BackfillEngineSettings.model_validate(spec["settings"])})
     try:
-        connect(s)
-        model = SimpleNamespace(version=job["version"], dim=job["dim"])  # all it reads
-        engine = RayEngine(job["root"], model, job["h"], s)  # type: ignore[arg-type]
-        out = engine.rows(
+        connect(job.settings)
+        out = run_pass(
+            job,
             np.load(d / "ids.npy").tolist(),
             np.load(d / "content.npy"),
             np.load(d / "flat.npy"),
