@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -276,13 +276,13 @@ class RayEngine:
         history_len: int,
         settings: BackfillEngineSettings | None = None,
     ) -> None:
-        self.s = settings or BackfillEngineSettings()
+        s = settings or BackfillEngineSettings()
         self.address = os.environ.get("RAY_ADDRESS") or None
         if self.address is None:
-            connect(self.s)
+            connect(s)
         else:  # joined by the pass's own driver process (module doc); fail fast here
-            _check_address(self.address, self.s.ray_connect_timeout_s)
-        self.job = PassJob(registry_root, model.version, history_len, model.dim, self.s)
+            _check_address(self.address, s.ray_connect_timeout_s)
+        self.job = PassJob(registry_root, model.version, history_len, model.dim, s)
 
     def passes(
         self, item_ids: list[str], content: np.ndarray, windows: list[list[str]]
@@ -313,7 +313,8 @@ class RayEngine:
             np.save(d / "content.npy", np.ascontiguousarray(content, np.float32))
             np.save(d / "flat.npy", flat)
             np.save(d / "starts.npy", starts)
-            job = asdict(self.job) | {"settings": self.s.model_dump()}
+            # (vars, not asdict: asdict would deep-copy the settings only to replace them)
+            job = vars(self.job) | {"settings": self.job.settings.model_dump()}
             (d / "job.json").write_text(json.dumps(job))
             code = subprocess.call(
                 [sys.executable, "-m", "trainers.jobs.ray_backfill", str(d)],
