@@ -149,14 +149,19 @@ def test_the_address_check_accepts_a_real_ray_head_and_refuses_other_servers(
             _check_address(f"127.0.0.1:{port}", 3)
 
 
-def _kill_one_worker_once_alive(killed: list[int], done: threading.Event) -> None:
+def _kill_one_worker_once_alive(
+    killed: list[int], done: threading.Event, earlier: set[str]
+) -> None:
     """Once an actor of the pool is constructed (ALIVE: its model loaded, batches
     flowing), SIGKILL its process; look until the pass is ``done`` (on a loaded machine
-    the actors may take minutes to come up)."""
+    the actors may take minutes to come up). Never the ``earlier`` actors: an earlier
+    pass's pool is torn down after it ends, so its actors may still show ALIVE."""
     import signal
 
     while not killed and not done.is_set():
-        for actor in ray._private.state.actors().values():  # GCS's table (test only)
+        for actor_id, actor in ray._private.state.actors().items():  # GCS's (test only)
+            if actor_id in earlier:
+                continue
             if "MapWorker" in actor["ActorClassName"] and actor["State"] == "ALIVE":
                 time.sleep(0.3)
                 os.kill(actor["Pid"], signal.SIGKILL)
@@ -184,7 +189,10 @@ def test_a_worker_killed_mid_pass_loses_nothing(
     engine = RayEngine(str(registry.root), model, 8, s)
     killed: list[int] = []
     done = threading.Event()
-    killer = threading.Thread(target=_kill_one_worker_once_alive, args=(killed, done), daemon=True)
+    earlier = set(ray._private.state.actors())  # before this pass's pool exists
+    killer = threading.Thread(
+        target=_kill_one_worker_once_alive, args=(killed, done, earlier), daemon=True
+    )
     killer.start()
     try:
         if retries == 0:
